@@ -1,0 +1,117 @@
+//! The admin listener: `/metrics` (OpenMetrics text), `/healthz` (the process is up),
+//! `/readyz` (it accepts traffic: 503 while starting or draining) and `/status` (the running
+//! config's generation, listeners and routes, as JSON). Read-only for now; the admin API
+//! issue adds authentication, writes and the dashboard here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use floodgate_proxy::Gateway;
+
+/// Serves the admin endpoints until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = floodgate_proxy::server::stopped(&mut shutdown) => return,
+        };
+        let gw = gw.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = answer(&gw, &ready, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            gw.metrics.encode(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            if ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\n".into(),
+                )
+            }
+        }
+        "/status" => {
+            let snap = gw.snapshot();
+            let body = serde_json::json!({
+                "generation": snap.generation,
+                "listeners": snap.listeners.iter().map(|l| serde_json::json!({
+                    "name": &*l.name,
+                    "routes": l.router.len(),
+                })).collect::<Vec<_>>(),
+                "upstreams": snap.upstreams.keys().collect::<Vec<_>>(),
+                "routes": snap.config.routes.iter().enumerate().map(|(i, r)| floodgate_config::route_name(r, i)).collect::<Vec<_>>(),
+            });
+            text(StatusCode::OK, "application/json", body.to_string())
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz, /status\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}

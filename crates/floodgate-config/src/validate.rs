@@ -1,0 +1,389 @@
+//! Rules that span fields or need more than a type: unique names, references between
+//! sections, mutually exclusive options, regexes that compile, templates whose parameters
+//! exist. Every rule reports with the field path it concerns, and all rules run.
+
+use std::collections::{HashMap, HashSet};
+
+use http::{HeaderName, Method};
+
+use crate::error::FieldPath;
+use crate::model::{Config, HeaderOps, Route, ValueMatch};
+use crate::template::{PathTemplate, TextTemplate};
+
+/// A problem found by validation, located later through the document tree.
+pub(crate) type Problem = (FieldPath, String);
+
+/// Runs every rule and returns all problems.
+pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let root = FieldPath::root();
+    validate_listeners(cfg, &root, &mut out);
+    for (name, up) in &cfg.upstreams {
+        let path = root.key("upstreams").key(name);
+        if up.targets.is_empty() {
+            out.push((
+                path.key("targets"),
+                "an upstream needs at least one target".into(),
+            ));
+        }
+        for (i, t) in up.targets.iter().enumerate() {
+            if let Err(msg) = check_host_port(t.address()) {
+                out.push((path.key("targets").index(i), msg));
+            }
+            if !(1..=1000).contains(&t.weight()) {
+                out.push((
+                    path.key("targets").index(i).key("weight"),
+                    "weight must be from 1 to 1000".into(),
+                ));
+            }
+        }
+        if up.timeouts.connect.0.is_zero() || up.timeouts.request.0.is_zero() {
+            out.push((
+                path.key("timeouts"),
+                "timeouts must be greater than zero".into(),
+            ));
+        }
+    }
+    let listener_names: HashSet<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+    let mut route_names = HashMap::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        let path = root.key("routes").index(i);
+        let name = route_name(route, i);
+        if let Some(prev) = route_names.insert(name.clone(), i) {
+            out.push((
+                path.key("name"),
+                format!("duplicate route name {name:?} (also routes[{prev}])"),
+            ));
+        }
+        validate_route(cfg, route, &path, &listener_names, &mut out);
+    }
+    out
+}
+
+/// The name a route is known by: its own, or `route-N`.
+pub fn route_name(route: &Route, index: usize) -> String {
+    route
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("route-{index}"))
+}
+
+fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
+    if cfg.listeners.is_empty() {
+        out.push((
+            root.key("listeners"),
+            "at least one listener is required".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashMap::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let path = root.key("listeners").index(i);
+        if l.name.is_empty() || !names.insert(l.name.as_str()) {
+            out.push((
+                path.key("name"),
+                format!("listener names must be unique and non-empty: {:?}", l.name),
+            ));
+        }
+        if l.address.port() != 0 {
+            if let Some(prev) = addrs.insert(l.address, i) {
+                out.push((
+                    path.key("address"),
+                    format!("address {} is also used by listeners[{prev}]", l.address),
+                ));
+            }
+            if l.address == cfg.admin.address {
+                out.push((
+                    path.key("address"),
+                    format!("address {} is also the admin address", l.address),
+                ));
+            }
+        }
+        if l.limits.max_header_bytes.0 < 1024 {
+            out.push((
+                path.key("limits").key("max_header_bytes"),
+                "must be at least 1KiB".into(),
+            ));
+        }
+        if l.limits.max_uri_bytes.0 < 16 {
+            out.push((
+                path.key("limits").key("max_uri_bytes"),
+                "must be at least 16B".into(),
+            ));
+        }
+        if l.timeouts.header_read.0.is_zero() || l.timeouts.idle.0.is_zero() {
+            out.push((
+                path.key("timeouts"),
+                "timeouts must be greater than zero".into(),
+            ));
+        }
+    }
+    if cfg.runtime.workers == Some(0) {
+        out.push((
+            root.key("runtime").key("workers"),
+            "must be at least 1 (leave it out for one per core)".into(),
+        ));
+    }
+}
+
+fn validate_route(
+    cfg: &Config,
+    route: &Route,
+    path: &FieldPath,
+    listener_names: &HashSet<&str>,
+    out: &mut Vec<Problem>,
+) {
+    let m = &route.matches;
+    let mpath = path.key("match");
+    let given = [
+        m.path.is_some(),
+        m.path_prefix.is_some(),
+        m.path_regex.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        out.push((
+            mpath.clone(),
+            "give at most one of `path`, `path_prefix` and `path_regex`".into(),
+        ));
+    }
+    let mut params: Vec<String> = Vec::new();
+    if let Some(p) = &m.path {
+        match PathTemplate::parse(p) {
+            Ok(t) => params.extend(t.param_names().map(String::from)),
+            Err(msg) => out.push((mpath.key("path"), msg)),
+        }
+    }
+    if let Some(p) = &m.path_prefix
+        && !p.starts_with('/')
+    {
+        out.push((
+            mpath.key("path_prefix"),
+            format!("prefix {p:?} must start with `/`"),
+        ));
+    }
+    if let Some(r) = &m.path_regex {
+        match regex::Regex::new(r) {
+            Ok(re) => params.extend(re.capture_names().flatten().map(String::from)),
+            Err(e) => out.push((
+                mpath.key("path_regex"),
+                format!("invalid regular expression: {e}"),
+            )),
+        }
+    }
+    for (i, h) in m.hosts.iter().enumerate() {
+        if let Err(msg) = check_host_pattern(h) {
+            out.push((mpath.key("hosts").index(i), msg));
+        }
+    }
+    for (i, meth) in m.methods.iter().enumerate() {
+        if Method::from_bytes(meth.as_bytes()).is_err() || meth.to_ascii_uppercase() != *meth {
+            out.push((
+                mpath.key("methods").index(i),
+                format!("{meth:?} is not an HTTP method (use upper case, e.g. GET)"),
+            ));
+        }
+    }
+    for (i, vm) in m.headers.iter().enumerate() {
+        let p = mpath.key("headers").index(i);
+        if HeaderName::from_bytes(vm.name.as_bytes()).is_err() {
+            out.push((
+                p.key("name"),
+                format!("{:?} is not a valid header name", vm.name),
+            ));
+        }
+        check_value_match(vm, &p, out);
+    }
+    for (i, vm) in m.query.iter().enumerate() {
+        check_value_match(vm, &mpath.key("query").index(i), out);
+    }
+    if let Some(ls) = &route.listeners {
+        for (i, l) in ls.iter().enumerate() {
+            if !listener_names.contains(l.as_str()) {
+                out.push((
+                    path.key("listeners").index(i),
+                    format!("no listener named {l:?}"),
+                ));
+            }
+        }
+    }
+    match (&route.upstream, &route.redirect) {
+        (Some(u), None) => {
+            if !cfg.upstreams.contains_key(u) {
+                let known: Vec<&str> = cfg.upstreams.keys().map(String::as_str).collect();
+                out.push((
+                    path.key("upstream"),
+                    format!("no upstream named {u:?} (defined: {})", list(&known)),
+                ));
+            }
+        }
+        (None, Some(r)) => {
+            if ![301, 302, 303, 307, 308].contains(&r.status) {
+                out.push((
+                    path.key("redirect").key("status"),
+                    format!(
+                        "{} is not a redirect status (301, 302, 303, 307, 308)",
+                        r.status
+                    ),
+                ));
+            }
+            check_text_template(
+                &r.location,
+                &params,
+                &["path", "query"],
+                &path.key("redirect").key("location"),
+                out,
+            );
+        }
+        (Some(_), Some(_)) => out.push((
+            path.clone(),
+            "give either `upstream` or `redirect`, not both".into(),
+        )),
+        (None, None) => out.push((
+            path.clone(),
+            "a route needs `upstream` or `redirect`".into(),
+        )),
+    }
+    if let Some(rw) = &route.rewrite {
+        let p = path.key("rewrite");
+        if route.redirect.is_some() {
+            out.push((
+                p.clone(),
+                "`rewrite` has no effect on a redirect route".into(),
+            ));
+        }
+        for (field, v) in [
+            ("strip_prefix", &rw.strip_prefix),
+            ("add_prefix", &rw.add_prefix),
+        ] {
+            if let Some(v) = v
+                && !v.starts_with('/')
+            {
+                out.push((p.key(field), format!("{v:?} must start with `/`")));
+            }
+        }
+        if let Some(t) = &rw.path {
+            if !t.starts_with('/') {
+                out.push((p.key("path"), format!("{t:?} must start with `/`")));
+            }
+            check_text_template(t, &params, &[], &p.key("path"), out);
+        }
+    }
+    check_header_ops(&route.request_headers, &path.key("request_headers"), out);
+    check_header_ops(&route.response_headers, &path.key("response_headers"), out);
+}
+
+fn check_value_match(vm: &ValueMatch, p: &FieldPath, out: &mut Vec<Problem>) {
+    let n = [vm.exact.is_some(), vm.regex.is_some(), vm.present.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if n != 1 {
+        out.push((
+            p.clone(),
+            "give exactly one of `exact`, `regex` and `present`".into(),
+        ));
+    }
+    if let Some(r) = &vm.regex
+        && let Err(e) = regex::Regex::new(r)
+    {
+        out.push((p.key("regex"), format!("invalid regular expression: {e}")));
+    }
+}
+
+fn check_text_template(
+    t: &str,
+    params: &[String],
+    builtins: &[&str],
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    match TextTemplate::parse(t) {
+        Ok(tpl) => {
+            for v in tpl.vars() {
+                if !params.iter().any(|x| x == v) && !builtins.contains(&v) {
+                    let mut known: Vec<&str> = params.iter().map(String::as_str).collect();
+                    known.extend_from_slice(builtins);
+                    out.push((
+                        p.clone(),
+                        format!(
+                            "`{{{v}}}` is not a parameter of this route (known: {})",
+                            list(&known)
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(msg) => out.push((p.clone(), msg)),
+    }
+}
+
+fn check_header_ops(ops: &HeaderOps, p: &FieldPath, out: &mut Vec<Problem>) {
+    for (i, name) in ops.remove.iter().enumerate() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push((
+                p.key("remove").index(i),
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+    }
+    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, value) in map {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                out.push((
+                    p.key(field).key(name),
+                    format!("{name:?} is not a valid header name"),
+                ));
+            } else if http::HeaderValue::from_str(value).is_err() {
+                out.push((
+                    p.key(field).key(name),
+                    "header values must be visible ASCII text".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let bad = || {
+        format!("{s:?} is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)")
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(['/', ' ', '@']) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn check_host_pattern(h: &str) -> Result<(), String> {
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    let ok = !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{h:?} is not a host name or `*.domain` wildcard (no ports, no other wildcards)"
+        ))
+    }
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,205 @@
+//! Body wrappers on the proxy path. Both stream: nothing is buffered beyond the frame in hand.
+//!
+//! - [`RequestBody`] enforces the listener's body size limit while the client's body streams
+//!   upstream, and remembers that the limit (not the upstream) ended the exchange.
+//! - [`ResponseBody`] carries either the upstream's body or a body the gateway made, counts
+//!   the bytes sent, and runs the request's completion (metrics, access log, in-flight count)
+//!   exactly once: at the end of the stream, or when the client goes away mid-stream.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Errors carried through bodies.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The client's body became larger than the listener allows.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body exceeds the size limit")
+    }
+}
+impl StdError for BodyTooLarge {}
+
+/// A client request body on its way upstream, cut off past `limit` bytes.
+pub struct RequestBody {
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; `exceeded` is set if the limit ends the body.
+    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        RequestBody {
+            inner,
+            seen: 0,
+            limit,
+            exceeded,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        this.exceeded.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs once when a response is over.
+pub trait Completion: Send + Sync {
+    /// `bytes_sent` is the body length delivered; `complete` is false when the stream ended
+    /// early (client gone or upstream broke off).
+    fn done(self: Box<Self>, bytes_sent: u64, complete: bool);
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The body of every response the gateway sends.
+pub struct ResponseBody {
+    inner: Inner,
+    sent: u64,
+    completion: Option<Box<dyn Completion>>,
+}
+
+impl ResponseBody {
+    /// Streams the upstream's body.
+    pub fn upstream(body: Incoming) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// A body the gateway made.
+    pub fn full(bytes: Bytes) -> Self {
+        let inner = Inner::Full(if bytes.is_empty() { None } else { Some(bytes) });
+        ResponseBody {
+            inner,
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        ResponseBody {
+            inner: Inner::Full(None),
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// Sets what runs when the response is over.
+    pub fn on_done(&mut self, c: Box<dyn Completion>) {
+        self.completion = Some(c);
+        if self.is_end_stream() {
+            self.finish(true);
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(c) = self.completion.take() {
+            c.done(self.sent, complete);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(None) => this.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}

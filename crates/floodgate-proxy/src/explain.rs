@@ -1,0 +1,176 @@
+//! `floodgate explain`: which route a given request meets on a snapshot and what would
+//! happen to it, computed by the same router the data plane uses.
+
+use std::fmt::Write;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::router::RequestView;
+use crate::snapshot::{Action, Snapshot};
+
+/// Describes what `snap` would do with the request, as text for a terminal.
+pub fn explain(
+    snap: &Snapshot,
+    listener: Option<&str>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<String, String> {
+    let plan = match listener {
+        Some(name) => snap
+            .listeners
+            .iter()
+            .find(|l| &*l.name == name)
+            .ok_or_else(|| format!("no listener named {name:?}"))?,
+        None => snap.listeners.first().ok_or("the config has no listener")?,
+    };
+    let host_full = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or("give an absolute URL (http://host/path) or a Host header")?;
+    let host = host_full
+        .rsplit_once(':')
+        .map_or(host_full.as_str(), |(h, _)| h)
+        .to_ascii_lowercase();
+    let path = uri.path();
+    let view = RequestView {
+        host: &host,
+        path,
+        query: uri.query(),
+        method,
+        headers,
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "request:   {method} {uri}");
+    let _ = writeln!(out, "listener:  {}", plan.name);
+    let Some(m) = plan.router.find(&view) else {
+        let _ = writeln!(
+            out,
+            "route:     none matches -> 404 problem+json (urn:floodgate:problem:no-route)"
+        );
+        return Ok(out);
+    };
+    let route = m.value;
+    let index = snap
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .position(|(i, r)| floodgate_config::route_name(r, i) == *route.name)
+        .unwrap_or(0);
+    let cfg = &snap.config.routes[index];
+    let _ = writeln!(out, "route:     {} (routes[{index}])", route.name);
+    let mut conds = Vec::new();
+    if !cfg.matches.hosts.is_empty() {
+        conds.push(format!("hosts {}", cfg.matches.hosts.join(", ")));
+    }
+    if let Some(p) = &cfg.matches.path {
+        conds.push(format!("path {p}"));
+    }
+    if let Some(p) = &cfg.matches.path_prefix {
+        conds.push(format!("path prefix {p}"));
+    }
+    if let Some(p) = &cfg.matches.path_regex {
+        conds.push(format!("path regex {p}"));
+    }
+    if !cfg.matches.methods.is_empty() {
+        conds.push(format!("methods {}", cfg.matches.methods.join(", ")));
+    }
+    for h in &cfg.matches.headers {
+        conds.push(format!("header {}", h.name));
+    }
+    for q in &cfg.matches.query {
+        conds.push(format!("query {}", q.name));
+    }
+    let _ = writeln!(
+        out,
+        "  matched: {}",
+        if conds.is_empty() {
+            "everything".into()
+        } else {
+            conds.join("; ")
+        }
+    );
+    if cfg.priority != 0 {
+        let _ = writeln!(out, "  priority: {}", cfg.priority);
+    }
+    if !m.params.is_empty() {
+        let params: Vec<String> = m.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  params:  {}", params.join(", "));
+    }
+    match &route.action {
+        Action::Redirect { location, status } => {
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let loc = location.render(|n| match n {
+                "path" => Some(path),
+                "query" => Some(query.as_str()),
+                _ => m.params.iter().find(|(k, _)| k == n).map(|(_, v)| *v),
+            });
+            let _ = writeln!(out, "action:    redirect {} to {loc}", status.as_u16());
+        }
+        Action::Proxy(up) => {
+            let targets: Vec<&str> = up.targets().iter().map(|t| &*t.address).collect();
+            let _ = writeln!(
+                out,
+                "action:    proxy to upstream {:?} (round robin over {})",
+                &*up.name,
+                targets.join(", ")
+            );
+            let new_path = route
+                .rewrite
+                .as_ref()
+                .map_or_else(|| path.to_owned(), |rw| rw.apply(path, &m.params));
+            let _ = writeln!(
+                out,
+                "  upstream path: {new_path}{}",
+                uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+            );
+            if let Some(u) = snap.config.upstreams.get(&*up.name) {
+                let t = &u.timeouts;
+                let _ = writeln!(
+                    out,
+                    "  timeouts: connect {}, response head {}, pooled idle {}",
+                    t.connect, t.request, t.idle
+                );
+            }
+        }
+    }
+    for (label, ops) in [
+        ("request headers", &cfg.request_headers),
+        ("response headers", &cfg.response_headers),
+    ] {
+        if !ops.is_empty() {
+            let mut parts = Vec::new();
+            if !ops.remove.is_empty() {
+                parts.push(format!("remove {}", ops.remove.join(", ")));
+            }
+            if !ops.set.is_empty() {
+                parts.push(format!(
+                    "set {}",
+                    ops.set.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if !ops.add.is_empty() {
+                parts.push(format!(
+                    "add {}",
+                    ops.add.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            let _ = writeln!(out, "{label}: {}", parts.join("; "));
+        }
+    }
+    let l = &plan.limits;
+    let _ = writeln!(
+        out,
+        "limits:    uri {}, head {} / {} fields, body {}",
+        l.max_uri_bytes, l.max_header_bytes, l.max_headers, l.max_body_bytes
+    );
+    let _ = writeln!(out, "policies:  none configured on this route");
+    Ok(out)
+}

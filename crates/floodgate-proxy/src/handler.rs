@@ -1,0 +1,377 @@
+//! One request's way through the gateway: limits → route → redirect or proxy → response
+//! headers, with completion (metrics, access log, in-flight count) attached to the response
+//! body so it runs when the last byte is sent.
+//!
+//! Policies from later work (auth, rate limits, cache, breakers) slot in between routing and
+//! proxying, in the phase order of docs/architecture.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::access_log::{Record, rfc3339};
+use crate::body::{Completion, RequestBody, ResponseBody};
+use crate::gateway::Gateway;
+use crate::headers::{Forwarding, add_forwarding, remove_hop_by_hop};
+use crate::metrics::RouteMetrics;
+use crate::problem::Problem;
+use crate::request_id;
+use crate::router::RequestView;
+use crate::server::ConnState;
+use crate::snapshot::{Action, Route, Snapshot};
+use crate::upstream::UpstreamSet;
+
+/// What the handler knows about the connection a request came on.
+pub struct ConnInfo {
+    /// Index of the listener in the snapshot.
+    pub listener: usize,
+    /// The listener's name.
+    pub listener_name: Arc<str>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// In-flight and activity tracking for idle timeouts.
+    pub state: Arc<ConnState>,
+}
+
+/// Handles one request; never fails: errors become problem+json responses.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let snap = gw.snapshot();
+    conn.state.begin();
+    let mut done = Done {
+        gw: gw.clone(),
+        conn: conn.clone(),
+        started: Instant::now(),
+        arrived: SystemTime::now(),
+        request_id: request_id::from_headers(req.headers()).0,
+        method: req.method().clone(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+        version: req.version(),
+        status: StatusCode::OK,
+        route: None,
+        upstream: None,
+        target_addr: None,
+        error: None,
+        metrics: snap.unmatched.clone(),
+    };
+    let result = route_and_send(&snap, &conn, req, &mut done).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(problem) => {
+            done.error = Some(problem.code());
+            problem_response(problem, &done)
+        }
+    };
+    done.status = resp.status();
+    resp.headers_mut()
+        .insert(request_id::HEADER, done.request_id.clone());
+    resp.body_mut().on_done(Box::new(done));
+    resp
+}
+
+fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
+    let rid = done.request_id.to_str().unwrap_or_default();
+    problem
+        .to_response(&done.target, rid)
+        .map(ResponseBody::full)
+}
+
+async fn route_and_send(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    done: &mut Done,
+) -> Result<Response<ResponseBody>, Problem> {
+    let Some(plan) = snap.listeners.get(conn.listener) else {
+        return Err(Problem::NoRoute);
+    };
+    check_limits(&req, &plan.limits)?;
+    let host_full = host_of(&req).ok_or(Problem::BadRequest("The request has no Host header."))?;
+    let host = normalize_host(&host_full);
+    let path = req.uri().path();
+    let view = RequestView {
+        host: &host,
+        path,
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let m = plan.router.find(&view).ok_or(Problem::NoRoute)?;
+    let route: &Arc<Route> = m.value;
+    done.route = Some(route.name.clone());
+    done.metrics = route.metrics.clone();
+    match &route.action {
+        Action::Redirect { location, status } => {
+            let query = req
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let loc = location.render(|name| match name {
+                "path" => Some(path),
+                "query" => Some(query.as_str()),
+                _ => m.params.iter().find(|(k, _)| k == name).map(|(_, v)| *v),
+            });
+            let value = HeaderValue::from_str(&loc).map_err(|_| {
+                Problem::BadRequest("The redirect target is not a valid header value.")
+            })?;
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.status_mut() = *status;
+            resp.headers_mut().insert(header::LOCATION, value);
+            route.response_headers.apply(resp.headers_mut());
+            Ok(resp)
+        }
+        Action::Proxy(upstream) => {
+            let new_path = route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params));
+            let limit = plan.limits.max_body_bytes.0;
+            let route = route.clone();
+            let upstream = upstream.clone();
+            drop(m);
+            proxy(
+                req, conn, &route, &upstream, new_path, &host_full, limit, done,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    route: &Route,
+    upstream: &UpstreamSet,
+    new_path: Option<String>,
+    host: &str,
+    body_limit: u64,
+    done: &mut Done,
+) -> Result<Response<ResponseBody>, Problem> {
+    done.upstream = Some(upstream.name.clone());
+    let target = upstream.pick().ok_or(Problem::NoTarget)?;
+    done.target_addr = Some(target.address.clone());
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > body_limit
+    {
+        return Err(Problem::BodyTooLarge);
+    }
+    let pq = match new_path {
+        Some(p) => {
+            let s = match parts.uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            PathAndQuery::try_from(s)
+                .map_err(|_| Problem::BadRequest("The rewritten path is not valid."))?
+        }
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Problem::BadRequest("The request target cannot be forwarded."))?;
+    let mut headers = parts.headers;
+    remove_hop_by_hop(&mut headers);
+    add_forwarding(
+        &mut headers,
+        &Forwarding {
+            client: conn.remote.ip(),
+            host: Some(host),
+            proto: "http",
+            via: via_for(parts.version),
+        },
+    );
+    headers.insert(request_id::HEADER, done.request_id.clone());
+    if let Ok(h) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, h);
+    }
+    route.request_headers.apply(&mut headers);
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let mut up_req = Request::new(RequestBody::new(body, body_limit, exceeded.clone()));
+    *up_req.method_mut() = parts.method;
+    *up_req.uri_mut() = uri;
+    *up_req.version_mut() = Version::HTTP_11;
+    *up_req.headers_mut() = headers;
+    let sent =
+        tokio::time::timeout(upstream.request_timeout, upstream.client.request(up_req)).await;
+    let resp = match sent {
+        Err(_) => {
+            return Err(upstream_failure(
+                done,
+                upstream,
+                Problem::UpstreamTimeout,
+                "timeout",
+            ));
+        }
+        Ok(Err(_)) if exceeded.load(Ordering::Acquire) => return Err(Problem::BodyTooLarge),
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(upstream_failure(
+                done,
+                upstream,
+                Problem::UpstreamConnect,
+                "connect",
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(upstream_failure(
+                done,
+                upstream,
+                Problem::UpstreamBroken,
+                "broken",
+            ));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    parts.headers.append(
+        header::VIA,
+        HeaderValue::from_static(via_for(parts.version)),
+    );
+    route.response_headers.apply(&mut parts.headers);
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+fn upstream_failure(
+    done: &Done,
+    upstream: &UpstreamSet,
+    p: Problem,
+    kind: &'static str,
+) -> Problem {
+    done.gw.metrics.upstream_error(&upstream.name, kind);
+    p
+}
+
+fn via_for(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "2 floodgate",
+        Version::HTTP_10 => "1.0 floodgate",
+        _ => "1.1 floodgate",
+    }
+}
+
+fn check_limits(
+    req: &Request<Incoming>,
+    limits: &floodgate_config::model::Limits,
+) -> Result<(), Problem> {
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) as u64;
+    if target_len > limits.max_uri_bytes.0 {
+        return Err(Problem::UriTooLong);
+    }
+    if req.headers().len() > limits.max_headers {
+        return Err(Problem::HeadersTooLarge);
+    }
+    let head: u64 = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum();
+    if head + target_len > limits.max_header_bytes.0 {
+        return Err(Problem::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Lower case, without the port (keeps IPv6 brackets).
+fn normalize_host(host: &str) -> String {
+    let h = if host.starts_with('[') {
+        host.find(']').map_or(host, |i| &host[..=i])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Everything needed to finish a request's bookkeeping once its response is over.
+struct Done {
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    started: Instant,
+    arrived: SystemTime,
+    request_id: HeaderValue,
+    method: Method,
+    target: String,
+    version: Version,
+    status: StatusCode,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    target_addr: Option<Arc<str>>,
+    error: Option<&'static str>,
+    metrics: RouteMetrics,
+}
+
+impl Completion for Done {
+    fn done(self: Box<Self>, bytes_sent: u64, _complete: bool) {
+        let elapsed = self.started.elapsed();
+        self.metrics
+            .record(self.status.as_u16(), elapsed.as_secs_f64());
+        if self.gw.access_log.enabled() {
+            let record = Record {
+                time: rfc3339(self.arrived),
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                client: self.conn.remote.ip().to_string(),
+                listener: &self.conn.listener_name,
+                route: self.route.as_deref(),
+                method: self.method.as_str(),
+                path: &self.target,
+                protocol: match self.version {
+                    Version::HTTP_2 => "HTTP/2.0",
+                    Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                status: self.status.as_u16(),
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                upstream: self.upstream.as_deref(),
+                target: self.target_addr.as_deref(),
+                bytes_sent,
+                error: self.error,
+            };
+            self.gw.access_log.log(&record);
+        }
+        self.conn.state.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("Shop.Example.COM:8080"), "shop.example.com");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("example.com."), "example.com");
+    }
+}

@@ -1,0 +1,194 @@
+//! Header handling on the proxy path: removing hop-by-hop fields (RFC 9110 §7.6.1), adding the
+//! forwarding fields (`X-Forwarded-*`, RFC 7239 `Forwarded`, `Via`), and a route's configured
+//! edits, compiled once per snapshot.
+
+use std::net::IpAddr;
+
+use floodgate_config::model::HeaderOps;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop fields that never cross the proxy, besides those named in `Connection`.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop fields: the fixed set, every field named in `Connection`, and every
+/// `Proxy-*` field (`Proxy-Connection`, `Proxy-Authorization`, ...), which address this hop.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarding fields say about the client side of this hop.
+pub struct Forwarding<'a> {
+    /// The client's address as seen by the listener.
+    pub client: IpAddr,
+    /// The host the client asked for.
+    pub host: Option<&'a str>,
+    /// `http` (TLS listeners will say `https`).
+    pub proto: &'static str,
+    /// The `Via` entry for this hop, such as `1.1 floodgate`.
+    pub via: &'static str,
+}
+
+/// Appends to `X-Forwarded-For`, `Forwarded` and `Via`, and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the client's values are replaced: they describe this hop).
+pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let ip = f.client.to_string();
+    append_list(headers, HeaderName::from_static("x-forwarded-for"), &ip);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(f.proto),
+    );
+    let node = match f.client {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    };
+    let mut fwd = format!("for={node};proto={}", f.proto);
+    if let Some(host) = f
+        .host
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+        fwd.push_str(&format!(";host=\"{host}\""));
+    }
+    append_list(headers, header::FORWARDED, &fwd);
+    append_list(headers, header::VIA, f.via);
+}
+
+/// Appends `item` to a comma-separated list field, folding existing lines into one.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(&name).iter() {
+        if let Ok(s) = v.to_str() {
+            joined.push_str(s);
+            joined.push_str(", ");
+        }
+    }
+    joined.push_str(item);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// A route's header edits, with names and values parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// Compiles edits from config (already validated, so parse failures are skipped).
+    pub fn compile(ops: &HeaderOps) -> Self {
+        let pair = |(k, v): (&String, &String)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        };
+        HeaderEdits {
+            remove: ops
+                .remove
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+            set: ops.set.iter().filter_map(pair).collect(),
+            add: ops.add.iter().filter_map(pair).collect(),
+        }
+    }
+
+    /// Applies remove, then set, then add.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarding_fields_append() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("via", "1.0 edge")]);
+        let f = Forwarding {
+            client: "::1".parse().expect("ip"),
+            host: Some("shop.test"),
+            proto: "http",
+            via: "1.1 floodgate",
+        };
+        add_forwarding(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, ::1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.test");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=http;host=\"shop.test\""
+        );
+        assert_eq!(h["via"], "1.0 edge, 1.1 floodgate");
+    }
+}

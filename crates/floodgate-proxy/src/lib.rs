@@ -1,0 +1,26 @@
+//! Floodgate's data plane: listeners, the router, the per-request pipeline and the pooled
+//! upstream client.
+//!
+//! Layout: `server` (bind, accept, serve connections, drain), `handler` (one request's way
+//! through), `router` (route choice), `snapshot` (the runtime compiled from a config),
+//! `gateway` (the current snapshot and reload), `upstream` (targets and pooled clients),
+//! `headers` (hop-by-hop and forwarding fields, route header edits), `body` (streaming body
+//! wrappers), `problem` (every gateway-made error and its status), `request_id`, `metrics`,
+//! `access_log`, `explain` (which route a request would meet, for the CLI).
+
+pub mod access_log;
+pub mod body;
+pub mod explain;
+pub mod gateway;
+pub mod handler;
+pub mod headers;
+pub mod metrics;
+pub mod problem;
+pub mod request_id;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+pub use gateway::Gateway;
+pub use metrics::Metrics;

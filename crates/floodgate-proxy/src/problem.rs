@@ -1,0 +1,115 @@
+//! Every error the gateway itself answers, classified once: who is at fault, which status it
+//! maps to, and its RFC 9457 problem+json body. Nothing else in the crate picks error statuses.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// A condition that ends a request with an error answered by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The request is malformed (client fault).
+    BadRequest(&'static str),
+    /// No route matches (client fault).
+    NoRoute,
+    /// The request target is longer than the listener allows (client fault).
+    UriTooLong,
+    /// The request head is larger than the listener allows (client fault).
+    HeadersTooLarge,
+    /// The request body is larger than the listener allows (client fault).
+    BodyTooLarge,
+    /// No connection could be made to the upstream (upstream fault).
+    UpstreamConnect,
+    /// The upstream did not answer in time (upstream fault).
+    UpstreamTimeout,
+    /// The upstream closed or broke the exchange (upstream fault).
+    UpstreamBroken,
+    /// The upstream has no target to send to (gateway configuration).
+    NoTarget,
+}
+
+impl Problem {
+    /// The status sent to the client.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Problem::NoRoute => StatusCode::NOT_FOUND,
+            Problem::UriTooLong => StatusCode::URI_TOO_LONG,
+            Problem::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::UpstreamConnect | Problem::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Problem::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short stable identifier, used in the problem type URI, logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Problem::BadRequest(_) => "bad-request",
+            Problem::NoRoute => "no-route",
+            Problem::UriTooLong => "uri-too-long",
+            Problem::HeadersTooLarge => "headers-too-large",
+            Problem::BodyTooLarge => "body-too-large",
+            Problem::UpstreamConnect => "upstream-connect-failed",
+            Problem::UpstreamTimeout => "upstream-timeout",
+            Problem::UpstreamBroken => "upstream-broken",
+            Problem::NoTarget => "no-target",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Problem::BadRequest(why) => why,
+            Problem::NoRoute => "No route matches this request.",
+            Problem::UriTooLong => "The request target is longer than this listener accepts.",
+            Problem::HeadersTooLarge => {
+                "The request headers are larger than this listener accepts."
+            }
+            Problem::BodyTooLarge => "The request body is larger than this listener accepts.",
+            Problem::UpstreamConnect => "The gateway could not connect to the upstream service.",
+            Problem::UpstreamTimeout => "The upstream service did not answer in time.",
+            Problem::UpstreamBroken => {
+                "The upstream service closed the exchange before answering completely."
+            }
+            Problem::NoTarget => "The upstream service has no target available.",
+        }
+    }
+
+    /// Builds the problem+json response body and headers for this problem.
+    pub fn to_response(self, instance: &str, request_id: &str) -> Response<Bytes> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": format!("urn:floodgate:problem:{}", self.code()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+            "instance": instance,
+            "request_id": request_id,
+        });
+        let mut resp = Response::new(Bytes::from(body.to_string()));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc9457_fields() {
+        let r = Problem::UpstreamTimeout.to_response("/a?b", "rid-1");
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        let v: serde_json::Value = serde_json::from_slice(r.body()).expect("json");
+        assert_eq!(v["status"], 504);
+        assert_eq!(v["type"], "urn:floodgate:problem:upstream-timeout");
+        assert_eq!(v["instance"], "/a?b");
+        assert_eq!(v["request_id"], "rid-1");
+    }
+}

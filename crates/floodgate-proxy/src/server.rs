@@ -1,0 +1,270 @@
+//! Listeners and connections: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge)
+//! on the same port through hyper-util's auto builder, close idle connections, and drain on
+//! shutdown.
+//!
+//! Each connection task watches three things: the connection itself, the shutdown signal
+//! (then it asks hyper for a graceful close: HTTP/1 finishes the request in flight, HTTP/2
+//! sends GOAWAY and finishes open streams), and its idle deadline (no request in flight for
+//! the listener's idle timeout). Every task holds a clone of a channel sender; the drain is
+//! over when the last one is dropped.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::gateway::Gateway;
+use crate::handler::{self, ConnInfo};
+
+/// A bound listener, not yet accepting.
+pub struct Bound {
+    /// Index in the config's listener list.
+    pub index: usize,
+    /// The listener's name.
+    pub name: String,
+    /// The address actually bound (port 0 resolved).
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+}
+
+/// Binds every listener of the current config.
+pub fn bind_all(gw: &Gateway) -> io::Result<Vec<Bound>> {
+    let snap = gw.snapshot();
+    let mut out = Vec::new();
+    for (index, l) in snap.config.listeners.iter().enumerate() {
+        let listener = bind(l.address).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {:?} on {}: {e}", l.name, l.address),
+            )
+        })?;
+        out.push(Bound {
+            index,
+            name: l.name.clone(),
+            local_addr: listener.local_addr()?,
+            listener,
+        });
+    }
+    Ok(out)
+}
+
+/// Binds a TCP listener with address reuse and a deep accept backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves until `shutdown` turns true, then drains for at most `drain` before returning.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    bound: Vec<Bound>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
+    for b in bound {
+        tokio::spawn(accept_loop(
+            gw.clone(),
+            b,
+            shutdown.clone(),
+            alive_tx.clone(),
+        ));
+    }
+    drop(alive_tx);
+    let mut stop = shutdown.clone();
+    stopped(&mut stop).await;
+    tracing::info!(timeout = ?drain, "draining connections");
+    if tokio::time::timeout(drain, alive_rx.recv()).await.is_err() {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    b: Bound,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<Infallible>,
+) {
+    let name: Arc<str> = Arc::from(b.name.as_str());
+    let metrics = gw.metrics.listener(&b.name);
+    loop {
+        let accepted = tokio::select! {
+            r = b.listener.accept() => r,
+            _ = stopped(&mut shutdown) => break,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                metrics.accepted.inc();
+                let open = metrics.open.clone();
+                open.inc();
+                let task = serve_conn(
+                    gw.clone(),
+                    stream,
+                    remote,
+                    b.index,
+                    name.clone(),
+                    shutdown.clone(),
+                );
+                let alive = alive.clone();
+                tokio::spawn(async move {
+                    task.await;
+                    open.dec();
+                    drop(alive);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off briefly instead of spinning.
+                tracing::warn!(listener = %b.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    index: usize,
+    listener_name: Arc<str>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let snap = gw.snapshot();
+    let Some(plan) = snap.listeners.get(index) else {
+        return;
+    };
+    let limits = plan.limits.clone();
+    let timeouts = plan.timeouts.clone();
+    drop(snap);
+
+    let state = Arc::new(ConnState::new());
+    let info = Arc::new(ConnInfo {
+        listener: index,
+        listener_name,
+        remote,
+        state: state.clone(),
+    });
+    let svc_gw = gw.clone();
+    let svc = service_fn(move |req| {
+        let gw = svc_gw.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handler::handle(gw, info, req).await) }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
+    // handler answers with problem+json, so hyper's cap sits above the configured limit.
+    let head_cap = usize::try_from(limits.max_header_bytes.0)
+        .unwrap_or(usize::MAX)
+        .saturating_add(limits.max_uri_bytes.0 as usize)
+        .saturating_add(8192)
+        .max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read.0)
+        .max_buf_size(head_cap)
+        .max_headers(limits.max_headers.saturating_mul(2).max(100))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+
+    let idle = timeouts.idle.0;
+    let mut closing = false;
+    loop {
+        let deadline = state.idle_deadline(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, client = %remote, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stopped(&mut shutdown), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                if state.idle_for(idle) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `rx` says stop (or its sender is gone, which means the same).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; end its life here.
+    let _gone_or_stopped = rx.wait_for(|s| *s).await.is_ok();
+}
+
+/// Per-connection activity: requests in flight and when the last one began or ended.
+pub struct ConnState {
+    inflight: AtomicUsize,
+    /// Milliseconds since `opened` of the last activity.
+    last_active_ms: AtomicU64,
+    opened: Instant,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            inflight: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A request started.
+    pub fn begin(&self) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    /// A request's response ended.
+    pub fn end(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.inflight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + idle;
+        }
+        self.opened + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_deadline(idle)
+    }
+}

@@ -1,0 +1,221 @@
+//! A snapshot is the whole runtime built from one validated config: per-listener routers with
+//! compiled routes, upstream sets, and pre-resolved metric series. It is immutable; a reload
+//! builds a new one and swaps it in (see [`crate::gateway`]), and each request keeps the
+//! snapshot it started on until it ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use floodgate_config::ValidConfig;
+use floodgate_config::model::{Limits, ListenerTimeouts, Rewrite};
+use floodgate_config::template::TextTemplate;
+use http::StatusCode;
+
+use crate::headers::HeaderEdits;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::router::{Conditions, RouteSpec, Router};
+use crate::upstream::{Clients, UpstreamSet};
+
+/// What a matched route does.
+pub enum Action {
+    /// Proxy to an upstream.
+    Proxy(Arc<UpstreamSet>),
+    /// Answer with a redirect.
+    Redirect {
+        /// The `Location` template.
+        location: TextTemplate,
+        /// 301, 302, 303, 307 or 308.
+        status: StatusCode,
+    },
+}
+
+/// A compiled route.
+pub struct Route {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// What it does.
+    pub action: Action,
+    /// Path rewriting before proxying.
+    pub rewrite: Option<CompiledRewrite>,
+    /// Edits to the upstream request's headers.
+    pub request_headers: HeaderEdits,
+    /// Edits to the client response's headers.
+    pub response_headers: HeaderEdits,
+    /// The route's metric series.
+    pub metrics: RouteMetrics,
+}
+
+/// A route's path rewrite, compiled.
+pub struct CompiledRewrite {
+    strip_prefix: Option<String>,
+    add_prefix: Option<String>,
+    path: Option<TextTemplate>,
+}
+
+impl CompiledRewrite {
+    fn compile(rw: &Rewrite) -> Self {
+        CompiledRewrite {
+            strip_prefix: rw
+                .strip_prefix
+                .as_ref()
+                .map(|p| p.trim_end_matches('/').to_owned()),
+            add_prefix: rw
+                .add_prefix
+                .as_ref()
+                .map(|p| p.trim_end_matches('/').to_owned()),
+            path: rw.path.as_deref().and_then(|p| TextTemplate::parse(p).ok()),
+        }
+    }
+
+    /// The rewritten path for `path` with route parameters `params`.
+    pub fn apply(&self, path: &str, params: &[(String, &str)]) -> String {
+        if let Some(t) = &self.path {
+            return t.render(|name| params.iter().find(|(k, _)| k == name).map(|(_, v)| *v));
+        }
+        let mut out = path;
+        if let Some(p) = &self.strip_prefix
+            && out.starts_with(p.as_str())
+            && matches!(out.as_bytes().get(p.len()), None | Some(b'/'))
+        {
+            out = &out[p.len()..];
+        }
+        let out = if out.is_empty() { "/" } else { out };
+        match &self.add_prefix {
+            Some(pre) if out == "/" && !pre.is_empty() => pre.clone(),
+            Some(pre) => format!("{pre}{out}"),
+            None => out.to_owned(),
+        }
+    }
+}
+
+/// One listener's part of the snapshot.
+pub struct ListenerPlan {
+    /// The listener's name.
+    pub name: Arc<str>,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Client timeouts.
+    pub timeouts: ListenerTimeouts,
+    /// The routes that apply to this listener.
+    pub router: Router<Arc<Route>>,
+}
+
+/// The runtime built from one config.
+pub struct Snapshot {
+    /// Increases by one per successful load.
+    pub generation: u64,
+    /// The config it was built from.
+    pub config: ValidConfig,
+    /// Listener plans, in config order.
+    pub listeners: Vec<ListenerPlan>,
+    /// Upstream sets by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamSet>>,
+    /// Series for requests that matched no route.
+    pub unmatched: RouteMetrics,
+}
+
+impl Snapshot {
+    /// Builds the runtime for `config`, reusing pooled clients from `clients`.
+    pub fn build(
+        config: ValidConfig,
+        generation: u64,
+        clients: &Clients,
+        metrics: &Metrics,
+    ) -> Self {
+        let upstreams: BTreeMap<String, Arc<UpstreamSet>> = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), Arc::new(UpstreamSet::build(name, u, clients))))
+            .collect();
+        let routes: Vec<(Option<Vec<String>>, RouteSpec<Arc<Route>>)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let name: Arc<str> = Arc::from(floodgate_config::route_name(r, i));
+                let action = match (&r.upstream, &r.redirect) {
+                    (Some(u), _) => Action::Proxy(upstreams.get(u)?.clone()),
+                    (None, Some(rd)) => Action::Redirect {
+                        location: TextTemplate::parse(&rd.location).ok()?,
+                        status: StatusCode::from_u16(rd.status).ok()?,
+                    },
+                    (None, None) => return None,
+                };
+                let route = Route {
+                    metrics: metrics.route(&name),
+                    name,
+                    action,
+                    rewrite: r.rewrite.as_ref().map(CompiledRewrite::compile),
+                    request_headers: HeaderEdits::compile(&r.request_headers),
+                    response_headers: HeaderEdits::compile(&r.response_headers),
+                };
+                let spec = RouteSpec {
+                    hosts: r.matches.hosts.clone(),
+                    conditions: Conditions::compile(&r.matches),
+                    priority: r.priority,
+                    value: Arc::new(route),
+                };
+                Some((r.listeners.clone(), spec))
+            })
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let specs = routes
+                    .iter()
+                    .filter(|(only, _)| only.as_ref().is_none_or(|names| names.contains(&l.name)))
+                    .map(|(_, s)| RouteSpec {
+                        hosts: s.hosts.clone(),
+                        conditions: s.conditions.clone(),
+                        priority: s.priority,
+                        value: s.value.clone(),
+                    })
+                    .collect();
+                ListenerPlan {
+                    name: Arc::from(l.name.as_str()),
+                    limits: l.limits.clone(),
+                    timeouts: l.timeouts.clone(),
+                    router: Router::new(specs),
+                }
+            })
+            .collect();
+        Snapshot {
+            generation,
+            listeners,
+            upstreams,
+            unmatched: metrics.route("(none)"),
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(strip: Option<&str>, add: Option<&str>, path: Option<&str>) -> CompiledRewrite {
+        CompiledRewrite::compile(&Rewrite {
+            strip_prefix: strip.map(String::from),
+            add_prefix: add.map(String::from),
+            path: path.map(String::from),
+        })
+    }
+
+    #[test]
+    fn rewrites() {
+        assert_eq!(rw(Some("/api"), None, None).apply("/api/x", &[]), "/x");
+        assert_eq!(rw(Some("/api"), None, None).apply("/api", &[]), "/");
+        assert_eq!(rw(Some("/api"), None, None).apply("/apix", &[]), "/apix");
+        assert_eq!(
+            rw(Some("/api/"), Some("/v2"), None).apply("/api/x", &[]),
+            "/v2/x"
+        );
+        assert_eq!(rw(None, Some("/v2"), None).apply("/", &[]), "/v2");
+        let params = [("id".to_string(), "42")];
+        assert_eq!(
+            rw(None, None, Some("/items/{id}")).apply("/p/42", &params),
+            "/items/42"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The commands that do not serve: `validate`, `explain`, `schema`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use floodgate_proxy::{Metrics, snapshot::Snapshot, upstream::Clients};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+/// Reads `${VAR}` references from the process environment.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        match floodgate_config::load_file(f, &process_env) {
+            Ok(cfg) => println!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                f.display(),
+                cfg.listeners.len(),
+                cfg.upstreams.len(),
+                cfg.routes.len()
+            ),
+            Err(errors) => {
+                failed = true;
+                eprintln!("{errors}");
+                eprintln!("{}: {} error(s)", f.display(), errors.0.len());
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(crate) fn explain(
+    config: &Path,
+    listener: Option<&str>,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> ExitCode {
+    let cfg = match floodgate_config::load_file(config, &process_env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("{method:?} is not an HTTP method");
+        return ExitCode::from(2);
+    };
+    let Ok(uri) = url.parse::<Uri>() else {
+        eprintln!("{url:?} is not a URL (example: http://shop.example.com/api/products/42)");
+        return ExitCode::from(2);
+    };
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let parsed = h.split_once(':').and_then(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((k, v)) => {
+                map.append(k, v);
+            }
+            None => {
+                eprintln!("{h:?} is not a header: write -H 'name: value'");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let metrics = Metrics::new();
+    let snap = Snapshot::build(cfg, 1, &Clients::default(), &metrics);
+    match floodgate_proxy::explain::explain(&snap, listener, &method, &uri, &map) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub(crate) fn schema() -> ExitCode {
+    match serde_json::to_string_pretty(&floodgate_config::json_schema()) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot render the schema: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `floodgate demo`: the gateway on the embedded demo config (`examples/demo.yaml`, compiled
+//! into the binary) in front of the built-in catalog service. Each capability adds its part
+//! to the demo config and to the list of things to try printed at start.
+
+mod catalog;
+
+use std::process::ExitCode;
+
+use crate::cli::DemoArgs;
+use crate::{logging, run};
+
+/// The demo config, compiled in.
+const DEMO_CONFIG: &str = include_str!("../../../../examples/demo.yaml");
+
+pub(crate) fn run(args: &DemoArgs) -> ExitCode {
+    logging::init();
+    if !(0.0..=1.0).contains(&args.flaky_rate) {
+        eprintln!("--flaky-rate must be from 0.0 to 1.0");
+        return ExitCode::from(2);
+    }
+    let catalog = match catalog::start(catalog::Catalog {
+        flaky_rate: args.flaky_rate,
+    }) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("cannot start the demo catalog: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let vars = [
+        ("DEMO_CATALOG", catalog.to_string()),
+        ("DEMO_PORT", args.port.to_string()),
+        ("DEMO_ADMIN_PORT", args.admin_port.to_string()),
+    ];
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let cfg = match floodgate_config::load_str("<demo>", DEMO_CONFIG, &env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("the embedded demo config is broken:\n{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    run::run_config(cfg, None, |started| {
+        let gw = started
+            .listeners
+            .first()
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "\nFloodgate demo is running.\n\
+             \n  gateway   http://{gw}\
+             \n  admin     http://{admin}/metrics   (also /healthz, /readyz, /status)\
+             \n  catalog   http://{catalog}   (the demo upstream, {n} products)\n\
+             \nTry:\
+             \n  curl -i http://{gw}/api/products/42            # proxied, rewritten to /products/42\
+             \n  curl -i 'http://{gw}/api/products?limit=3'     # a page of products\
+             \n  curl -i http://{gw}/api/products/99999         # the upstream's 404, passed through\
+             \n  curl -i http://{gw}/api/flaky                  # fails {pct}% of the time (upstream 503)\
+             \n  curl -i 'http://{gw}/api/slow?delay=3s'        # upstream slower than the 2s timeout: 504\
+             \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\
+             \n  curl -i http://{gw}/nowhere                    # no route: 404 problem+json\
+             \n  curl -s http://{admin}/metrics | grep floodgate_requests\n\
+             \nAccess log lines follow on stdout. Ctrl-C stops.\n",
+            admin = started.admin,
+            n = catalog::PRODUCTS,
+            pct = (args.flaky_rate * 100.0).round(),
+        );
+    })
+}
