@@ -169,9 +169,23 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Map(entries) => visitor
-                .visit_map(MapDe::new(entries, &self, Some(fields)))
-                .map_err(|e| self.record(e)),
+            Value::Map(entries) => {
+                // Report every unknown key now, before a type error in a known one can
+                // end the visit early.
+                for (k, _) in entries {
+                    let name = k.key_str().unwrap_or_default();
+                    if !fields.is_empty() && !fields.contains(&name) {
+                        self.sink.borrow_mut().push(ConfigError::new(
+                            self.path.key(name),
+                            k.pos,
+                            format!("unknown field `{name}`, expected one of {}", one_of(fields)),
+                        ));
+                    }
+                }
+                visitor
+                    .visit_map(MapDe::new(entries, &self, Some(fields)))
+                    .map_err(|e| self.record(e))
+            }
             other => Err(self.fail(format!("expected a mapping, found {}", other.kind()))),
         }
     }
@@ -291,11 +305,7 @@ impl<'de, 'a, 'b> MapAccess<'de> for MapDe<'a, 'b> {
                 && !fields.is_empty()
                 && !fields.contains(&name)
             {
-                self.de.sink.borrow_mut().push(ConfigError::new(
-                    self.de.path.key(name),
-                    k.pos,
-                    format!("unknown field `{name}`, expected one of {}", one_of(fields)),
-                ));
+                // Already reported by `deserialize_struct`.
                 continue;
             }
             self.value = Some(v);

@@ -73,18 +73,17 @@ pub fn load_str(
     let mut errors = Vec::new();
     root.interpolate(env, &FieldPath::root(), &mut errors);
     let sink = Sink::default();
-    decode_entries(&root, &sink);
-    let config = if sink.borrow().is_empty() {
-        de::decode::<Config>(&root, FieldPath::root(), &sink)
-    } else {
-        None
-    };
+    let (config, assembled) = assemble(&root, &sink);
     errors.extend(sink.into_inner());
-    let Some(config) = config.filter(|_| errors.is_empty()) else {
-        return Err(finish(errors));
-    };
+    // Cross-field rules run on whatever decoded, so their errors show up together with
+    // the decoding errors; paths are mapped back to the entries' places in the file.
+    let unresolved: Vec<FieldPath> = errors.iter().map(|e| e.path.clone()).collect();
     for (path, message) in validate::validate(&config) {
-        errors.push(ConfigError::new(path.clone(), root.locate(&path), message));
+        if let Some(path) = assembled.original_path(&path)
+            && !unresolved.contains(&path)
+        {
+            errors.push(ConfigError::new(path.clone(), root.locate(&path), message));
+        }
     }
     if errors.is_empty() {
         Ok(ValidConfig(config))
@@ -93,9 +92,66 @@ pub fn load_str(
     }
 }
 
-/// Decodes each list entry and map value of the top-level sections on its own, so that an
-/// error in one entry does not hide errors in the others.
-fn decode_entries(root: &Node, sink: &Sink) {
+/// How the assembled config relates to the document: entries that failed to decode are
+/// left out of lists (so indexes shift) and stand in as placeholders among upstreams (so
+/// routes naming them do not report a second, misleading error).
+#[derive(Default)]
+struct Assembled {
+    listeners_in_document: usize,
+    listeners: Vec<usize>,
+    routes: Vec<usize>,
+    broken_upstreams: Vec<String>,
+}
+
+impl Assembled {
+    fn original_path(&self, path: &FieldPath) -> Option<FieldPath> {
+        use error::Segment;
+        let segs = path.segments();
+        let mut out = FieldPath::root();
+        let mut rest = segs.iter();
+        match (rest.next(), rest.next()) {
+            (Some(Segment::Key(k)), Some(Segment::Index(i)))
+                if k == "listeners" || k == "routes" =>
+            {
+                let map = if k == "listeners" {
+                    &self.listeners
+                } else {
+                    &self.routes
+                };
+                out = out.key(k).index(*map.get(*i)?);
+            }
+            (Some(Segment::Key(k)), Some(Segment::Key(u)))
+                if k == "upstreams" && self.broken_upstreams.contains(u) =>
+            {
+                return None;
+            }
+            (Some(Segment::Key(k)), None) if k == "listeners" && self.listeners_in_document > 0 => {
+                return None;
+            }
+            _ => return Some(path.clone()),
+        }
+        for seg in rest {
+            out = match seg {
+                Segment::Key(k) => out.key(k),
+                Segment::Index(i) => out.index(*i),
+            };
+        }
+        Some(out)
+    }
+}
+
+/// Decodes the document section by section and entry by entry, so that an error in one
+/// entry does not hide errors in the others.
+fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
+    let mut cfg = Config {
+        runtime: Default::default(),
+        listeners: Vec::new(),
+        admin: Default::default(),
+        access_log: Default::default(),
+        upstreams: Default::default(),
+        routes: Vec::new(),
+    };
+    let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
         sink.borrow_mut().push(ConfigError::new(
             FieldPath::root(),
@@ -105,40 +161,95 @@ fn decode_entries(root: &Node, sink: &Sink) {
                 root.value.kind()
             ),
         ));
-        return;
+        return (cfg, asm);
     };
-    let root_path = FieldPath::root();
+    const SECTIONS: [&str; 6] = [
+        "runtime",
+        "listeners",
+        "admin",
+        "access_log",
+        "upstreams",
+        "routes",
+    ];
+    let top = FieldPath::root();
     for (key, value) in sections {
         let name = key.key_str().unwrap_or_default();
-        let path = root_path.key(name);
-        match (name, &value.value) {
-            ("listeners", Value::Seq(items)) => {
-                each(items, &path, sink, de::decode::<model::Listener>)
-            }
-            ("routes", Value::Seq(items)) => each(items, &path, sink, de::decode::<model::Route>),
-            ("upstreams", Value::Map(entries)) => {
-                for (k, v) in entries {
-                    de::decode::<model::Upstream>(
-                        v,
-                        path.key(k.key_str().unwrap_or_default()),
-                        sink,
-                    );
+        let path = top.key(name);
+        if value.value == Value::Null && SECTIONS.contains(&name) {
+            continue;
+        }
+        match name {
+            "runtime" => cfg.runtime = de::decode(value, path, sink).unwrap_or_default(),
+            "admin" => cfg.admin = de::decode(value, path, sink).unwrap_or_default(),
+            "access_log" => cfg.access_log = de::decode(value, path, sink).unwrap_or_default(),
+            "listeners" | "routes" => {
+                let Value::Seq(items) = &value.value else {
+                    let found = value.value.kind();
+                    sink.borrow_mut().push(ConfigError::new(
+                        path,
+                        value.pos,
+                        format!("expected a list, found {found}"),
+                    ));
+                    continue;
+                };
+                if name == "listeners" {
+                    asm.listeners_in_document = items.len();
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if name == "listeners" {
+                        if let Some(l) = de::decode(item, path.index(i), sink) {
+                            cfg.listeners.push(l);
+                            asm.listeners.push(i);
+                        }
+                    } else if let Some(r) = de::decode(item, path.index(i), sink) {
+                        cfg.routes.push(r);
+                        asm.routes.push(i);
+                    }
                 }
             }
-            _ => {}
+            "upstreams" => {
+                let Value::Map(entries) = &value.value else {
+                    let found = value.value.kind();
+                    sink.borrow_mut().push(ConfigError::new(
+                        path,
+                        value.pos,
+                        format!("expected a mapping of upstream names to upstreams, found {found}"),
+                    ));
+                    continue;
+                };
+                for (k, v) in entries {
+                    let uname = k.key_str().unwrap_or_default().to_owned();
+                    match de::decode::<model::Upstream>(v, path.key(&uname), sink) {
+                        Some(u) => {
+                            cfg.upstreams.insert(uname, u);
+                        }
+                        None => {
+                            let placeholder = model::Upstream {
+                                targets: vec![model::Target::Address("placeholder:1".into())],
+                                timeouts: Default::default(),
+                                max_idle_per_target: 1,
+                            };
+                            cfg.upstreams.insert(uname.clone(), placeholder);
+                            asm.broken_upstreams.push(uname);
+                        }
+                    }
+                }
+            }
+            other => sink.borrow_mut().push(ConfigError::new(
+                path.clone(),
+                key.pos,
+                format!(
+                    "unknown field `{other}`, expected one of {}",
+                    SECTIONS
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
         }
     }
-}
-
-fn each<T>(
-    items: &[Node],
-    path: &FieldPath,
-    sink: &Sink,
-    f: fn(&Node, FieldPath, &Sink) -> Option<T>,
-) {
-    for (i, item) in items.iter().enumerate() {
-        f(item, path.index(i), sink);
-    }
+    (cfg, asm)
 }
 
 /// The JSON Schema of the configuration file (draft 2020-12).

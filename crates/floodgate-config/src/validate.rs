@@ -164,10 +164,7 @@ fn validate_route(
     if let Some(r) = &m.path_regex {
         match regex::Regex::new(r) {
             Ok(re) => params.extend(re.capture_names().flatten().map(String::from)),
-            Err(e) => out.push((
-                mpath.key("path_regex"),
-                format!("invalid regular expression: {e}"),
-            )),
+            Err(e) => out.push((mpath.key("path_regex"), regex_error(&e))),
         }
     }
     for (i, h) in m.hosts.iter().enumerate() {
@@ -286,7 +283,7 @@ fn check_value_match(vm: &ValueMatch, p: &FieldPath, out: &mut Vec<Problem>) {
     if let Some(r) = &vm.regex
         && let Err(e) = regex::Regex::new(r)
     {
-        out.push((p.key("regex"), format!("invalid regular expression: {e}")));
+        out.push((p.key("regex"), regex_error(&e)));
     }
 }
 
@@ -386,4 +383,18 @@ fn list(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// The regex crate's message without its multi-line caret diagram.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid");
+    format!(
+        "invalid regular expression: {}",
+        last.trim().trim_start_matches("error: ")
+    )
 }

@@ -100,6 +100,9 @@ pub struct ListenerPlan {
     pub router: Router<Arc<Route>>,
 }
 
+/// A compiled route with the listener names it is limited to (`None`: all).
+type ScopedRoute = (Option<Vec<String>>, RouteSpec<Arc<Route>>);
+
 /// The runtime built from one config.
 pub struct Snapshot {
     /// Increases by one per successful load.
@@ -127,7 +130,7 @@ impl Snapshot {
             .iter()
             .map(|(name, u)| (name.clone(), Arc::new(UpstreamSet::build(name, u, clients))))
             .collect();
-        let routes: Vec<(Option<Vec<String>>, RouteSpec<Arc<Route>>)> = config
+        let routes: Vec<ScopedRoute> = config
             .routes
             .iter()
             .enumerate()
@@ -165,12 +168,7 @@ impl Snapshot {
                 let specs = routes
                     .iter()
                     .filter(|(only, _)| only.as_ref().is_none_or(|names| names.contains(&l.name)))
-                    .map(|(_, s)| RouteSpec {
-                        hosts: s.hosts.clone(),
-                        conditions: s.conditions.clone(),
-                        priority: s.priority,
-                        value: s.value.clone(),
-                    })
+                    .map(|(_, s)| s.clone())
                     .collect();
                 ListenerPlan {
                     name: Arc::from(l.name.as_str()),

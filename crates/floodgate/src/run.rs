@@ -98,11 +98,6 @@ async fn serve(
             .collect(),
         admin: admin.local_addr().map_err(|e| e.to_string())?,
     };
-    for (name, addr) in &started.listeners {
-        tracing::info!(listener = %name, address = %addr, "listening");
-    }
-    tracing::info!(address = %started.admin, workers, "admin listening");
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(floodgate_admin::serve(
@@ -116,6 +111,12 @@ async fn serve(
         spawn_reloader(gw.clone(), path)?;
     }
     ready.store(true, Ordering::Release);
+    // Logged once everything (listeners, admin, reloader) is in place: tools and tests take
+    // these lines as the sign that the gateway is ready.
+    for (name, addr) in &started.listeners {
+        tracing::info!(listener = %name, address = %addr, "listening");
+    }
+    tracing::info!(address = %started.admin, workers, "admin listening");
     on_start(&started);
 
     wait_for_shutdown_signal().await;

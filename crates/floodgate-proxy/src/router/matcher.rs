@@ -128,7 +128,7 @@ impl Conditions {
         }
     }
 
-    /// The ordering key: path kind (exact > template > prefix > regex > any), then literal
+    /// The ordering key: path kind (exact > template > regex > prefix > any), then literal
     /// segments and length, then how many other conditions, then the explicit priority.
     pub fn specificity(&self, priority: i32) -> Specificity {
         let (path_kind, path_literals, path_len) = match &self.path {
@@ -142,8 +142,8 @@ impl Conditions {
                 let has_rest = t.segments.iter().any(|s| matches!(s, Segment::Rest(_)));
                 (3, lits * 2 + usize::from(!has_rest), t.segments.len())
             }
-            PathMatch::Prefix(p) => (2, 0, p.len()),
-            PathMatch::Regex(r) => (1, 0, r.as_str().len()),
+            PathMatch::Regex(r) => (2, 0, r.as_str().len()),
+            PathMatch::Prefix(p) => (1, 0, p.len()),
             PathMatch::Any => (0, 0, 0),
         };
         let conditions =

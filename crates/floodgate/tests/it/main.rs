@@ -1,0 +1,16 @@
+//! Black-box tests of the `floodgate` binary: each test starts the real binary on port 0 in
+//! front of upstream servers written in the test and talks to it over real sockets.
+
+#![allow(unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+mod support;
+
+mod admin;
+mod cli;
+mod errors;
+mod headers;
+mod limits;
+mod reload;
+mod routing;
+mod shutdown;
+mod streaming;

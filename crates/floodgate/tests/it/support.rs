@@ -1,0 +1,391 @@
+//! Test support: the real `floodgate` binary started on port 0 with a config written by the
+//! test, upstream servers written in the test, and small HTTP client helpers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// How long the harness waits for anything the gateway should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Gateway {
+    /// Starts `floodgate run` on `config`; `{dir}` in the config is replaced by the test's
+    /// temporary directory. Waits until the admin listener is up.
+    pub fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("floodgate.yaml");
+        let config = config.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("FLOODGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn floodgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new((Mutex::new(Vec::<String>::new()), Condvar::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cv) = &*sink;
+                lock.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        let mut gw = Gateway {
+            child,
+            dir,
+            config_path,
+            listeners: HashMap::new(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let admin_line = gw
+            .wait_log("\"admin listening\"")
+            .unwrap_or_else(|| panic!("gateway did not start:\n{}", gw.log()));
+        gw.admin = json_field(&admin_line, "address")
+            .parse()
+            .expect("admin address");
+        for line in gw.log().lines() {
+            if line.contains("\"message\":\"listening\"") {
+                let name = json_field(line, "listener");
+                gw.listeners.insert(
+                    name,
+                    json_field(line, "address")
+                        .parse()
+                        .expect("listener address"),
+                );
+            }
+        }
+        gw
+    }
+
+    /// The address of the listener called `public`, or the only one.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners
+            .get("public")
+            .copied()
+            .or_else(|| self.listeners.values().next().copied())
+            .expect("a listener")
+    }
+
+    /// `http://<public listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a log line containing `needle` (searching from the start); `None` on timeout.
+    pub fn wait_log(&self, needle: &str) -> Option<String> {
+        self.wait_log_count(needle, 1)
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    pub fn wait_log_count(&self, needle: &str, count: usize) -> Option<String> {
+        let (lock, cv) = &*self.lines;
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found.last().map(|s| s.to_string());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Sends a signal to the gateway process (which this test started).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).expect("utf8 metrics")
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed), or 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Replaces the config file atomically (write a sibling, rename over), as deploy tools do.
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.dir.path().join(".floodgate.yaml.tmp");
+        let config = config.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(&tmp, config).expect("write temp config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _killed = self.child.kill().is_ok();
+            let _reaped = self.child.wait().is_ok();
+        }
+    }
+}
+
+/// A string field of a JSON log line.
+pub fn json_field(line: &str, field: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        .to_string()
+}
+
+/// A test upstream server on 127.0.0.1:0 answering every request with `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ended = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream that answers with a JSON echo of what it received.
+pub async fn echo_upstream() -> SocketAddr {
+    upstream(|req: Request<Incoming>| async move {
+        let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in req.headers() {
+            headers
+                .entry(k.to_string())
+                .or_default()
+                .push(v.to_str().unwrap_or("?").to_string());
+        }
+        let echo = serde_json::json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "version": format!("{:?}", req.version()),
+            "headers": headers,
+        });
+        json_response(StatusCode::OK, &echo)
+    })
+    .await
+}
+
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends `req` and collects the response.
+pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = client().request(req).await.expect("request");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// `GET url` with headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Parses a JSON body.
+pub fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+/// Asserts a problem+json response with `status`, and returns its fields.
+pub fn assert_problem(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+    expected: StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(status, expected, "body: {}", String::from_utf8_lossy(body));
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let v = json(body);
+    assert_eq!(v["status"], expected.as_u16());
+    assert_eq!(v["type"], format!("urn:floodgate:problem:{code}"));
+    assert_eq!(
+        v["request_id"].as_str(),
+        headers.get("x-request-id").and_then(|h| h.to_str().ok())
+    );
+    v
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Minimal gateway config: one listener, one upstream, then `routes` (YAML list items) and
+/// `extra` (more top-level YAML).
+pub fn config(upstream: SocketAddr, routes: &str, extra: &str) -> String {
+    format!(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\naccess_log:\n  output: {{dir}}/access.log\nupstreams:\n  backend:\n    targets: [ \"{upstream}\" ]\nroutes:\n{routes}\n{extra}\n"
+    )
+}
+
+/// A body of `total` bytes produced in `chunk`-sized frames on the fly, with no declared
+/// length (so it goes chunked): streams of any size without holding them in memory.
+pub struct Generated {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl Generated {
+    pub fn new(total: u64, chunk: usize) -> Self {
+        Generated {
+            remaining: total,
+            chunk: Bytes::from(vec![b'z'; chunk]),
+        }
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
+    }
+}
