@@ -49,6 +49,29 @@ impl de::Error for DeError {
     }
 }
 
+/// Numbers may come as strings: `${VAR}` interpolation always yields a string scalar, so
+/// `workers: ${WORKERS:-2}` must still read as a number.
+macro_rules! numbers_from_strings {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            match &self.node.value {
+                Value::Str(s) => {
+                    let t = s.trim();
+                    let r = if let Ok(i) = t.parse::<i64>() {
+                        visitor.visit_i64(i)
+                    } else if let Ok(f) = t.parse::<f64>() {
+                        visitor.visit_f64(f)
+                    } else {
+                        visitor.visit_str(s)
+                    };
+                    r.map_err(|e| self.record(e))
+                }
+                _ => self.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
 struct NodeDe<'a> {
     node: &'a Node,
     path: FieldPath,
@@ -235,9 +258,23 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         visitor.visit_unit()
     }
 
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match &self.node.value {
+            Value::Str(s) if s == "true" || s == "false" => {
+                visitor.visit_bool(s == "true").map_err(|e| self.record(e))
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
-        unit_struct tuple tuple_struct
+        char bytes byte_buf unit unit_struct tuple tuple_struct
+    }
+
+    numbers_from_strings! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+        deserialize_f32 deserialize_f64
     }
 }
 
@@ -417,6 +454,26 @@ mod tests {
             "3:5 items[0].bogus: unknown field `bogus`, expected one of `port`, `name`"
         ));
         assert!(errs[1].starts_with("4:5 items[0].other"));
+    }
+
+    #[test]
+    fn numbers_may_be_written_as_strings() {
+        let (out, errs) = run::<Outer>("items:\n  - port: \"8080\"\n");
+        assert_eq!(
+            out,
+            Some(Outer {
+                items: vec![Inner {
+                    port: 8080,
+                    name: None
+                }]
+            }),
+            "{errs:?}"
+        );
+        let (_, errs) = run::<Outer>("items:\n  - port: \"eighty\"\n");
+        assert_eq!(
+            errs,
+            vec!["2:11 items[0].port: invalid type: string \"eighty\", expected u16".to_string()]
+        );
     }
 
     #[test]

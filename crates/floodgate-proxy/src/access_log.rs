@@ -22,7 +22,7 @@ pub struct Record<'a> {
     /// The request id.
     pub request_id: &'a str,
     /// The client address.
-    pub client: String,
+    pub client: &'a str,
     /// The listener's name.
     pub listener: &'a str,
     /// The route's name, or null when none matched.

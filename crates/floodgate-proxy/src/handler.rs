@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use crate::access_log::{Record, rfc3339};
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::gateway::Gateway;
-use crate::headers::{Forwarding, add_forwarding, remove_hop_by_hop};
+use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::metrics::RouteMetrics;
 use crate::problem::Problem;
 use crate::request_id;
@@ -35,6 +35,8 @@ pub struct ConnInfo {
     pub listener_name: Arc<str>,
     /// The client's address.
     pub remote: SocketAddr,
+    /// The client's address rendered for forwarding fields, once per connection.
+    pub client: ClientAddr,
     /// In-flight and activity tracking for idle timeouts.
     pub state: Arc<ConnState>,
 }
@@ -51,13 +53,13 @@ pub async fn handle(
         gw: gw.clone(),
         conn: conn.clone(),
         started: Instant::now(),
-        arrived: SystemTime::now(),
         request_id: request_id::from_headers(req.headers()).0,
         method: req.method().clone(),
         target: req
             .uri()
             .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
         version: req.version(),
         status: StatusCode::OK,
         route: None,
@@ -84,7 +86,7 @@ pub async fn handle(
 fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
     let rid = done.request_id.to_str().unwrap_or_default();
     problem
-        .to_response(&done.target, rid)
+        .to_response(done.target.as_str(), rid)
         .map(ResponseBody::full)
 }
 
@@ -196,7 +198,7 @@ async fn proxy(
     add_forwarding(
         &mut headers,
         &Forwarding {
-            client: conn.remote.ip(),
+            client: &conn.client,
             host: Some(host),
             proto: "http",
             via: via_for(parts.version),
@@ -319,10 +321,10 @@ struct Done {
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     started: Instant,
-    arrived: SystemTime,
     request_id: HeaderValue,
     method: Method,
-    target: String,
+    /// The request target as received (cheap to clone: shares the request's buffer).
+    target: PathAndQuery,
     version: Version,
     status: StatusCode,
     route: Option<Arc<str>>,
@@ -339,13 +341,13 @@ impl Completion for Done {
             .record(self.status.as_u16(), elapsed.as_secs_f64());
         if self.gw.access_log.enabled() {
             let record = Record {
-                time: rfc3339(self.arrived),
+                time: rfc3339(SystemTime::now() - elapsed),
                 request_id: self.request_id.to_str().unwrap_or_default(),
-                client: self.conn.remote.ip().to_string(),
+                client: self.conn.client.ip.to_str().unwrap_or_default(),
                 listener: &self.conn.listener_name,
                 route: self.route.as_deref(),
                 method: self.method.as_str(),
-                path: &self.target,
+                path: self.target.as_str(),
                 protocol: match self.version {
                     Version::HTTP_2 => "HTTP/2.0",
                     Version::HTTP_10 => "HTTP/1.0",

@@ -40,10 +40,33 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client's address rendered once per connection for the forwarding fields.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    /// For `X-Forwarded-For`: the bare address.
+    pub ip: HeaderValue,
+    /// For `Forwarded`: `for=192.0.2.1` or `for="[2001:db8::1]"` (RFC 7239 §6).
+    pub forwarded_for: String,
+}
+
+impl ClientAddr {
+    /// Renders `ip` for both fields.
+    pub fn new(ip: IpAddr) -> Self {
+        let text = ip.to_string();
+        let forwarded_for = match ip {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        let ip =
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientAddr { ip, forwarded_for }
+    }
+}
+
 /// What the forwarding fields say about the client side of this hop.
 pub struct Forwarding<'a> {
     /// The client's address as seen by the listener.
-    pub client: IpAddr,
+    pub client: &'a ClientAddr,
     /// The host the client asked for.
     pub host: Option<&'a str>,
     /// `http` (TLS listeners will say `https`).
@@ -55,17 +78,19 @@ pub struct Forwarding<'a> {
 /// Appends to `X-Forwarded-For`, `Forwarded` and `Via`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the client's values are replaced: they describe this hop).
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let ip = f.client.to_string();
-    append_list(headers, HeaderName::from_static("x-forwarded-for"), &ip);
+    append_list(
+        headers,
+        HeaderName::from_static("x-forwarded-for"),
+        f.client.ip.clone(),
+    );
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(f.proto),
     );
-    let node = match f.client {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let mut fwd = format!("for={node};proto={}", f.proto);
+    let mut fwd = String::with_capacity(64);
+    fwd.push_str(&f.client.forwarded_for);
+    fwd.push_str(";proto=");
+    fwd.push_str(f.proto);
     if let Some(host) = f
         .host
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
@@ -73,23 +98,30 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
-        fwd.push_str(&format!(";host=\"{host}\""));
+        fwd.push_str(";host=\"");
+        fwd.push_str(host);
+        fwd.push('"');
     }
-    append_list(headers, header::FORWARDED, &fwd);
-    append_list(headers, header::VIA, f.via);
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        append_list(headers, header::FORWARDED, v);
+    }
+    append_list(headers, header::VIA, HeaderValue::from_static(f.via));
 }
 
-/// Appends `item` to a comma-separated list field, folding existing lines into one.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let mut joined = String::new();
-    for v in headers.get_all(&name).iter() {
-        if let Ok(s) = v.to_str() {
-            joined.push_str(s);
-            joined.push_str(", ");
-        }
+/// Appends `item` to a comma-separated list field, folding existing lines into one. The
+/// common case, no such field yet, inserts `item` without building a string.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, item);
+        return;
     }
-    joined.push_str(item);
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    let mut joined = Vec::with_capacity(64);
+    for v in headers.get_all(&name).iter() {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(item.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(name, v);
     }
 }
@@ -175,8 +207,9 @@ mod tests {
     #[test]
     fn forwarding_fields_append() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("via", "1.0 edge")]);
+        let client = ClientAddr::new("::1".parse().expect("ip"));
         let f = Forwarding {
-            client: "::1".parse().expect("ip"),
+            client: &client,
             host: Some("shop.test"),
             proto: "http",
             via: "1.1 floodgate",

@@ -157,6 +157,7 @@ async fn serve_conn(
 
     let state = Arc::new(ConnState::new());
     let info = Arc::new(ConnInfo {
+        client: crate::headers::ClientAddr::new(remote.ip()),
         listener: index,
         listener_name,
         remote,

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# bench/proxy.sh — Floodgate against nginx and HAProxy as plain reverse proxies: the same
+# origin, the same wrk load, the same run, interleaved round by round; then memory with idle
+# keep-alive clients.
+#
+# Each proxy gets one worker (nginx worker_processes 1, HAProxy nbthread 1, Floodgate
+# runtime.workers 1), a keep-alive pool to the origin, and no access log. On a 2-core machine
+# the origin and wrk take most of the other core, so compare the ratios measured in the same
+# round and the req/s per proxy core, never raw req/s across runs.
+#
+# Usage: cargo build --release && bench/proxy.sh
+# Knobs: DUR=10 REPS=3 CONNS=64 WRK_THREADS=2 IDLE_CONNS=10000 FLOODGATE_BIN=target/release/floodgate
+# Needs (Debian): nginx haproxy wrk python3. All traffic stays on 127.0.0.1 ports 19001-19039.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DUR=${DUR:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
+HZ=$(getconf CLK_TCK)
+
+for tool in nginx haproxy wrk python3; do
+  command -v "$tool" > /dev/null || { echo "missing $tool: apt-get install -y nginx haproxy wrk python3" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"  # 10,000 idle clients need more than the usual 1024
+
+WORK=$(mktemp -d /tmp/floodgate-bench.XXXXXX)
+RESULTS=$WORK/results.tsv
+PIDS=()
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  log "stopped everything started; work files in $WORK"
+}
+trap cleanup EXIT
+
+start() { # name, command...
+  local name=$1; shift
+  "$@" > "$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+  log "started $name (pid $!)"
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2; exit 1
+}
+
+descendants() { # pid -> pid and all descendants
+  local p=$1 c
+  [ -d "/proc/$p" ] || return 0
+  echo "$p"
+  for c in $(cat /proc/"$p"/task/*/children 2> /dev/null); do descendants "$c"; done
+}
+cpu_ticks() { local sum=0 p v
+  for p in $(descendants "$1"); do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{print $12 + $13}')
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"; }
+rss_kib() { local sum=0 p v
+  for p in $(descendants "$1"); do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2> /dev/null)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"; }
+
+# ------------------------------------------------------------------ configs
+BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
+nginx_conf() { # name, listen block
+  cat << CONF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log error;
+events { worker_connections 32768; }
+http {
+    access_log off;
+    server_tokens off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/$1-body;
+    proxy_temp_path $WORK/$1-proxy;
+    fastcgi_temp_path $WORK/$1-fcgi;
+    uwsgi_temp_path $WORK/$1-uwsgi;
+    scgi_temp_path $WORK/$1-scgi;
+$2
+}
+CONF
+}
+nginx_conf origin "    server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
+nginx_conf nginx "    upstream origin { server 127.0.0.1:19001; keepalive 128; keepalive_requests 1000000; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection \"\";
+    server { listen 127.0.0.1:19010 backlog=4096; location / { proxy_pass http://origin; } }" > "$WORK/nginx.conf"
+cat > "$WORK/haproxy.cfg" << CONF
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse safe
+    timeout connect 5s
+    timeout client 120s
+    timeout server 30s
+    timeout http-keep-alive 120s
+    maxconn 9000
+frontend fe
+    bind 127.0.0.1:19020
+    default_backend be
+backend be
+    server origin 127.0.0.1:19001 maxconn 1000
+CONF
+
+# ------------------------------------------------------------------ start
+for port in 19001 19010 19020 19030 19039; do
+  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+    echo "port $port is already in use: stop whatever listens there first" >&2; exit 1
+  fi
+done
+start origin nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;'
+start nginx nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
+start haproxy haproxy -db -f "$WORK/haproxy.cfg"
+BENCH_WORKERS=1 start floodgate "$BIN" run -c "$HERE/floodgate.yaml"
+for port in 19001 19010 19020 19030; do wait_port "$port"; done
+sleep 1
+IDLE_RSS=$(rss_kib "$PID_floodgate")
+log "floodgate idle RSS: ${IDLE_RSS} KiB"
+
+declare -A URL=([nginx]=http://127.0.0.1:19010/ [haproxy]=http://127.0.0.1:19020/ [floodgate]=http://127.0.0.1:19030/)
+declare -A PID=([nginx]=$PID_nginx [haproxy]=$PID_haproxy [floodgate]=$PID_floodgate)
+PROXIES=(nginx haproxy floodgate)
+
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
+
+printf 'proxy\trep\trps\tp50_ms\tp99_ms\tcpu\tnon2xx\n' > "$RESULTS"
+for rep in $(seq 1 "$REPS"); do
+  for proxy in "${PROXIES[@]}"; do
+    url=${URL[$proxy]}
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d1s "$url" > /dev/null
+    t0=$(cpu_ticks "${PID[$proxy]}")
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency "$url")
+    t1=$(cpu_ticks "${PID[$proxy]}")
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    non2xx=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')
+    cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v d="$DUR" 'BEGIN { printf "%.2f", (b - a) / hz / d }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rep" "$rps" "$p50" "$p99" "$cpu" "${non2xx:-0}" >> "$RESULTS"
+    log "rep $rep $proxy: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, cpu $cpu"
+  done
+done
+
+# ------------------------------------------------------------------ memory with idle clients
+idle_rss() { # proxy port -> RSS KiB of the proxy while IDLE_CONNS idle keep-alive clients are open
+  local proxy=$1 port=$2 fifo=$WORK/hold-$1 rss
+  mkfifo "$fifo"
+  python3 "$HERE/idle_conns.py" 127.0.0.1 "$port" "$IDLE_CONNS" 120 < "$fifo" > "$WORK/idle-$proxy.out" &
+  local py=$!
+  exec 7> "$fifo"
+  for _ in $(seq 1 600); do grep -q ready "$WORK/idle-$proxy.out" 2> /dev/null && break; sleep 0.1; done
+  rss=$(rss_kib "${PID[$proxy]}")
+  echo "$(cat "$WORK/idle-$proxy.out") $rss"
+  exec 7>&-
+  wait "$py" 2> /dev/null || true
+}
+read -r _ OK_F RSS_F <<< "$(idle_rss floodgate 19030)"
+read -r _ OK_N RSS_N <<< "$(idle_rss nginx 19010)"
+AFTER_RSS=$(rss_kib "$PID_floodgate")
+
+python3 - "$RESULTS" << PY
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+med = lambda xs: statistics.median(xs)
+by = {}
+for r in rows:
+    by.setdefault(r["proxy"], []).append(r)
+ref = {r["rep"]: float(r["rps"]) for r in by["nginx"]}
+print("| proxy (1 worker) | req/s median | min–max | p50 ms | p99 ms | proxy CPU (cores) | req/s per proxy core | vs nginx (medians) | paired ratio vs nginx |")
+print("|---|---|---|---|---|---|---|---|---|")
+n_med = med([float(r["rps"]) for r in by["nginx"]])
+for name in ["nginx", "haproxy", "floodgate"]:
+    rs = by[name]
+    rps = [float(r["rps"]) for r in rs]
+    eff = med([float(r["rps"]) / float(r["cpu"]) for r in rs if float(r["cpu"]) > 0])
+    paired = med([float(r["rps"]) / ref[r["rep"]] for r in rs])
+    print(f"| {name} | {med(rps):,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | {med([float(r['p50_ms']) for r in rs]):.2f} | "
+          f"{med([float(r['p99_ms']) for r in rs]):.2f} | {med([float(r['cpu']) for r in rs]):.2f} | {eff:,.0f} | "
+          f"{med(rps) / n_med:.2f} | {paired:.2f} |")
+print()
+print(f"Memory: Floodgate idle RSS ${IDLE_RSS} KiB at start, ${AFTER_RSS} KiB after the load; "
+      f"with ${IDLE_CONNS} idle keep-alive clients ({'$OK_F'} answered): Floodgate ${RSS_F} KiB, "
+      f"nginx (master + worker) ${RSS_N} KiB ({'$OK_N'} answered).")
+print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS}; "
+      f"{sum(int(r['non2xx'] or 0) for r in rows)} non-2xx responses in all runs.")
+PY
