@@ -141,9 +141,11 @@ async fn route_and_send(
             let route = route.clone();
             let upstream = upstream.clone();
             drop(m);
-            proxy(
+            // Boxed: hyper keeps each connection's request future allocated while the
+            // connection idles, so the large proxy state lives only as long as a request.
+            Box::pin(proxy(
                 req, conn, &route, &upstream, new_path, &host_full, limit, done,
-            )
+            ))
             .await
         }
     }

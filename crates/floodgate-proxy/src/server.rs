@@ -1,5 +1,5 @@
 //! Listeners and connections: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge)
-//! on the same port through hyper-util's auto builder, close idle connections, and drain on
+//! on the same port (told apart by the first bytes), close idle connections, and drain on
 //! shutdown.
 //!
 //! Each connection task watches three things: the connection itself, the shutdown signal
@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -170,7 +171,6 @@ async fn serve_conn(
         async move { Ok::<_, Infallible>(handler::handle(gw, info, req).await) }
     });
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
     // handler answers with problem+json, so hyper's cap sits above the configured limit.
     let head_cap = usize::try_from(limits.max_header_bytes.0)
@@ -178,22 +178,95 @@ async fn serve_conn(
         .saturating_add(limits.max_uri_bytes.0 as usize)
         .saturating_add(8192)
         .max(8192);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read.0)
-        .max_buf_size(head_cap)
-        .max_headers(limits.max_headers.saturating_mul(2).max(100))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-
     let idle = timeouts.idle.0;
+    let protocol = tokio::select! {
+        p = sniff(&stream) => p,
+        _ = tokio::time::sleep(timeouts.header_read.0.min(idle)) => return,
+        _ = stopped(&mut shutdown) => return,
+    };
+    let io = TokioIo::new(stream);
+    match protocol {
+        Ok(Protocol::Http1) => {
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read.0)
+                .max_buf_size(head_cap)
+                .max_headers(limits.max_headers.saturating_mul(2).max(100))
+                .keep_alive(true);
+            // Boxed: the connection task then holds a pointer instead of room for the larger
+            // of the two protocols' states (8 KiB per idle connection otherwise).
+            drive(
+                Box::pin(b.serve_connection(io, svc)),
+                &state,
+                idle,
+                shutdown,
+                remote,
+            )
+            .await;
+        }
+        Ok(Protocol::Http2) => {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
+            drive(
+                Box::pin(b.serve_connection(io, svc)),
+                &state,
+                idle,
+                shutdown,
+                remote,
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, client = %remote, "connection closed before a request")
+        }
+    }
+}
+
+/// Which protocol a client speaks on a cleartext connection.
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge: the connection starts with the client preface.
+    Http2,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Looks at the first bytes without consuming them. Detecting the protocol here, rather than
+/// through hyper-util's `auto` connection, lets each connection hold only its own protocol's
+/// state: an HTTP/1.1 connection does not carry room for an HTTP/2 server in its task.
+async fn sniff(stream: &TcpStream) -> io::Result<Protocol> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        // Part of the preface so far: wait for the rest. Peeking does not consume, so the
+        // socket stays readable; a short pause avoids spinning (rare: the preface is one
+        // packet in practice). The caller bounds the whole wait.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs a connection until it ends, closing it gracefully on shutdown or when idle.
+async fn drive<C>(
+    mut conn: std::pin::Pin<Box<C>>,
+    state: &ConnState,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    remote: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     let mut closing = false;
     loop {
         let deadline = state.idle_deadline(idle);
@@ -267,5 +340,47 @@ impl ConnState {
 
     fn idle_for(&self, idle: Duration) -> bool {
         self.inflight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_deadline(idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn sniffs_the_protocol_from_the_first_bytes() {
+        let (mut c, s) = pair().await;
+        c.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        assert!(matches!(sniff(&s).await, Ok(Protocol::Http1)));
+
+        // The HTTP/2 preface split across writes is still recognised, and nothing is consumed.
+        let (mut c, s) = pair().await;
+        c.write_all(&H2_PREFACE[..10]).await.expect("write");
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c.write_all(&H2_PREFACE[10..]).await.expect("write");
+            c
+        });
+        assert!(matches!(sniff(&s).await, Ok(Protocol::Http2)));
+        let mut buf = [0u8; 24];
+        assert_eq!(s.peek(&mut buf).await.expect("peek"), 24);
+        drop(rest.await);
+
+        let (c, s) = pair().await;
+        drop(c);
+        assert!(
+            sniff(&s).await.is_err(),
+            "a closed connection is no protocol"
+        );
     }
 }
