@@ -2,9 +2,11 @@
 //!
 //! - [`RequestBody`] enforces the listener's body size limit while the client's body streams
 //!   upstream, and remembers that the limit (not the upstream) ended the exchange.
-//! - [`ResponseBody`] carries either the upstream's body or a body the gateway made, counts
-//!   the bytes sent, and runs the request's completion (metrics, access log, in-flight count)
-//!   exactly once: at the end of the stream, or when the client goes away mid-stream.
+//! - [`ResponseBody`] carries either the upstream's body (driving the upstream connection as
+//!   it goes, see [`crate::upstream::pool`]) or a body the gateway made, counts the bytes
+//!   sent, and runs the request's completion (metrics, access log, in-flight count, returning
+//!   the upstream connection to its pool) exactly once: at the end of the stream, or when the
+//!   client goes away mid-stream.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -15,6 +17,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::upstream::{ConnPool, UpstreamConn};
 
 /// Errors carried through bodies.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -93,7 +97,12 @@ pub trait Completion: Send + Sync {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    /// An upstream body whose connection this body drives, returned to its pool at the end.
+    Pooled {
+        body: Incoming,
+        conn: Option<UpstreamConn>,
+        pool: Arc<ConnPool>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -105,10 +114,15 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// Streams the upstream's body.
-    pub fn upstream(body: Incoming) -> Self {
+    /// Streams an upstream body while driving its connection; the connection goes back to
+    /// `pool` once the body has ended.
+    pub fn pooled(body: Incoming, conn: UpstreamConn, pool: Arc<ConnPool>) -> Self {
         ResponseBody {
-            inner: Inner::Upstream(body),
+            inner: Inner::Pooled {
+                body,
+                conn: Some(conn),
+                pool,
+            },
             sent: 0,
             completion: None,
         }
@@ -142,6 +156,12 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        if let Inner::Pooled { conn, pool, .. } = &mut self.inner
+            && let Some(conn) = conn.take()
+            && complete
+        {
+            pool.put(conn);
+        }
         if let Some(c) = self.completion.take() {
             c.done(self.sent, complete);
         }
@@ -158,12 +178,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Inner::Pooled { body, conn, .. } => poll_pooled(body, conn, cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         match &polled {
@@ -184,17 +199,38 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Pooled { body: b, .. } => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Pooled { body: b, .. } => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
+}
+
+/// Polls the body, driving its connection first so that buffered data reaches the body; twice,
+/// because asking the body for data can make the connection read more.
+fn poll_pooled(
+    body: &mut Incoming,
+    conn: &mut Option<UpstreamConn>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    for _ in 0..2 {
+        if let Some(c) = conn.as_mut() {
+            c.poll_driver(cx);
+        }
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Ok(f))) => return Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
 }
 
 impl Drop for ResponseBody {

@@ -1,5 +1,5 @@
 //! The gateway's shared state: the current snapshot behind an `ArcSwap`, and the parts that
-//! outlive snapshots (metrics, pooled clients, the access log). Reload is here: build the new
+//! outlive snapshots (metrics, connection pools, the access log). Reload is here: build the new
 //! snapshot completely, then swap; requests in flight keep the one they started with.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use floodgate_config::ValidConfig;
 use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::upstream::Clients;
+use crate::upstream::Pools;
 
 /// Why a new config was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,8 @@ pub struct Gateway {
     generation: AtomicU64,
     /// Metrics for the whole process.
     pub metrics: Arc<Metrics>,
-    /// Pooled upstream clients, kept across reloads.
-    pub clients: Clients,
+    /// Upstream connection pools, kept across reloads.
+    pub pools: Pools,
     /// The access log.
     pub access_log: AccessLog,
 }
@@ -36,13 +36,13 @@ pub struct Gateway {
 impl Gateway {
     /// Creates the gateway with its first snapshot.
     pub fn new(config: ValidConfig, metrics: Arc<Metrics>, access_log: AccessLog) -> Arc<Self> {
-        let clients = Clients::default();
-        let snap = Snapshot::build(config, 1, &clients, &metrics);
+        let pools = Pools::default();
+        let snap = Snapshot::build(config, 1, &pools, &metrics);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(snap),
             generation: AtomicU64::new(1),
             metrics,
-            clients,
+            pools,
             access_log,
         })
     }
@@ -77,8 +77,9 @@ impl Gateway {
             ));
         }
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let snap = Snapshot::build(config, generation, &self.clients, &self.metrics);
+        let snap = Snapshot::build(config, generation, &self.pools, &self.metrics);
         self.current.store(Arc::new(snap));
+        self.pools.prune();
         Ok(generation)
     }
 }

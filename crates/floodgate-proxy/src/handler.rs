@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -25,7 +25,7 @@ use crate::request_id;
 use crate::router::RequestView;
 use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
-use crate::upstream::UpstreamSet;
+use crate::upstream::{ExchangeError, UpstreamSet};
 
 /// What the handler knows about the connection a request came on.
 pub struct ConnInfo {
@@ -189,12 +189,8 @@ async fn proxy(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| Problem::BadRequest("The request target cannot be forwarded."))?;
+    // Origin-form target: the connection is already to the target.
+    let uri = Uri::from(pq);
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);
     add_forwarding(
@@ -217,9 +213,8 @@ async fn proxy(
     *up_req.uri_mut() = uri;
     *up_req.version_mut() = Version::HTTP_11;
     *up_req.headers_mut() = headers;
-    let sent =
-        tokio::time::timeout(upstream.request_timeout, upstream.client.request(up_req)).await;
-    let resp = match sent {
+    let sent = tokio::time::timeout(upstream.request_timeout, target.pool.send(up_req)).await;
+    let (resp, conn) = match sent {
         Err(_) => {
             return Err(upstream_failure(
                 done,
@@ -229,7 +224,7 @@ async fn proxy(
             ));
         }
         Ok(Err(_)) if exceeded.load(Ordering::Acquire) => return Err(Problem::BodyTooLarge),
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(ExchangeError::Connect)) => {
             return Err(upstream_failure(
                 done,
                 upstream,
@@ -237,7 +232,7 @@ async fn proxy(
                 "connect",
             ));
         }
-        Ok(Err(_)) => {
+        Ok(Err(ExchangeError::Broken(_))) => {
             return Err(upstream_failure(
                 done,
                 upstream,
@@ -245,7 +240,7 @@ async fn proxy(
                 "broken",
             ));
         }
-        Ok(Ok(resp)) => resp,
+        Ok(Ok(exchange)) => exchange,
     };
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -254,7 +249,10 @@ async fn proxy(
         HeaderValue::from_static(via_for(parts.version)),
     );
     route.response_headers.apply(&mut parts.headers);
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::pooled(body, conn, target.pool.clone()),
+    ))
 }
 
 fn upstream_failure(

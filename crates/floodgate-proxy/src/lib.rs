@@ -3,7 +3,7 @@
 //!
 //! Layout: `server` (bind, accept, serve connections, drain), `handler` (one request's way
 //! through), `router` (route choice), `snapshot` (the runtime compiled from a config),
-//! `gateway` (the current snapshot and reload), `upstream` (targets and pooled clients),
+//! `gateway` (the current snapshot and reload), `upstream` (targets, connection pools, inline upstream exchange),
 //! `headers` (hop-by-hop and forwarding fields, route header edits), `body` (streaming body
 //! wrappers), `problem` (every gateway-made error and its status), `request_id`, `metrics`,
 //! `access_log`, `explain` (which route a request would meet, for the CLI).

@@ -14,7 +14,7 @@ use http::StatusCode;
 use crate::headers::HeaderEdits;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{Conditions, RouteSpec, Router};
-use crate::upstream::{Clients, UpstreamSet};
+use crate::upstream::{Pools, UpstreamSet};
 
 /// What a matched route does.
 pub enum Action {
@@ -118,17 +118,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the runtime for `config`, reusing pooled clients from `clients`.
-    pub fn build(
-        config: ValidConfig,
-        generation: u64,
-        clients: &Clients,
-        metrics: &Metrics,
-    ) -> Self {
+    /// Builds the runtime for `config`, reusing connection pools from `pools`.
+    pub fn build(config: ValidConfig, generation: u64, pools: &Pools, metrics: &Metrics) -> Self {
         let upstreams: BTreeMap<String, Arc<UpstreamSet>> = config
             .upstreams
             .iter()
-            .map(|(name, u)| (name.clone(), Arc::new(UpstreamSet::build(name, u, clients))))
+            .map(|(name, u)| (name.clone(), Arc::new(UpstreamSet::build(name, u, pools))))
             .collect();
         let routes: Vec<ScopedRoute> = config
             .routes

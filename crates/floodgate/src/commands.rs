@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use floodgate_proxy::{Metrics, snapshot::Snapshot, upstream::Clients};
+use floodgate_proxy::{Metrics, snapshot::Snapshot, upstream::Pools};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 /// Reads `${VAR}` references from the process environment.
@@ -77,7 +77,7 @@ pub(crate) fn explain(
         }
     }
     let metrics = Metrics::new();
-    let snap = Snapshot::build(cfg, 1, &Clients::default(), &metrics);
+    let snap = Snapshot::build(cfg, 1, &Pools::default(), &metrics);
     match floodgate_proxy::explain::explain(&snap, listener, &method, &uri, &map) {
         Ok(text) => {
             print!("{text}");

@@ -1,10 +1,12 @@
-//! Upstreams: the targets of a named group, how the next one is picked, and the pooled HTTP
-//! client used to reach them.
+//! Upstreams: the targets of a named group, how the next one is picked, and the connection
+//! pools used to reach them (see [`pool`]).
 //!
-//! Clients are kept in a registry keyed by their settings and shared by every upstream with
-//! the same settings, every worker thread and every snapshot, so a reload keeps warm pooled
-//! connections. Balancing here is weighted round robin; the upstreams issue brings the other
-//! algorithms, health checks and retries.
+//! Pools are kept in a registry keyed by target and connection settings, shared by every
+//! worker thread and every snapshot, so a reload keeps warm connections. Balancing here is
+//! weighted round robin; the upstreams issue brings the other algorithms, health checks and
+//! retries.
+
+pub mod pool;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,55 +15,54 @@ use std::time::Duration;
 
 use floodgate_config::model::Upstream;
 use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::RequestBody;
-
-/// The client type every upstream exchange goes through.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+pub use pool::{ConnPool, ExchangeError, UpstreamConn};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
+struct PoolKey {
+    address: String,
     connect: Duration,
     idle: Duration,
     max_idle: usize,
 }
 
-/// Pooled clients, one per distinct set of connection settings.
+/// Connection pools, one per target and set of connection settings.
 #[derive(Default)]
-pub struct Clients {
-    map: Mutex<HashMap<ClientKey, UpstreamClient>>,
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<ConnPool>>>,
 }
 
-impl Clients {
-    fn get(&self, key: ClientKey) -> UpstreamClient {
+impl Pools {
+    fn get(&self, key: PoolKey) -> Arc<ConnPool> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.clone())
             .or_insert_with(|| {
-                let mut conn = HttpConnector::new();
-                conn.set_connect_timeout(Some(key.connect));
-                conn.set_nodelay(true);
-                conn.enforce_http(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(key.idle)
-                    .pool_max_idle_per_host(key.max_idle)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(conn)
+                Arc::new(ConnPool::new(
+                    &key.address,
+                    key.max_idle,
+                    key.idle,
+                    key.connect,
+                ))
             })
             .clone()
+    }
+
+    /// Forgets pools that no snapshot uses any more (their idle connections close).
+    pub fn prune(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, pool| Arc::strong_count(pool) > 1);
     }
 }
 
 /// One backend server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// `host:port` as configured.
     pub address: Arc<str>,
-    /// The same, parsed for building request URIs.
+    /// The same, parsed.
     pub authority: Authority,
+    /// Its connection pool.
+    pub pool: Arc<ConnPool>,
 }
 
 /// A named group of targets, ready for traffic.
@@ -73,36 +74,35 @@ pub struct UpstreamSet {
     next: AtomicUsize,
     /// Time allowed from sending the request to receiving the response head.
     pub request_timeout: Duration,
-    /// The pooled client.
-    pub client: UpstreamClient,
 }
 
 impl UpstreamSet {
     /// Builds an upstream from validated config.
-    pub fn build(name: &str, cfg: &Upstream, clients: &Clients) -> Self {
+    pub fn build(name: &str, cfg: &Upstream, pools: &Pools) -> Self {
         let mut slots = Vec::new();
         for t in &cfg.targets {
             if let Ok(authority) = t.address().parse::<Authority>() {
+                let pool = pools.get(PoolKey {
+                    address: t.address().to_owned(),
+                    connect: cfg.timeouts.connect.0,
+                    idle: cfg.timeouts.idle.0,
+                    max_idle: cfg.max_idle_per_target,
+                });
                 let target = Target {
                     address: Arc::from(t.address()),
                     authority,
+                    pool,
                 };
                 for _ in 0..t.weight() {
                     slots.push(target.clone());
                 }
             }
         }
-        let key = ClientKey {
-            connect: cfg.timeouts.connect.0,
-            idle: cfg.timeouts.idle.0,
-            max_idle: cfg.max_idle_per_target,
-        };
         UpstreamSet {
             name: Arc::from(name),
             slots,
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             request_timeout: cfg.timeouts.request.0,
-            client: clients.get(key),
         }
     }
 
