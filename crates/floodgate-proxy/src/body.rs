@@ -36,7 +36,8 @@ impl StdError for BodyTooLarge {}
 
 /// A client request body on its way upstream, cut off past `limit` bytes.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for an empty body (a replayed bodiless request).
+    inner: Option<Incoming>,
     seen: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
@@ -46,10 +47,20 @@ impl RequestBody {
     /// Wraps `inner`; `exceeded` is set if the limit ends the body.
     pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             seen: 0,
             limit,
             exceeded,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            seen: 0,
+            limit: 0,
+            exceeded: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -63,7 +74,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -81,11 +95,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -91,6 +91,24 @@ impl UpstreamConn {
     }
 }
 
+/// A copy of a request that may be sent again: idempotent method, no body.
+fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// Idle connections to one target.
 pub struct ConnPool {
     address: String,
@@ -118,21 +136,40 @@ impl ConnPool {
     }
 
     /// Sends `req` on a pooled or new connection and returns the response head with the
-    /// connection, which the response body must keep driving. A pooled connection found dead
-    /// before the request was written is replaced once by a new connection.
+    /// connection, which the response body must keep driving.
+    ///
+    /// An upstream may close an idle keep-alive connection just as a request goes out on it.
+    /// When nothing of the request was written, hyper hands it back and it goes out on
+    /// another connection, whatever its method. When it was written but no answer came, a
+    /// request that is idempotent (RFC 9110 §9.2.2) and has no body is sent once more on a
+    /// new connection, as nginx does for keep-alive connections; anything else fails.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+        let mut replayed = false;
         loop {
-            let (mut conn, fresh) = match self.take_idle() {
-                Some(c) => (c, false),
-                None => (self.connect().await?, true),
+            let (mut conn, reused) = match self.take_idle() {
+                Some(c) if !replayed => (c, true),
+                _ => (self.connect().await?, false),
+            };
+            // Only a reused connection can be stale, so only then is a copy kept.
+            let copy = if reused && !replayed {
+                replay_copy(&req)
+            } else {
+                None
             };
             match conn.exchange(req).await {
                 Ok(resp) => return Ok((resp, conn)),
-                Err((_, Some(unsent))) if !fresh => req = unsent,
-                Err((e, _)) => return Err(ExchangeError::Broken(e)),
+                Err((_, Some(unsent))) if reused => req = unsent,
+                Err((e, _)) => match copy {
+                    Some(copy) => {
+                        tracing::debug!(target = %self.address, error = %e, "reused connection failed; replaying on a new one");
+                        req = copy;
+                        replayed = true;
+                    }
+                    None => return Err(ExchangeError::Broken(e)),
+                },
             }
         }
     }

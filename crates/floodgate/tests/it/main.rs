@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod headers;
 mod limits;
+mod pool;
 mod reload;
 mod routing;
 mod shutdown;
