@@ -163,6 +163,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
+LOAD_RSS=$(rss_kib "$PID_floodgate")
+
 # ------------------------------------------------------------------ memory with idle clients
 idle_rss() { # proxy port -> RSS KiB of the proxy while IDLE_CONNS idle keep-alive clients are open
   local proxy=$1 port=$2 fifo=$WORK/hold-$1 rss
@@ -178,7 +180,6 @@ idle_rss() { # proxy port -> RSS KiB of the proxy while IDLE_CONNS idle keep-ali
 }
 read -r _ OK_F RSS_F <<< "$(idle_rss floodgate 19030)"
 read -r _ OK_N RSS_N <<< "$(idle_rss nginx 19010)"
-AFTER_RSS=$(rss_kib "$PID_floodgate")
 
 python3 - "$RESULTS" << PY
 import csv, statistics, sys
@@ -200,7 +201,7 @@ for name in ["nginx", "haproxy", "floodgate"]:
           f"{med([float(r['p99_ms']) for r in rs]):.2f} | {med([float(r['cpu']) for r in rs]):.2f} | {eff:,.0f} | "
           f"{med(rps) / n_med:.2f} | {paired:.2f} |")
 print()
-print(f"Memory: Floodgate idle RSS ${IDLE_RSS} KiB at start, ${AFTER_RSS} KiB after the load; "
+print(f"Memory: Floodgate idle RSS ${IDLE_RSS} KiB at start, ${LOAD_RSS} KiB right after the load; "
       f"with ${IDLE_CONNS} idle keep-alive clients ({'$OK_F'} answered): Floodgate ${RSS_F} KiB, "
       f"nginx (master + worker) ${RSS_N} KiB ({'$OK_N'} answered).")
 print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS}; "

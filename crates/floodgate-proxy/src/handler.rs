@@ -5,6 +5,7 @@
 //! Policies from later work (auth, rate limits, cache, breakers) slot in between routing and
 //! proxying, in the phase order of docs/architecture.md.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,8 +101,11 @@ async fn route_and_send(
         return Err(Problem::NoRoute);
     };
     check_limits(&req, &plan.limits)?;
-    let host_full = host_of(&req).ok_or(Problem::BadRequest("The request has no Host header."))?;
-    let host = normalize_host(&host_full);
+    let host_value = host_of(&req).ok_or(Problem::BadRequest("The request has no Host header."))?;
+    let host_text = host_value
+        .to_str()
+        .map_err(|_| Problem::BadRequest("The Host header is not valid text."))?;
+    let host = normalize_host(host_text);
     let path = req.uri().path();
     let view = RequestView {
         host: &host,
@@ -144,7 +148,14 @@ async fn route_and_send(
             // Boxed: hyper keeps each connection's request future allocated while the
             // connection idles, so the large proxy state lives only as long as a request.
             Box::pin(proxy(
-                req, conn, &route, &upstream, new_path, &host_full, limit, done,
+                req,
+                conn,
+                &route,
+                &upstream,
+                new_path,
+                &host_value,
+                limit,
+                done,
             ))
             .await
         }
@@ -158,7 +169,7 @@ async fn proxy(
     route: &Route,
     upstream: &UpstreamSet,
     new_path: Option<String>,
-    host: &str,
+    host: &HeaderValue,
     body_limit: u64,
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
@@ -203,9 +214,7 @@ async fn proxy(
         },
     );
     headers.insert(request_id::HEADER, done.request_id.clone());
-    if let Ok(h) = HeaderValue::from_str(host) {
-        headers.insert(header::HOST, h);
-    }
+    headers.insert(header::HOST, host.clone());
     route.request_headers.apply(&mut headers);
     let exceeded = Arc::new(AtomicBool::new(false));
     let mut up_req = Request::new(RequestBody::new(body, body_limit, exceeded.clone()));
@@ -295,25 +304,28 @@ fn check_limits(
     Ok(())
 }
 
-/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`
+/// (shared with the request, not copied).
+fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+        return HeaderValue::from_str(a.as_str()).ok();
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
+    req.headers().get(header::HOST).cloned()
 }
 
-/// Lower case, without the port (keeps IPv6 brackets).
-fn normalize_host(host: &str) -> String {
+/// Lower case, without the port (keeps IPv6 brackets); allocates only for upper case.
+fn normalize_host(host: &str) -> Cow<'_, str> {
     let h = if host.starts_with('[') {
         host.find(']').map_or(host, |i| &host[..=i])
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
 }
 
 /// Everything needed to finish a request's bookkeeping once its response is over.

@@ -68,7 +68,7 @@ pub struct Forwarding<'a> {
     /// The client's address as seen by the listener.
     pub client: &'a ClientAddr,
     /// The host the client asked for.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     /// `http` (TLS listeners will say `https`).
     pub proto: &'static str,
     /// The `Via` entry for this hop, such as `1.1 floodgate`.
@@ -91,18 +91,18 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     fwd.push_str(&f.client.forwarded_for);
     fwd.push_str(";proto=");
     fwd.push_str(f.proto);
-    if let Some(host) = f
-        .host
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    // Only a host that can sit inside a quoted string as is goes into the fields.
+    if let Some(host) = f.host
+        && let Ok(text) = host.to_str()
+        && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
     {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
-        }
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         fwd.push_str(";host=\"");
-        fwd.push_str(host);
+        fwd.push_str(text);
         fwd.push('"');
     }
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    // Hands the string's buffer to the header value instead of copying it.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
         append_list(headers, header::FORWARDED, v);
     }
     append_list(headers, header::VIA, HeaderValue::from_static(f.via));
@@ -210,7 +210,7 @@ mod tests {
         let client = ClientAddr::new("::1".parse().expect("ip"));
         let f = Forwarding {
             client: &client,
-            host: Some("shop.test"),
+            host: Some(&HeaderValue::from_static("shop.test")),
             proto: "http",
             via: "1.1 floodgate",
         };
