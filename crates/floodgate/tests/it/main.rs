@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod demo;
 mod errors;
 mod headers;
 mod limits;

@@ -1,0 +1,125 @@
+//! `floodgate demo`, the README's first command: the embedded config in front of the
+//! built-in catalog, driven as a user would from the printed banner, stopped with Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
+    let mut child = Demo(
+        Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args([
+                "demo",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--flaky-rate",
+                "1.0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo"),
+    );
+    let child = &mut child.0;
+    // The banner names the gateway and admin addresses; access log lines follow it.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut gateway, mut admin) = (String::new(), String::new());
+    while gateway.is_empty() || admin.is_empty() {
+        let line = rx.recv_timeout(PATIENCE).expect("demo banner");
+        let addr = || {
+            line.split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if line.trim_start().starts_with("gateway") {
+            gateway = addr();
+        } else if line.trim_start().starts_with("admin") {
+            admin = addr().trim_end_matches("/metrics").to_string();
+        }
+    }
+
+    let (s, _, body) = get(&format!("{gateway}/api/products/42")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)["id"], 42);
+    let (s, _, body) = get(&format!("{gateway}/api/products?limit=3")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)["items"].as_array().map(Vec::len), Some(3));
+    let (s, _, _) = get(&format!("{gateway}/api/products/99999")).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "the upstream's 404 passes through"
+    );
+    let (s, _, _) = get(&format!("{gateway}/api/flaky")).await;
+    assert_eq!(
+        s,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "--flaky-rate 1.0 always fails"
+    );
+    let (s, h, _) = get(&format!("{gateway}/v1/products/7?x=1")).await;
+    assert_eq!(s, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(h["location"], "/api/products/7?x=1");
+    let (s, h, b) = get(&format!("{gateway}/nowhere")).await;
+    assert_problem(s, &h, &b, StatusCode::NOT_FOUND, "no-route");
+    let (s, _, metrics) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(&metrics)
+            .contains("floodgate_requests_total{route=\"product\",class=\"2xx\"} 1")
+    );
+    // Access log lines arrive on stdout.
+    let deadline = Instant::now() + PATIENCE;
+    let mut saw_log = false;
+    while !saw_log && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            saw_log = line.contains("\"route\":\"product\"");
+        }
+    }
+    assert!(saw_log, "access log line for the product request");
+
+    // Ctrl-C: a clean stop.
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// Stops the demo process (which this test started) if the test ends early.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _killed = self.0.kill().is_ok();
+            let _reaped = self.0.wait().is_ok();
+        }
+    }
+}
