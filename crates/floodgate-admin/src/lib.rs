@@ -15,28 +15,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use floodgate_proxy::Gateway;
 
-/// Serves the admin endpoints until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    gw: Arc<Gateway>,
-    ready: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the admin endpoints for the life of the process: during a drain `/readyz` says
+/// 503 and `/metrics` still answers.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, ready: Arc<AtomicBool>) {
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = floodgate_proxy::server::stopped(&mut shutdown) => return,
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let gw = gw.clone();
         let ready = ready.clone();

@@ -100,12 +100,7 @@ async fn serve(
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
-    tokio::spawn(floodgate_admin::serve(
-        admin,
-        gw.clone(),
-        ready.clone(),
-        shutdown_rx.clone(),
-    ));
+    tokio::spawn(floodgate_admin::serve(admin, gw.clone(), ready.clone()));
     let serving = tokio::spawn(server::serve(gw.clone(), bound, shutdown_rx.clone(), drain));
     if let Some(path) = watch_path {
         spawn_reloader(gw.clone(), path)?;

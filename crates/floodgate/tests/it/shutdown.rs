@@ -43,6 +43,9 @@ async fn sigterm_drains_requests_in_flight() {
         );
         tokio::task::yield_now().await;
     }
+    // The admin listener stays up during the drain and says not ready.
+    let (status, _, _) = get(&format!("http://{}/readyz", gw.admin)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // The request in flight still completes.
     release.notify_one();
     let (status, _, body) = in_flight.await.unwrap();
