@@ -149,9 +149,11 @@ impl ConnPool {
     ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
         let mut replayed = false;
         loop {
-            let (mut conn, reused) = match self.take_idle() {
-                Some(c) if !replayed => (c, true),
-                _ => (self.connect().await?, false),
+            // A replay goes out on a new connection: the pool just gave us a stale one.
+            let idle = if replayed { None } else { self.take_idle() };
+            let (mut conn, reused) = match idle {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
             };
             // Only a reused connection can be stale, so only then is a copy kept.
             let copy = if reused && !replayed {
