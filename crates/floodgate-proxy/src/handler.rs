@@ -140,39 +140,47 @@ async fn route_and_send(
             Ok(resp)
         }
         Action::Proxy(upstream) => {
-            let new_path = route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params));
-            let limit = plan.limits.max_body_bytes.0;
-            let route = route.clone();
-            let upstream = upstream.clone();
+            let plan = Forward {
+                new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
+                body_limit: plan.limits.max_body_bytes.0,
+                route: route.clone(),
+                upstream: upstream.clone(),
+                host: host_value.clone(),
+            };
             drop(m);
             // Boxed: hyper keeps each connection's request future allocated while the
             // connection idles, so the large proxy state lives only as long as a request.
-            Box::pin(proxy(
-                req,
-                conn,
-                &route,
-                &upstream,
-                new_path,
-                &host_value,
-                limit,
-                done,
-            ))
-            .await
+            Box::pin(proxy(req, conn, plan, done)).await
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What routing decided for a request that is proxied.
+struct Forward {
+    route: Arc<Route>,
+    upstream: Arc<UpstreamSet>,
+    /// The rewritten path, if the route rewrites.
+    new_path: Option<String>,
+    /// The host the client asked for, forwarded as `Host`.
+    host: HeaderValue,
+    /// The listener's request body limit.
+    body_limit: u64,
+}
+
 async fn proxy(
     req: Request<Incoming>,
     conn: &ConnInfo,
-    route: &Route,
-    upstream: &UpstreamSet,
-    new_path: Option<String>,
-    host: &HeaderValue,
-    body_limit: u64,
+    plan: Forward,
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
+    let Forward {
+        route,
+        upstream,
+        new_path,
+        host,
+        body_limit,
+    } = plan;
+    let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
     let target = upstream.pick().ok_or(Problem::NoTarget)?;
     done.target_addr = Some(target.address.clone());
