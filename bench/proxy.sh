@@ -3,13 +3,14 @@
 # origin, the same wrk load, the same run, interleaved round by round; then memory with idle
 # keep-alive clients.
 #
-# Each proxy gets one worker (nginx worker_processes 1, HAProxy nbthread 1, Floodgate
-# runtime.workers 1), a keep-alive pool to the origin, and no access log. On a 2-core machine
+# Each proxy gets the same number of workers (WORKERS, default 1: nginx worker_processes,
+# HAProxy nbthread, Floodgate runtime.workers), a keep-alive pool to the origin, and no
+# access log. On a 2-core machine
 # the origin and wrk take most of the other core, so compare the ratios measured in the same
 # round and the req/s per proxy core, never raw req/s across runs.
 #
 # Usage: cargo build --release && bench/proxy.sh
-# Knobs: DUR=10 REPS=3 CONNS=64 WRK_THREADS=2 IDLE_CONNS=10000 FLOODGATE_BIN=target/release/floodgate
+# Knobs: DUR=10 REPS=3 CONNS=64 WRK_THREADS=2 IDLE_CONNS=10000 WORKERS=1 FLOODGATE_BIN=target/release/floodgate
 # Needs (Debian): nginx haproxy wrk python3. All traffic stays on 127.0.0.1 ports 19001-19039.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +20,7 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+WORKERS=${WORKERS:-1}   # worker processes / threads of every proxy (the origin keeps 1)
 BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
 HZ=$(getconf CLK_TCK)
 
@@ -77,9 +79,9 @@ rss_kib() { local sum=0 p v
 
 # ------------------------------------------------------------------ configs
 BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
-nginx_conf() { # name, listen block
+nginx_conf() { # name, listen block, [workers]
   cat << CONF
-worker_processes 1;
+worker_processes ${3:-1};
 worker_rlimit_nofile 65536;
 pid $WORK/$1.pid;
 error_log $WORK/$1-error.log error;
@@ -103,10 +105,10 @@ nginx_conf origin "    server { listen 127.0.0.1:19001 backlog=4096; location / 
 nginx_conf nginx "    upstream origin { server 127.0.0.1:19001; keepalive 128; keepalive_requests 1000000; }
     proxy_http_version 1.1;
     proxy_set_header Connection \"\";
-    server { listen 127.0.0.1:19010 backlog=4096; location / { proxy_pass http://origin; } }" > "$WORK/nginx.conf"
+    server { listen 127.0.0.1:19010 backlog=4096; location / { proxy_pass http://origin; } }" "$WORKERS" > "$WORK/nginx.conf"
 cat > "$WORK/haproxy.cfg" << CONF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 9000
 defaults
     mode http
@@ -133,7 +135,7 @@ done
 start origin nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;'
 start nginx nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
 start haproxy haproxy -db -f "$WORK/haproxy.cfg"
-BENCH_WORKERS=1 start floodgate "$BIN" run -c "$HERE/floodgate.yaml"
+start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/floodgate.yaml"
 for port in 19001 19010 19020 19030; do wait_port "$port"; done
 sleep 1
 IDLE_RSS=$(rss_kib "$PID_floodgate")
@@ -189,7 +191,7 @@ by = {}
 for r in rows:
     by.setdefault(r["proxy"], []).append(r)
 ref = {r["rep"]: float(r["rps"]) for r in by["nginx"]}
-print("| proxy (1 worker) | req/s median | min–max | p50 ms | p99 ms | proxy CPU (cores) | req/s per proxy core | vs nginx (medians) | paired ratio vs nginx |")
+print("| proxy (${WORKERS} worker(s)) | req/s median | min–max | p50 ms | p99 ms | proxy CPU (cores) | req/s per proxy core | vs nginx (medians) | paired ratio vs nginx |")
 print("|---|---|---|---|---|---|---|---|---|")
 n_med = med([float(r["rps"]) for r in by["nginx"]])
 for name in ["nginx", "haproxy", "floodgate"]:
