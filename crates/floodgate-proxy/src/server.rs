@@ -234,8 +234,8 @@ enum Protocol {
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Looks at the first bytes without consuming them. Detecting the protocol here, rather than
-/// through hyper-util's `auto` connection, lets each connection hold only its own protocol's
-/// state: an HTTP/1.1 connection does not carry room for an HTTP/2 server in its task.
+/// through hyper-util's `auto` connection, lets each protocol's connection be built (and
+/// boxed) on its own, with no wrapper around every read.
 async fn sniff(stream: &TcpStream) -> io::Result<Protocol> {
     let mut buf = [0u8; 24];
     loop {
