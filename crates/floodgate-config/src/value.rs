@@ -160,7 +160,13 @@ impl FromStr for ByteSize {
 }
 
 impl fmt::Display for ByteSize {
+    /// The largest binary unit that divides the size exactly: `8KiB`, `5MiB`, `1000B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
         write!(f, "{}B", self.0)
     }
 }
@@ -271,6 +277,10 @@ mod tests {
         assert_eq!("10MB".parse::<ByteSize>(), Ok(ByteSize(10_000_000)));
         assert_eq!("512".parse::<ByteSize>(), Ok(ByteSize(512)));
         assert!("10 potatoes".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(5 << 20).to_string(), "5MiB");
+        assert_eq!(ByteSize(32 * 1024).to_string(), "32KiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(ByteSize(0).to_string(), "0B");
     }
 
     #[test]
