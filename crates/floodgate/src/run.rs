@@ -101,6 +101,15 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(floodgate_admin::serve(admin, gw.clone(), ready.clone()));
+    // Idle upstream connections are otherwise only checked when next used.
+    let sweeper = gw.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            sweeper.pools.sweep();
+        }
+    });
     let serving = tokio::spawn(server::serve(gw.clone(), bound, shutdown_rx.clone(), drain));
     if let Some(path) = watch_path {
         spawn_reloader(gw.clone(), path)?;

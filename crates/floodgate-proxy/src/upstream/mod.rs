@@ -47,6 +47,17 @@ impl Pools {
             .clone()
     }
 
+    /// Sweeps every pool (see [`ConnPool::sweep`]).
+    pub fn sweep(&self) {
+        let pools: Vec<Arc<ConnPool>> = {
+            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for pool in pools {
+            pool.sweep();
+        }
+    }
+
     /// Forgets pools that no snapshot uses any more (their idle connections close).
     pub fn prune(&self) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,7 +8,8 @@
 //! connection itself (hyper still does all framing: lengths, chunking, keep-alive rules), and
 //! the response body keeps polling it until the last byte; then the connection goes back to
 //! the pool. An idle pooled connection is polled by nobody, so a checkout first polls it once
-//! to learn whether the upstream closed it meanwhile.
+//! to learn whether the upstream closed it meanwhile, and a periodic sweep
+//! ([`ConnPool::sweep`]) drops the ones that expired or were closed while traffic was quiet.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -239,8 +240,62 @@ impl ConnPool {
         })
     }
 
+    /// Drops idle connections that expired or that the upstream closed, so closed sockets
+    /// do not wait in CLOSE_WAIT for the next request to notice them.
+    pub fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.idle_timeout;
+        idle.retain_mut(|(conn, since)| since.elapsed() < timeout && conn.usable());
+    }
+
     /// Number of idle connections (for tests and metrics).
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map_or(0, |i| i.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn sweep_drops_connections_the_upstream_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .expect("write");
+            s // closed when the caller drops it
+        });
+        let pool = ConnPool::new(&addr, 8, Duration::from_secs(60), Duration::from_secs(2));
+        let req = Request::get("/")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .expect("request");
+        let (resp, conn) = pool.send(req).await.expect("exchange");
+        assert_eq!(resp.status(), 204);
+        pool.put(conn);
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 1, "a live connection stays");
+
+        drop(server.await.expect("server"));
+        // The FIN arrives asynchronously: sweep until it is seen (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.idle_count() > 0 {
+            assert!(Instant::now() < deadline, "closed connection still pooled");
+            tokio::task::yield_now().await;
+            pool.sweep();
+        }
     }
 }
