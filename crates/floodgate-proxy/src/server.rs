@@ -185,6 +185,12 @@ async fn serve_conn(
         _ = stopped(&mut shutdown) => return,
     };
     let io = TokioIo::new(stream);
+    let watch = Watch {
+        state: &state,
+        idle,
+        shutdown,
+        remote,
+    };
     match protocol {
         Ok(Protocol::Http1) => {
             let mut b = http1::Builder::new();
@@ -195,28 +201,14 @@ async fn serve_conn(
                 .keep_alive(true);
             // Boxed: the connection task then holds a pointer instead of room for the larger
             // of the two protocols' states (8 KiB per idle connection otherwise).
-            drive(
-                Box::pin(b.serve_connection(io, svc)),
-                &state,
-                idle,
-                shutdown,
-                remote,
-            )
-            .await;
+            drive(Box::pin(b.serve_connection(io, svc)), watch).await;
         }
         Ok(Protocol::Http2) => {
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(256)
                 .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
-            drive(
-                Box::pin(b.serve_connection(io, svc)),
-                &state,
-                idle,
-                shutdown,
-                remote,
-            )
-            .await;
+            drive(Box::pin(b.serve_connection(io, svc)), watch).await;
         }
         Err(e) => {
             tracing::debug!(error = %e, client = %remote, "connection closed before a request")
@@ -256,17 +248,26 @@ async fn sniff(stream: &TcpStream) -> io::Result<Protocol> {
     }
 }
 
-/// Runs a connection until it ends, closing it gracefully on shutdown or when idle.
-async fn drive<C>(
-    mut conn: std::pin::Pin<Box<C>>,
-    state: &ConnState,
+/// What a connection task watches besides the connection itself.
+struct Watch<'a> {
+    state: &'a ConnState,
     idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     remote: SocketAddr,
-) where
+}
+
+/// Runs a connection until it ends, closing it gracefully on shutdown or when idle.
+async fn drive<C>(mut conn: std::pin::Pin<Box<C>>, watch: Watch<'_>)
+where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
+    let Watch {
+        state,
+        idle,
+        mut shutdown,
+        remote,
+    } = watch;
     let mut closing = false;
     loop {
         let deadline = state.idle_deadline(idle);
