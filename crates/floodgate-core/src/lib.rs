@@ -1,0 +1,19 @@
+//! Floodgate's governance algorithms: pure code with no sockets and no async runtime.
+//! Every function that depends on time takes the current time as an argument ([`Nanos`]),
+//! so tests drive a fake clock and the gateway drives a monotonic one.
+//!
+//! - [`ratelimit`]: token bucket, leaky bucket, fixed window, sliding window log, sliding
+//!   window counter and GCRA, plus bounded keyed state ([`ratelimit::KeyedLimiter`]).
+//! - [`concurrency`]: the gradient adaptive concurrency limit.
+
+pub mod concurrency;
+pub mod ratelimit;
+
+/// A point in time or a span, in nanoseconds on the caller's monotonic timeline.
+pub type Nanos = u64;
+
+/// Nanoseconds in one second.
+pub const SECOND: Nanos = 1_000_000_000;
+
+/// Nanoseconds in one millisecond.
+pub const MILLI: Nanos = 1_000_000;

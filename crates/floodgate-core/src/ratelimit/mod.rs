@@ -1,0 +1,137 @@
+//! Rate-limiting algorithms. Each is a small parameter value implementing [`Algorithm`]
+//! over its own per-key state; [`KeyedLimiter`] holds that state for many keys within a
+//! memory bound. All arithmetic is exact integer arithmetic: rates are kept as
+//! `count / period` and time is scaled by `count` where needed, so a limit of 1/3 s has no
+//! rounding drift and retry-after times are exact to the nanosecond (rounded up).
+//!
+//! Time never has to be monotonic: when `now` is earlier than a time already seen, every
+//! algorithm treats it as the latest time it saw (or something more conservative), so a
+//! clock going backwards neither panics nor admits more than the limit.
+//!
+//! docs/rate-limiting.md states each algorithm's rule, bursts and known error.
+
+mod fixed_window;
+mod gcra;
+mod keyed;
+mod leaky_bucket;
+mod sliding_log;
+mod sliding_window;
+mod token_bucket;
+
+#[cfg(test)]
+mod reference;
+
+pub use fixed_window::FixedWindow;
+pub use fixed_window::WindowState;
+pub use gcra::Gcra;
+pub use gcra::GcraState;
+pub use keyed::{DynLimiter, KeyedLimiter, KeyedStats, hash_key};
+pub use leaky_bucket::LeakyBucket;
+pub use leaky_bucket::LeakyState;
+pub use sliding_log::LogState;
+pub use sliding_log::SlidingLog;
+pub use sliding_window::CounterState;
+pub use sliding_window::SlidingWindow;
+pub use token_bucket::TokenBucket;
+pub use token_bucket::TokenState;
+
+use crate::Nanos;
+
+/// `count` events per `period` nanoseconds. Both are at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Events.
+    pub count: u64,
+    /// Per this many nanoseconds.
+    pub period: Nanos,
+}
+
+impl Rate {
+    /// A rate of `count` per `period`; zero values are raised to 1 so the arithmetic never
+    /// divides by zero (configuration validation refuses them before they get here).
+    pub fn new(count: u64, period: Nanos) -> Self {
+        Rate {
+            count: count.max(1),
+            period: period.max(1),
+        }
+    }
+
+    /// `t` scaled into units where one event takes exactly `period` units: `t × count`.
+    fn scale(self, t: Nanos) -> u128 {
+        u128::from(t) * u128::from(self.count)
+    }
+
+    /// Scaled units back to nanoseconds, rounded up.
+    fn unscale_ceil(self, units: u128) -> Nanos {
+        to_nanos(units.div_ceil(u128::from(self.count)))
+    }
+
+    /// `n` events in scaled units: `n × period`.
+    fn events(self, n: u64) -> u128 {
+        u128::from(n) * u128::from(self.period)
+    }
+}
+
+/// Saturating conversion of a large intermediate into nanoseconds.
+fn to_nanos(v: u128) -> Nanos {
+    Nanos::try_from(v).unwrap_or(Nanos::MAX)
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admit now.
+    Allow,
+    /// Admit after waiting this long (leaky bucket only).
+    Delay(Nanos),
+    /// Refuse; a retry after this long would be admitted if nothing else arrives.
+    Reject {
+        /// Time until a retry can succeed (`Nanos::MAX` when it never can, e.g. a cost
+        /// larger than the burst).
+        retry_after: Nanos,
+    },
+}
+
+/// A verdict with the quota state after it, for the `RateLimit` response field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Admit, delay or reject.
+    pub verdict: Verdict,
+    /// Requests of cost 1 that would be admitted right now, after this decision.
+    pub remaining: u64,
+    /// Time until the quota is whole again if nothing else arrives.
+    pub reset: Nanos,
+}
+
+impl Decision {
+    /// Whether the request may go on (now or after a delay).
+    pub fn admitted(&self) -> bool {
+        !matches!(self.verdict, Verdict::Reject { .. })
+    }
+}
+
+/// The policy an algorithm advertises in `RateLimit-Policy`: `quota` units per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Units per window (`q`).
+    pub quota: u64,
+    /// The window (`w`), in nanoseconds.
+    pub window: Nanos,
+}
+
+/// One rate-limiting algorithm with its parameters.
+pub trait Algorithm: Send + Sync + 'static {
+    /// Per-key state; `Default` is the state of a key never seen.
+    type State: Default + Send;
+
+    /// Decides on a request of `cost` units arriving at `now`, updating `state` only when
+    /// the request is admitted (or delayed).
+    fn check(&self, state: &mut Self::State, now: Nanos, cost: u64) -> Decision;
+
+    /// Whether `state` carries no information any more at `now`, i.e. equals a fresh
+    /// state for every future decision. Such keys are dropped without loss.
+    fn at_rest(&self, state: &Self::State, now: Nanos) -> bool;
+
+    /// The policy to advertise.
+    fn quota(&self) -> Quota;
+}
