@@ -15,6 +15,7 @@ pub mod model;
 pub mod node;
 pub mod template;
 mod validate;
+mod validate_policies;
 pub mod value;
 
 use std::ops::Deref;
@@ -23,6 +24,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use model::Config;
 pub use validate::route_name;
+pub use validate_policies::limit_name;
 
 use de::Sink;
 use node::{Node, Value};
@@ -150,6 +152,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         access_log: Default::default(),
         upstreams: Default::default(),
         routes: Vec::new(),
+        cluster: None,
     };
     let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
@@ -163,13 +166,14 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         ));
         return (cfg, asm);
     };
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 7] = [
         "runtime",
         "listeners",
         "admin",
         "access_log",
         "upstreams",
         "routes",
+        "cluster",
     ];
     let top = FieldPath::root();
     for (key, value) in sections {
@@ -182,6 +186,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             "runtime" => cfg.runtime = de::decode(value, path, sink).unwrap_or_default(),
             "admin" => cfg.admin = de::decode(value, path, sink).unwrap_or_default(),
             "access_log" => cfg.access_log = de::decode(value, path, sink).unwrap_or_default(),
+            "cluster" => cfg.cluster = de::decode(value, path, sink),
             "listeners" | "routes" => {
                 let Value::Seq(items) = &value.value else {
                     let found = value.value.kind();
@@ -228,6 +233,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 targets: vec![model::Target::Address("placeholder:1".into())],
                                 timeouts: Default::default(),
                                 max_idle_per_target: 1,
+                                concurrency: None,
                             };
                             cfg.upstreams.insert(uname.clone(), placeholder);
                             asm.broken_upstreams.push(uname);

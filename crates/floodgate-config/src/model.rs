@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::value::{ByteSize, Duration};
+use crate::value::{ByteSize, Duration, Percent, Rate};
 
 /// A whole Floodgate configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -32,6 +32,40 @@ pub struct Config {
     /// Which requests go where. The most specific match wins (see docs/configuration.md).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// State shared by a fleet of gateways (cluster-wide rate limits). Absent: every node
+    /// keeps its own state.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+/// How the nodes of a fleet share state.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The Redis server holding shared limiter state.
+    pub redis: Redis,
+    /// This node's name in the fleet. Default: host name and process id.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// How often this node announces itself in Redis; a node not heard from for three
+    /// intervals is no longer counted. Default 1s.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: Duration,
+}
+
+/// A Redis connection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Longest wait for one Redis call; past it the limit follows its `on_redis_error`.
+    /// Default 50ms.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// Put in front of every key Floodgate writes. Default `floodgate:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
 }
 
 /// Process-wide settings.
@@ -70,6 +104,11 @@ pub struct Listener {
     /// Client-side timeouts.
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    /// Proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` are
+    /// believed: the client address is the last one in those fields that is not a trusted
+    /// proxy. Default: none, the client address is the connection's peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Request size limits of a listener; over a limit the request is refused with the status
@@ -176,6 +215,9 @@ pub struct Upstream {
     /// Idle connections kept open per target for reuse. Default 128.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_target: usize,
+    /// Requests in flight to this upstream, over all routes (a bulkhead). Default: no limit.
+    #[serde(default)]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// One backend server.
@@ -268,6 +310,167 @@ pub struct Route {
     /// Header changes on the response sent to the client.
     #[serde(default)]
     pub response_headers: HeaderOps,
+    /// Rate limits, checked in order; a request must pass all of them.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    /// Requests in flight on this route (a bulkhead, fixed or adaptive). Default: no limit.
+    #[serde(default)]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// One rate limit (docs/rate-limiting.md has each algorithm's exact rule).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Name in metrics, logs and the `RateLimit` headers; unique within the route.
+    /// Default `limit-N` (N = position in the list).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Token buckets, GCRA and the leaky bucket: the sustained rate. Windows: the limit
+    /// per window (`100/1m` = 100 per minute).
+    pub rate: Rate,
+    /// Token bucket and GCRA: requests allowed at once (default: the rate's count).
+    /// Leaky bucket: requests that may wait in the queue (default 0). Not for windows.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Leaky bucket only: the first `delay` queued requests go at once (their slots are
+    /// still used), the rest wait for their turn. Default 0.
+    #[serde(default)]
+    pub delay: Option<u64>,
+    /// Leaky bucket only: no queued request waits (`delay` = `burst`). Default false.
+    #[serde(default)]
+    pub nodelay: bool,
+    /// Leaky bucket only: a request that would wait longer than this is refused.
+    #[serde(default)]
+    pub max_delay: Option<Duration>,
+    /// What is limited separately: a list of parts, joined. `client_ip`, `route`,
+    /// `method`, `consumer` (the authenticated consumer; `anonymous` without one),
+    /// `header:NAME`, `query:NAME`, `path:PARAM`. A part missing from a request counts as
+    /// empty, so such requests share one allowance. Default `[client_ip]`.
+    #[serde(default = "default_limit_key")]
+    pub key: Vec<String>,
+    /// Own limits for particular key values (hot keys). The value is the key's parts
+    /// joined with `|`.
+    #[serde(default)]
+    pub overrides: Vec<LimitOverride>,
+    /// Only count and log what would be refused; refuse nothing. Default false.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `local` (this node's own state) or `cluster` (state in the cluster's Redis, shared
+    /// by every node; needs `cluster`). Default `local`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Cluster scope: what to do when Redis cannot answer in time. `fail_open` limits
+    /// locally at the limit divided by the number of live nodes last seen; `fail_closed`
+    /// refuses (503). Default `fail_open`.
+    #[serde(default)]
+    pub on_redis_error: FailMode,
+    /// Keys held at most, per node (local scope, and the local fallback). Over it the
+    /// least recently used keys are forgotten. Default 100000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// Send `RateLimit-Policy` and `RateLimit` on every response, not only on 429.
+    /// Default false.
+    #[serde(default)]
+    pub headers: bool,
+}
+
+/// A rate-limiting algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Bucket of `burst` tokens refilled at `rate`.
+    TokenBucket,
+    /// A queue drained at `rate`: excess requests wait (nginx `limit_req`).
+    LeakyBucket,
+    /// At most `rate` per window, windows aligned to the clock.
+    FixedWindow,
+    /// At most `rate` in any window ending now, from a log of request times.
+    SlidingLog,
+    /// Weighted count of the current and previous windows.
+    SlidingWindow,
+    /// Generic cell rate algorithm: the token bucket's decisions from one timestamp.
+    Gcra,
+}
+
+/// Where a limit keeps its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In this node.
+    #[default]
+    Local,
+    /// In the cluster's Redis.
+    Cluster,
+}
+
+/// Behaviour of a cluster limit while Redis is unavailable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Limit locally at the limit ÷ live nodes.
+    #[default]
+    FailOpen,
+    /// Refuse with 503.
+    FailClosed,
+}
+
+/// A hot-key override.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverride {
+    /// The key value (parts joined with `|`).
+    pub value: String,
+    /// Its rate.
+    pub rate: Rate,
+    /// Its burst (as the limit's `burst`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+/// A bulkhead: how many requests may be in flight, and how many may wait for a place.
+/// Exactly one of `max_in_flight` and `adaptive`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// A fixed limit.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// A limit that follows measured latency (gradient).
+    #[serde(default)]
+    pub adaptive: Option<Adaptive>,
+    /// Requests that may wait for a place; more are refused at once (503). Default 0.
+    #[serde(default)]
+    pub queue: u32,
+    /// Longest wait for a place; then 503. Default 1s.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: Duration,
+}
+
+/// The gradient adaptive concurrency limit (docs/rate-limiting.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    /// Limit at start. Default 20.
+    #[serde(default = "default_adaptive_initial")]
+    pub initial_limit: u32,
+    /// Never below. Default 1.
+    #[serde(default = "default_adaptive_min")]
+    pub min_limit: u32,
+    /// Never above. Default 1000.
+    #[serde(default = "default_adaptive_max")]
+    pub max_limit: u32,
+    /// Latency is averaged over windows this long. Default 100ms.
+    #[serde(default = "default_adaptive_window")]
+    pub window: Duration,
+    /// Latency over the minimum still tolerated. Default 50%.
+    #[serde(default = "default_adaptive_tolerance")]
+    pub tolerance: Percent,
+    /// How often the minimum latency is measured afresh. Default 30s.
+    #[serde(default = "default_adaptive_refresh")]
+    pub min_rtt_refresh: Duration,
 }
 
 /// The conditions of a route; all given conditions must hold.
@@ -417,4 +620,40 @@ fn default_pool_idle() -> Duration {
 }
 fn default_redirect_status() -> u16 {
     302
+}
+fn default_heartbeat() -> Duration {
+    Duration(std::time::Duration::from_secs(1))
+}
+fn default_redis_timeout() -> Duration {
+    Duration(std::time::Duration::from_millis(50))
+}
+fn default_key_prefix() -> String {
+    "floodgate:".into()
+}
+fn default_limit_key() -> Vec<String> {
+    vec!["client_ip".into()]
+}
+fn default_max_keys() -> usize {
+    100_000
+}
+fn default_queue_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(1))
+}
+fn default_adaptive_initial() -> u32 {
+    20
+}
+fn default_adaptive_min() -> u32 {
+    1
+}
+fn default_adaptive_max() -> u32 {
+    1000
+}
+fn default_adaptive_window() -> Duration {
+    Duration(std::time::Duration::from_millis(100))
+}
+fn default_adaptive_tolerance() -> Percent {
+    Percent(0.5)
+}
+fn default_adaptive_refresh() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
 }

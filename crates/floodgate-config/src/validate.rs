@@ -9,6 +9,7 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
+use crate::validate_policies;
 
 /// A problem found by validation, located later through the document tree.
 pub(crate) type Problem = (FieldPath, String);
@@ -18,6 +19,9 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
+    if let Some(c) = &cfg.cluster {
+        validate_policies::check_cluster(c, &root.key("cluster"), &mut out);
+    }
     for (name, up) in &cfg.upstreams {
         let path = root.key("upstreams").key(name);
         if up.targets.is_empty() {
@@ -36,6 +40,9 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                     "weight must be from 1 to 1000".into(),
                 ));
             }
+        }
+        if let Some(c) = &up.concurrency {
+            validate_policies::check_concurrency(c, &path.key("concurrency"), &mut out);
         }
         if up.timeouts.connect.0.is_zero() || up.timeouts.request.0.is_zero() {
             out.push((
@@ -79,6 +86,11 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
     let mut addrs = HashMap::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let path = root.key("listeners").index(i);
+        validate_policies::check_trusted_proxies(
+            &l.trusted_proxies,
+            &path.key("trusted_proxies"),
+            out,
+        );
         if l.name.is_empty() || !names.insert(l.name.as_str()) {
             out.push((
                 path.key("name"),
@@ -267,6 +279,16 @@ fn validate_route(
     }
     check_header_ops(&route.request_headers, &path.key("request_headers"), out);
     check_header_ops(&route.response_headers, &path.key("response_headers"), out);
+    validate_policies::check_rate_limits(
+        &route.rate_limits,
+        &params,
+        cfg.cluster.as_ref(),
+        &path.key("rate_limits"),
+        out,
+    );
+    if let Some(c) = &route.concurrency {
+        validate_policies::check_concurrency(c, &path.key("concurrency"), out);
+    }
 }
 
 fn check_value_match(vm: &ValueMatch, p: &FieldPath, out: &mut Vec<Problem>) {

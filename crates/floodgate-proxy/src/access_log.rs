@@ -45,6 +45,12 @@ pub struct Record<'a> {
     pub bytes_sent: u64,
     /// Why the gateway answered itself, if it did.
     pub error: Option<&'a str>,
+    /// The rate limit that refused the request, or (dry run) would have; absent if none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<&'a str>,
+    /// Present and true when `rate_limit` is a dry run that refused nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// Sends lines to the writer thread.

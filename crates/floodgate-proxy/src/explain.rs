@@ -171,6 +171,87 @@ pub fn explain(
         "limits:    uri {}, head {} / {} fields, body {}",
         l.max_uri_bytes, l.max_header_bytes, l.max_headers, l.max_body_bytes
     );
-    let _ = writeln!(out, "policies:  none configured on this route");
+    let policies = policies(snap, cfg, &route.action);
+    if policies.is_empty() {
+        let _ = writeln!(out, "policies:  none configured on this route");
+    } else {
+        let _ = writeln!(out, "policies:");
+        for p in policies {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
     Ok(out)
+}
+
+/// One line per policy that applies, in the order they run.
+fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Action) -> Vec<String> {
+    use floodgate_config::model::{Algorithm, Concurrency, Scope};
+    let mut out = Vec::new();
+    for (i, l) in cfg.rate_limits.iter().enumerate() {
+        let alg = match l.algorithm {
+            Algorithm::TokenBucket => "token bucket",
+            Algorithm::LeakyBucket => "leaky bucket",
+            Algorithm::FixedWindow => "fixed window",
+            Algorithm::SlidingLog => "sliding window log",
+            Algorithm::SlidingWindow => "sliding window counter",
+            Algorithm::Gcra => "GCRA",
+        };
+        let rate = format!(
+            "{}/{}",
+            l.rate.count,
+            floodgate_config::value::Duration(l.rate.per)
+        );
+        let mut extra = Vec::new();
+        if let Some(b) = l.burst {
+            extra.push(format!("burst {b}"));
+        }
+        if l.nodelay {
+            extra.push("nodelay".into());
+        } else if let Some(d) = l.delay {
+            extra.push(format!("delay {d}"));
+        }
+        if !l.overrides.is_empty() {
+            extra.push(format!("{} override(s)", l.overrides.len()));
+        }
+        if l.scope == Scope::Cluster {
+            extra.push(format!("cluster, {:?}", l.on_redis_error).to_lowercase());
+        }
+        if l.dry_run {
+            extra.push("dry run".into());
+        }
+        out.push(format!(
+            "rate limit {:?}: {alg} {rate} per {}{}",
+            floodgate_config::limit_name(l, i),
+            l.key.join("+"),
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join(", "))
+            }
+        ));
+    }
+    let bulkhead = |what: &str, c: &Concurrency| match (&c.max_in_flight, &c.adaptive) {
+        (Some(n), _) => format!(
+            "{what} bulkhead: {n} in flight, queue {} for {}",
+            c.queue, c.queue_timeout
+        ),
+        (None, Some(a)) => format!(
+            "{what} bulkhead: adaptive {}..{} (starts at {}), queue {} for {}",
+            a.min_limit, a.max_limit, a.initial_limit, c.queue, c.queue_timeout
+        ),
+        (None, None) => format!("{what} bulkhead"),
+    };
+    if let Some(c) = &cfg.concurrency {
+        out.push(bulkhead("route", c));
+    }
+    if let Action::Proxy(up) = action
+        && let Some(c) = snap
+            .config
+            .upstreams
+            .get(&*up.name)
+            .and_then(|u| u.concurrency.as_ref())
+    {
+        out.push(bulkhead("upstream", c));
+    }
+    out
 }

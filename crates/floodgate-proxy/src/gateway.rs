@@ -9,8 +9,11 @@ use arc_swap::ArcSwap;
 use floodgate_config::ValidConfig;
 
 use crate::access_log::AccessLog;
+use crate::admission::AdmissionRegistry;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::ratelimit::LimiterRegistry;
+use crate::ratelimit::cluster::ClusterClient;
+use crate::snapshot::{Shared, Snapshot};
 use crate::upstream::Pools;
 
 /// Why a new config was not applied.
@@ -31,20 +34,69 @@ pub struct Gateway {
     pub pools: Pools,
     /// The access log.
     pub access_log: AccessLog,
+    /// Local rate-limiter state, kept across reloads.
+    pub limiters: LimiterRegistry,
+    /// Bulkheads, kept across reloads.
+    pub admissions: AdmissionRegistry,
+    /// The cluster's Redis client (read at start).
+    pub cluster: Option<Arc<ClusterClient>>,
 }
 
 impl Gateway {
-    /// Creates the gateway with its first snapshot.
-    pub fn new(config: ValidConfig, metrics: Arc<Metrics>, access_log: AccessLog) -> Arc<Self> {
+    /// Creates the gateway with its first snapshot. Makes no connection: the cluster's
+    /// Redis is reached on first use (see [`Gateway::start_background`]).
+    pub fn new(
+        config: ValidConfig,
+        metrics: Arc<Metrics>,
+        access_log: AccessLog,
+    ) -> Result<Arc<Self>, String> {
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(ClusterClient::new(c, metrics.clone())?)),
+            None => None,
+        };
         let pools = Pools::default();
-        let snap = Snapshot::build(config, 1, &pools, &metrics);
-        Arc::new(Gateway {
+        let limiters = LimiterRegistry::default();
+        let admissions = AdmissionRegistry::default();
+        let snap = Snapshot::build(
+            config,
+            1,
+            &Shared {
+                pools: &pools,
+                metrics: &metrics,
+                limiters: &limiters,
+                admissions: &admissions,
+                cluster: cluster.as_ref(),
+            },
+        );
+        Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(snap),
             generation: AtomicU64::new(1),
             metrics,
             pools,
             access_log,
-        })
+            limiters,
+            admissions,
+            cluster,
+        }))
+    }
+
+    /// Starts the gateway's background work on the current runtime: the cluster heartbeat
+    /// and the periodic sweep of idle pooled connections and rate-limit keys at rest.
+    pub fn start_background(self: &Arc<Self>) {
+        if let Some(c) = &self.cluster {
+            tokio::spawn(c.clone().heartbeat_loop());
+        }
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(gw) = gw.upgrade() else { return };
+                gw.pools.sweep();
+                gw.limiters.sweep(crate::ratelimit::now());
+            }
+        });
     }
 
     /// The snapshot in force now.
@@ -71,13 +123,28 @@ impl Gateway {
                 "listener names or addresses changed".into(),
             ));
         }
+        if format!("{:?}", old.config.cluster) != format!("{:?}", config.cluster) {
+            return Err(ReloadError::NeedsRestart(
+                "the cluster section changed".into(),
+            ));
+        }
         if old.config.admin.address != config.admin.address {
             return Err(ReloadError::NeedsRestart(
                 "the admin address changed".into(),
             ));
         }
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let snap = Snapshot::build(config, generation, &self.pools, &self.metrics);
+        let snap = Snapshot::build(
+            config,
+            generation,
+            &Shared {
+                pools: &self.pools,
+                metrics: &self.metrics,
+                limiters: &self.limiters,
+                admissions: &self.admissions,
+                cluster: self.cluster.as_ref(),
+            },
+        );
         self.current.store(Arc::new(snap));
         self.pools.prune();
         Ok(generation)

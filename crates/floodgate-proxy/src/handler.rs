@@ -17,11 +17,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::access_log::{Record, rfc3339};
+use crate::admission::Permit;
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::metrics::RouteMetrics;
 use crate::problem::Problem;
+use crate::ratelimit::key::{Consumer, RequestFacts};
+use crate::ratelimit::{LimitHeaders, Outcome};
 use crate::request_id;
 use crate::router::RequestView;
 use crate::server::ConnState;
@@ -41,6 +44,9 @@ pub struct ConnInfo {
     /// In-flight and activity tracking for idle timeouts.
     pub state: Arc<ConnState>,
 }
+
+const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
 
 /// Handles one request; never fails: errors become problem+json responses.
 pub async fn handle(
@@ -68,6 +74,10 @@ pub async fn handle(
         target_addr: None,
         error: None,
         metrics: snap.unmatched.clone(),
+        limit_headers: None,
+        rate_limit: None,
+        dry_run: false,
+        permits: Vec::new(),
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let mut resp = match result {
@@ -80,6 +90,10 @@ pub async fn handle(
     done.status = resp.status();
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
+    if let Some((policy, state)) = done.limit_headers.take().and_then(|h| h.values()) {
+        resp.headers_mut().insert(RATELIMIT_POLICY, policy);
+        resp.headers_mut().insert(RATELIMIT, state);
+    }
     resp.body_mut().on_done(Box::new(done));
     resp
 }
@@ -118,6 +132,58 @@ async fn route_and_send(
     let route: &Arc<Route> = m.value;
     done.route = Some(route.name.clone());
     done.metrics = route.metrics.clone();
+    if !route.limits.is_empty() {
+        let facts = RequestFacts {
+            client_ip: plan
+                .trusted_proxies
+                .client_ip(conn.remote.ip(), req.headers()),
+            route: &route.name,
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+            params: &m.params,
+            consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
+        };
+        match route.limits.check(&facts).await {
+            Outcome::Admitted {
+                delay,
+                headers,
+                dry_run_hit,
+            } => {
+                done.limit_headers = headers;
+                if let Some(name) = dry_run_hit {
+                    done.rate_limit = Some(name);
+                    done.dry_run = true;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Outcome::Rejected {
+                limit,
+                retry_after,
+                headers,
+            } => {
+                done.limit_headers = Some(headers);
+                done.rate_limit = Some(limit);
+                let nanos = u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX);
+                return Err(Problem::RateLimited {
+                    retry_after_secs: nanos.div_ceil(1_000_000_000),
+                });
+            }
+            Outcome::Unavailable { limit } => {
+                done.rate_limit = Some(limit);
+                return Err(Problem::LimiterUnavailable);
+            }
+        }
+    }
+    if let Some(bulkhead) = &route.concurrency {
+        let permit = bulkhead
+            .acquire()
+            .await
+            .map_err(|_| Problem::ConcurrencyLimited)?;
+        done.permits.push(permit);
+    }
     match &route.action {
         Action::Redirect { location, status } => {
             let query = req
@@ -182,6 +248,13 @@ async fn proxy(
     } = plan;
     let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
+    if let Some(bulkhead) = &upstream.concurrency {
+        let permit = bulkhead
+            .acquire()
+            .await
+            .map_err(|_| Problem::ConcurrencyLimited)?;
+        done.permits.push(permit);
+    }
     let target = upstream.pick().ok_or(Problem::NoTarget)?;
     done.target_addr = Some(target.address.clone());
     let (parts, body) = req.into_parts();
@@ -352,6 +425,13 @@ struct Done {
     target_addr: Option<Arc<str>>,
     error: Option<&'static str>,
     metrics: RouteMetrics,
+    /// `RateLimit-Policy` / `RateLimit` for the response.
+    limit_headers: Option<LimitHeaders>,
+    /// The limit that refused the request (or, dry run, would have).
+    rate_limit: Option<Arc<str>>,
+    dry_run: bool,
+    /// Bulkhead places, released when the response ends.
+    permits: Vec<Permit>,
 }
 
 impl Completion for Done {
@@ -379,6 +459,8 @@ impl Completion for Done {
                 target: self.target_addr.as_deref(),
                 bytes_sent,
                 error: self.error,
+                rate_limit: self.rate_limit.as_deref(),
+                dry_run: self.dry_run,
             };
             self.gw.access_log.log(&record);
         }

@@ -6,16 +6,21 @@
 //! `gateway` (the current snapshot and reload), `upstream` (targets, connection pools, inline upstream exchange),
 //! `headers` (hop-by-hop and forwarding fields, route header edits), `body` (streaming body
 //! wrappers), `problem` (every gateway-made error and its status), `request_id`, `metrics`,
-//! `access_log`, `explain` (which route a request would meet, for the CLI).
+//! `access_log`, `explain` (which route a request would meet, for the CLI), `ratelimit` (the
+//! rate-limit phase, local and on Redis), `admission` (bulkheads, fixed and adaptive),
+//! `client_ip` (the client address behind trusted proxies).
 
 pub mod access_log;
+pub mod admission;
 pub mod body;
+pub mod client_ip;
 pub mod explain;
 pub mod gateway;
 pub mod handler;
 pub mod headers;
 pub mod metrics;
 pub mod problem;
+pub mod ratelimit;
 pub mod request_id;
 pub mod router;
 pub mod server;

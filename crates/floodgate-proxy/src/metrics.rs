@@ -38,6 +38,26 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitOutcome {
+    route: String,
+    limit: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    route: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BulkheadLabel {
+    /// `route` or `upstream`.
+    scope: &'static str,
+    name: String,
+}
+
 fn new_histogram() -> Histogram {
     // 0.5 ms to ~65 s in doublings.
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -54,6 +74,46 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     config_ok: Gauge,
     access_log_dropped: Counter,
+    limit_decisions: Family<LimitOutcome, Counter>,
+    limit_keys: Family<LimitLabel, Gauge>,
+    limit_evicted: Family<LimitLabel, Counter>,
+    bulkhead_limit: Family<BulkheadLabel, Gauge>,
+    bulkhead_in_flight: Family<BulkheadLabel, Gauge>,
+    bulkhead_rejected: Family<BulkheadLabel, Counter>,
+    /// Latency of Redis calls.
+    pub redis_latency: Histogram,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Live nodes last counted in the cluster.
+    pub cluster_nodes: Gauge,
+}
+
+/// One rate limit's series, resolved once per snapshot.
+#[derive(Clone)]
+pub struct LimitMetrics {
+    /// Admitted at once.
+    pub allowed: Counter,
+    /// Admitted after a wait (leaky bucket).
+    pub delayed: Counter,
+    /// Refused with 429 (or 503 when Redis is unavailable and the limit fails closed).
+    pub rejected: Counter,
+    /// Would have been refused, but the limit is a dry run.
+    pub dry_run_rejected: Counter,
+    /// Keys held now.
+    pub keys: Gauge,
+    /// Keys forgotten while holding state because the table was full.
+    pub evicted: Counter,
+}
+
+/// A bulkhead's series.
+#[derive(Clone)]
+pub struct BulkheadMetrics {
+    /// Its current limit.
+    pub limit: Gauge,
+    /// Requests in flight.
+    pub in_flight: Gauge,
+    /// Requests refused (queue full or wait timed out).
+    pub rejected: Counter,
 }
 
 /// A route's series, resolved once per snapshot.
@@ -140,8 +200,71 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let limit_decisions = Family::<LimitOutcome, Counter>::default();
+        let limit_keys = Family::<LimitLabel, Gauge>::default();
+        let limit_evicted = Family::<LimitLabel, Counter>::default();
+        let bulkhead_limit = Family::<BulkheadLabel, Gauge>::default();
+        let bulkhead_in_flight = Family::<BulkheadLabel, Gauge>::default();
+        let bulkhead_rejected = Family::<BulkheadLabel, Counter>::default();
+        let redis_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        let redis_errors = Counter::default();
+        let cluster_nodes = Gauge::default();
+        reg.register(
+            "ratelimit_decisions",
+            "Rate-limit decisions, by route, limit and outcome",
+            limit_decisions.clone(),
+        );
+        reg.register(
+            "ratelimit_keys",
+            "Keys a rate limit holds state for on this node",
+            limit_keys.clone(),
+        );
+        reg.register(
+            "ratelimit_keys_evicted",
+            "Keys forgotten while holding state because the limit's max_keys was reached",
+            limit_evicted.clone(),
+        );
+        reg.register(
+            "concurrency_limit",
+            "Current limit of a bulkhead (fixed or adaptive), by scope and name",
+            bulkhead_limit.clone(),
+        );
+        reg.register(
+            "concurrency_in_flight",
+            "Requests in flight through a bulkhead",
+            bulkhead_in_flight.clone(),
+        );
+        reg.register(
+            "concurrency_rejected",
+            "Requests refused by a bulkhead (queue full or wait timed out)",
+            bulkhead_rejected.clone(),
+        );
+        reg.register(
+            "redis_duration_seconds",
+            "Latency of Redis calls",
+            redis_latency.clone(),
+        );
+        reg.register(
+            "redis_errors",
+            "Redis calls that failed or timed out",
+            redis_errors.clone(),
+        );
+        reg.register(
+            "cluster_nodes",
+            "Live gateway nodes last counted in the cluster",
+            cluster_nodes.clone(),
+        );
         config_ok.set(1);
         Metrics {
+            limit_decisions,
+            limit_keys,
+            limit_evicted,
+            bulkhead_limit,
+            bulkhead_in_flight,
+            bulkhead_rejected,
+            redis_latency,
+            redis_errors,
+            cluster_nodes,
             registry: Mutex::new(reg),
             requests,
             latency,
@@ -178,6 +301,44 @@ impl Metrics {
                     route: route.to_owned(),
                 })
                 .clone(),
+        }
+    }
+
+    /// The series of one rate limit.
+    pub fn limit(&self, route: &str, limit: &str) -> LimitMetrics {
+        let outcome = |outcome: &'static str| {
+            self.limit_decisions
+                .get_or_create(&LimitOutcome {
+                    route: route.to_owned(),
+                    limit: limit.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        let label = LimitLabel {
+            route: route.to_owned(),
+            limit: limit.to_owned(),
+        };
+        LimitMetrics {
+            allowed: outcome("allowed"),
+            delayed: outcome("delayed"),
+            rejected: outcome("rejected"),
+            dry_run_rejected: outcome("dry_run_rejected"),
+            keys: self.limit_keys.get_or_create(&label).clone(),
+            evicted: self.limit_evicted.get_or_create(&label).clone(),
+        }
+    }
+
+    /// The series of one bulkhead; `scope` is `route` or `upstream`.
+    pub fn bulkhead(&self, scope: &'static str, name: &str) -> BulkheadMetrics {
+        let label = BulkheadLabel {
+            scope,
+            name: name.to_owned(),
+        };
+        BulkheadMetrics {
+            limit: self.bulkhead_limit.get_or_create(&label).clone(),
+            in_flight: self.bulkhead_in_flight.get_or_create(&label).clone(),
+            rejected: self.bulkhead_rejected.get_or_create(&label).clone(),
         }
     }
 

@@ -25,6 +25,15 @@ pub enum Problem {
     UpstreamBroken,
     /// The upstream has no target to send to (gateway configuration).
     NoTarget,
+    /// A rate limit refused the request; a retry after this many seconds may pass.
+    RateLimited {
+        /// `Retry-After`, in whole seconds (rounded up).
+        retry_after_secs: u64,
+    },
+    /// A bulkhead had no place and its queue was full or the wait ran out.
+    ConcurrencyLimited,
+    /// A cluster rate limit that fails closed could not reach Redis.
+    LimiterUnavailable,
 }
 
 impl Problem {
@@ -38,7 +47,10 @@ impl Problem {
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UpstreamConnect | Problem::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::NoTarget | Problem::ConcurrencyLimited | Problem::LimiterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -54,6 +66,9 @@ impl Problem {
             Problem::UpstreamTimeout => "upstream-timeout",
             Problem::UpstreamBroken => "upstream-broken",
             Problem::NoTarget => "no-target",
+            Problem::RateLimited { .. } => "rate-limited",
+            Problem::ConcurrencyLimited => "concurrency-limited",
+            Problem::LimiterUnavailable => "rate-limiter-unavailable",
         }
     }
 
@@ -72,6 +87,15 @@ impl Problem {
                 "The upstream service closed the exchange before answering completely."
             }
             Problem::NoTarget => "The upstream service has no target available.",
+            Problem::RateLimited { .. } => {
+                "Too many requests: a rate limit refused this one. Retry after the time in Retry-After."
+            }
+            Problem::ConcurrencyLimited => {
+                "Too many requests are in progress for this service; retry shortly."
+            }
+            Problem::LimiterUnavailable => {
+                "The shared rate-limit store is unavailable and this limit refuses requests until it is back."
+            }
         }
     }
 
@@ -94,6 +118,15 @@ impl Problem {
         );
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let retry_after = match self {
+            Problem::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            Problem::ConcurrencyLimited | Problem::LimiterUnavailable => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

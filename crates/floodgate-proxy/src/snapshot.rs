@@ -11,10 +11,28 @@ use floodgate_config::model::{Limits, ListenerTimeouts, Rewrite};
 use floodgate_config::template::TextTemplate;
 use http::StatusCode;
 
+use crate::admission::{Admission, AdmissionRegistry};
+use crate::client_ip::TrustedProxies;
 use crate::headers::HeaderEdits;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::cluster::ClusterClient;
+use crate::ratelimit::{LimiterRegistry, RouteLimits};
 use crate::router::{Conditions, RouteSpec, Router};
 use crate::upstream::{Pools, UpstreamSet};
+
+/// The long-lived state a snapshot is built against and reuses.
+pub struct Shared<'a> {
+    /// Upstream connection pools.
+    pub pools: &'a Pools,
+    /// Metric families.
+    pub metrics: &'a Metrics,
+    /// Local rate-limiter state.
+    pub limiters: &'a LimiterRegistry,
+    /// Bulkheads.
+    pub admissions: &'a AdmissionRegistry,
+    /// The cluster's Redis client, if clustered.
+    pub cluster: Option<&'a Arc<ClusterClient>>,
+}
 
 /// What a matched route does.
 pub enum Action {
@@ -43,6 +61,10 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// The route's metric series.
     pub metrics: RouteMetrics,
+    /// Rate limits, in order.
+    pub limits: RouteLimits,
+    /// The route's bulkhead.
+    pub concurrency: Option<Arc<Admission>>,
 }
 
 /// A route's path rewrite, compiled.
@@ -98,6 +120,8 @@ pub struct ListenerPlan {
     pub timeouts: ListenerTimeouts,
     /// The routes that apply to this listener.
     pub router: Router<Arc<Route>>,
+    /// Proxies whose forwarding fields are believed for the client address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A compiled route with the listener names it is limited to (`None`: all).
@@ -118,12 +142,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the runtime for `config`, reusing connection pools from `pools`.
-    pub fn build(config: ValidConfig, generation: u64, pools: &Pools, metrics: &Metrics) -> Self {
+    /// Builds the runtime for `config`, reusing pools, limiter state and bulkheads from
+    /// `shared`.
+    pub fn build(config: ValidConfig, generation: u64, shared: &Shared<'_>) -> Self {
+        let metrics = shared.metrics;
         let upstreams: BTreeMap<String, Arc<UpstreamSet>> = config
             .upstreams
             .iter()
-            .map(|(name, u)| (name.clone(), Arc::new(UpstreamSet::build(name, u, pools))))
+            .map(|(name, u)| {
+                let mut set = UpstreamSet::build(name, u, shared.pools);
+                set.concurrency = u
+                    .concurrency
+                    .as_ref()
+                    .map(|c| shared.admissions.get_or_build("upstream", name, c, metrics));
+                (name.clone(), Arc::new(set))
+            })
             .collect();
         let routes: Vec<ScopedRoute> = config
             .routes
@@ -141,6 +174,17 @@ impl Snapshot {
                 };
                 let route = Route {
                     metrics: metrics.route(&name),
+                    limits: RouteLimits::compile(
+                        &name,
+                        &r.rate_limits,
+                        shared.limiters,
+                        shared.cluster,
+                        metrics,
+                    ),
+                    concurrency: r
+                        .concurrency
+                        .as_ref()
+                        .map(|c| shared.admissions.get_or_build("route", &name, c, metrics)),
                     name,
                     action,
                     rewrite: r.rewrite.as_ref().map(CompiledRewrite::compile),
@@ -170,9 +214,12 @@ impl Snapshot {
                     limits: l.limits.clone(),
                     timeouts: l.timeouts.clone(),
                     router: Router::new(specs),
+                    trusted_proxies: TrustedProxies::new(&l.trusted_proxies),
                 }
             })
             .collect();
+        shared.limiters.retain_built();
+        shared.admissions.retain_built();
         Snapshot {
             generation,
             listeners,

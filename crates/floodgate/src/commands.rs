@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use floodgate_proxy::{Metrics, snapshot::Snapshot, upstream::Pools};
+use floodgate_proxy::admission::AdmissionRegistry;
+use floodgate_proxy::ratelimit::LimiterRegistry;
+use floodgate_proxy::snapshot::{Shared, Snapshot};
+use floodgate_proxy::{Metrics, upstream::Pools};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 /// Reads `${VAR}` references from the process environment.
@@ -77,7 +80,17 @@ pub(crate) fn explain(
         }
     }
     let metrics = Metrics::new();
-    let snap = Snapshot::build(cfg, 1, &Pools::default(), &metrics);
+    let snap = Snapshot::build(
+        cfg,
+        1,
+        &Shared {
+            pools: &Pools::default(),
+            metrics: &metrics,
+            limiters: &LimiterRegistry::default(),
+            admissions: &AdmissionRegistry::default(),
+            cluster: None,
+        },
+    );
     match floodgate_proxy::explain::explain(&snap, listener, &method, &uri, &map) {
         Ok(text) => {
             print!("{text}");

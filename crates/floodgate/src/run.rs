@@ -87,7 +87,7 @@ async fn serve(
     };
     let drain = cfg.runtime.shutdown_timeout.0;
     let admin_addr = cfg.admin.address;
-    let gw = Gateway::new(cfg, metrics, access_log);
+    let gw = Gateway::new(cfg, metrics, access_log)?;
     let bound = server::bind_all(&gw).map_err(|e| format!("cannot bind: {e}"))?;
     let admin = server::bind(admin_addr)
         .map_err(|e| format!("cannot bind the admin listener on {admin_addr}: {e}"))?;
@@ -101,15 +101,7 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(floodgate_admin::serve(admin, gw.clone(), ready.clone()));
-    // Idle upstream connections are otherwise only checked when next used.
-    let sweeper = gw.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            sweeper.pools.sweep();
-        }
-    });
+    gw.start_background();
     let serving = tokio::spawn(server::serve(gw.clone(), bound, shutdown_rx.clone(), drain));
     if let Some(path) = watch_path {
         spawn_reloader(gw.clone(), path)?;

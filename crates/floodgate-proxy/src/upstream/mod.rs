@@ -85,6 +85,8 @@ pub struct UpstreamSet {
     next: AtomicUsize,
     /// Time allowed from sending the request to receiving the response head.
     pub request_timeout: Duration,
+    /// The upstream's bulkhead, over all routes.
+    pub concurrency: Option<Arc<crate::admission::Admission>>,
 }
 
 impl UpstreamSet {
@@ -114,6 +116,7 @@ impl UpstreamSet {
             slots,
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             request_timeout: cfg.timeouts.request.0,
+            concurrency: None,
         }
     }
 

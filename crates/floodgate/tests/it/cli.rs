@@ -22,7 +22,7 @@ const BROKEN: &[(&str, &[&str])] = &[
     (
         "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
         &[
-            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`",
+            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`",
             "2:5: listeners[0]: missing field `address`",
         ],
     ),
@@ -32,7 +32,7 @@ const BROKEN: &[(&str, &[&str])] = &[
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
         &[
             "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
-            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`",
+            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`",
             "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
         ],
     ),
@@ -71,7 +71,21 @@ const BROKEN: &[(&str, &[&str])] = &[
             "1:1: listeners: at least one listener is required",
             "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
             "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
-            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`",
+            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`",
+        ],
+    ),
+    (
+        "listeners: [ { name: p, address: \"127.0.0.1:0\", trusted_proxies: [ \"10.0.0.0/33\" ] } ]\nupstreams: { b: { targets: [ \"h:1\" ] } }\nroutes:\n  - match: { path: \"/p/{id}\" }\n    upstream: b\n    rate_limits:\n      - { algorithm: fixed_window, rate: 10/s, burst: 5 }\n      - { algorithm: gcra, rate: 0/s, key: [ \"path:ident\", \"cookie:x\" ], scope: cluster }\n      - { algorithm: leaky_bucket, rate: 5/s, delay: 1, nodelay: true }\n      - { algorithm: token_bucket, rate: 5/s, per: 1s }\n    concurrency: { max_in_flight: 3, adaptive: {} }\n",
+        &[
+            "1:68: listeners[0].trusted_proxies[0]: \"10.0.0.0/33\" is not an IP address or CIDR block (such as 10.0.0.0/8)",
+            "7:55: routes[0].rate_limits[0].burst: windows have no burst: the limit per window is `rate`",
+            "8:34: routes[0].rate_limits[1].rate: a rate must allow at least 1 request per period",
+            "8:46: routes[0].rate_limits[1].key[0]: the route's path has no parameter \"ident\" (it has id)",
+            "8:60: routes[0].rate_limits[1].key[1]: invalid key part \"cookie:x\", expected `header:NAME`, `query:NAME` or `path:PARAM`",
+            "8:81: routes[0].rate_limits[1].scope: `scope: cluster` needs a top-level `cluster` section with a Redis URL",
+            "9:66: routes[0].rate_limits[2].nodelay: give either `delay` or `nodelay`, not both",
+            "10:47: routes[0].rate_limits[3].per: unknown field `per`, expected one of `name`, `algorithm`, `rate`, `burst`, `delay`, `nodelay`, `max_delay`, `key`, `overrides`, `dry_run`, `scope`, `on_redis_error`, `max_keys`, `headers`",
+            "11:18: routes[0].concurrency: give either `max_in_flight` or `adaptive`, not both",
         ],
     ),
     (

@@ -12,6 +12,7 @@ mod errors;
 mod headers;
 mod limits;
 mod pool;
+mod ratelimit;
 mod reload;
 mod routing;
 mod shutdown;

@@ -389,3 +389,32 @@ impl http_body::Body for Generated {
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
     }
 }
+
+impl Gateway {
+    /// The first access-log line (from `{dir}/access.log`) containing `needle`, parsed;
+    /// waits for the writer thread up to [`PATIENCE`].
+    pub async fn access_line(&self, needle: &str) -> serde_json::Value {
+        let path = self.dir.path().join("access.log");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return serde_json::from_str(line).expect("access log JSON");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no access log line with {needle:?} in:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The statuses of `n` sequential `GET url` requests with `headers`.
+pub async fn statuses(url: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get_with(url, headers).await.0.as_u16());
+    }
+    out
+}

@@ -1,0 +1,240 @@
+//! Validation rules for the traffic policies of a route or upstream: rate limits,
+//! concurrency limits, and the cluster settings they may depend on.
+
+use std::collections::HashMap;
+
+use http::HeaderName;
+
+use crate::error::FieldPath;
+use crate::model::{Algorithm, Cluster, Concurrency, RateLimit, Scope};
+use crate::validate::Problem;
+
+/// Largest `rate` count for `sliding_log`: its state is one timestamp per request.
+pub(crate) const SLIDING_LOG_MAX: u64 = 10_000;
+
+/// The name a limit is known by: its own, or `limit-N`.
+pub fn limit_name(limit: &RateLimit, index: usize) -> String {
+    limit
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("limit-{index}"))
+}
+
+/// Checks a route's rate limits; `params` are the route's path parameters.
+pub(crate) fn check_rate_limits(
+    limits: &[RateLimit],
+    params: &[String],
+    cluster: Option<&Cluster>,
+    path: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    let mut names = HashMap::new();
+    for (i, limit) in limits.iter().enumerate() {
+        let p = path.index(i);
+        let name = limit_name(limit, i);
+        if let Some(prev) = names.insert(name.clone(), i) {
+            out.push((
+                p.key("name"),
+                format!("duplicate limit name {name:?} (also rate_limits[{prev}])"),
+            ));
+        }
+        check_rate_and_burst(limit.algorithm, limit.rate.count, limit.burst, &p, out);
+        let leaky = limit.algorithm == Algorithm::LeakyBucket;
+        for (field, given) in [
+            ("delay", limit.delay.is_some()),
+            ("nodelay", limit.nodelay),
+            ("max_delay", limit.max_delay.is_some()),
+        ] {
+            if given && !leaky {
+                out.push((
+                    p.key(field),
+                    format!("`{field}` applies only to `algorithm: leaky_bucket`"),
+                ));
+            }
+        }
+        if limit.nodelay && limit.delay.is_some() {
+            out.push((
+                p.key("nodelay"),
+                "give either `delay` or `nodelay`, not both".into(),
+            ));
+        }
+        if limit.algorithm == Algorithm::SlidingLog && limit.rate.count > SLIDING_LOG_MAX {
+            out.push((
+                p.key("rate"),
+                format!(
+                    "sliding_log keeps one timestamp per request, so its limit is at most \
+                     {SLIDING_LOG_MAX} per window; use sliding_window for larger limits"
+                ),
+            ));
+        }
+        if limit.key.is_empty() {
+            out.push((p.key("key"), "a key needs at least one part".into()));
+        }
+        for (k, part) in limit.key.iter().enumerate() {
+            if let Err(msg) = check_key_part(part, params) {
+                out.push((p.key("key").index(k), msg));
+            }
+        }
+        let mut values = HashMap::new();
+        for (k, o) in limit.overrides.iter().enumerate() {
+            let op = p.key("overrides").index(k);
+            if let Some(prev) = values.insert(o.value.as_str(), k) {
+                out.push((
+                    op.key("value"),
+                    format!(
+                        "duplicate override for {:?} (also overrides[{prev}])",
+                        o.value
+                    ),
+                ));
+            }
+            check_rate_and_burst(limit.algorithm, o.rate.count, o.burst, &op, out);
+        }
+        if limit.max_keys == 0 {
+            out.push((p.key("max_keys"), "must be at least 1".into()));
+        }
+        if limit.scope == Scope::Cluster {
+            if cluster.is_none() {
+                out.push((
+                    p.key("scope"),
+                    "`scope: cluster` needs a top-level `cluster` section with a Redis URL".into(),
+                ));
+            }
+            if matches!(
+                limit.algorithm,
+                Algorithm::LeakyBucket | Algorithm::SlidingLog
+            ) {
+                out.push((
+                    p.key("scope"),
+                    "cluster scope is available for token_bucket, gcra, fixed_window and \
+                     sliding_window"
+                        .into(),
+                ));
+            }
+        }
+    }
+}
+
+fn check_rate_and_burst(
+    alg: Algorithm,
+    count: u64,
+    burst: Option<u64>,
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    if count == 0 {
+        out.push((
+            p.key("rate"),
+            "a rate must allow at least 1 request per period".into(),
+        ));
+    }
+    match alg {
+        Algorithm::TokenBucket | Algorithm::Gcra => {
+            if burst == Some(0) {
+                out.push((p.key("burst"), "burst must be at least 1".into()));
+            }
+        }
+        Algorithm::LeakyBucket => {}
+        Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::SlidingLog => {
+            if burst.is_some() {
+                out.push((
+                    p.key("burst"),
+                    "windows have no burst: the limit per window is `rate`".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn check_key_part(part: &str, params: &[String]) -> Result<(), String> {
+    match part.split_once(':') {
+        None => match part {
+            "client_ip" | "route" | "method" | "consumer" => Ok(()),
+            other => Err(format!(
+                "unknown key part {other:?}, expected `client_ip`, `route`, `method`, \
+                 `consumer`, `header:NAME`, `query:NAME` or `path:PARAM`"
+            )),
+        },
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+            .map(|_| ())
+            .map_err(|_| format!("{name:?} is not a valid header name")),
+        Some(("query", name)) if !name.is_empty() => Ok(()),
+        Some(("path", name)) => {
+            if params.iter().any(|p| p == name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the route's path has no parameter {name:?}{}",
+                    if params.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it has {})", params.join(", "))
+                    }
+                ))
+            }
+        }
+        _ => Err(format!(
+            "invalid key part {part:?}, expected `header:NAME`, `query:NAME` or `path:PARAM`"
+        )),
+    }
+}
+
+/// Checks a bulkhead.
+pub(crate) fn check_concurrency(c: &Concurrency, p: &FieldPath, out: &mut Vec<Problem>) {
+    match (&c.max_in_flight, &c.adaptive) {
+        (Some(_), Some(_)) => out.push((
+            p.clone(),
+            "give either `max_in_flight` or `adaptive`, not both".into(),
+        )),
+        (None, None) => out.push((
+            p.clone(),
+            "give `max_in_flight` (a fixed limit) or `adaptive`".into(),
+        )),
+        (Some(0), None) => out.push((p.key("max_in_flight"), "must be at least 1".into())),
+        _ => {}
+    }
+    if let Some(a) = &c.adaptive {
+        let ap = p.key("adaptive");
+        if a.min_limit == 0 {
+            out.push((ap.key("min_limit"), "must be at least 1".into()));
+        }
+        if !(a.min_limit <= a.initial_limit && a.initial_limit <= a.max_limit) {
+            out.push((
+                ap.clone(),
+                "needs min_limit ≤ initial_limit ≤ max_limit".into(),
+            ));
+        }
+        if a.window.0.is_zero() {
+            out.push((ap.key("window"), "must be greater than zero".into()));
+        }
+    }
+}
+
+/// Checks the cluster section.
+pub(crate) fn check_cluster(c: &Cluster, p: &FieldPath, out: &mut Vec<Problem>) {
+    let url = p.key("redis").key("url");
+    if !c.redis.url.starts_with("redis://") {
+        out.push((url, "expected a URL starting with `redis://`".into()));
+    }
+    if c.redis.timeout.0.is_zero() {
+        out.push((
+            p.key("redis").key("timeout"),
+            "must be greater than zero".into(),
+        ));
+    }
+    if c.heartbeat.0.is_zero() {
+        out.push((p.key("heartbeat"), "must be greater than zero".into()));
+    }
+}
+
+/// Checks a listener's trusted proxies: IP addresses or CIDR blocks.
+pub(crate) fn check_trusted_proxies(list: &[String], p: &FieldPath, out: &mut Vec<Problem>) {
+    for (i, entry) in list.iter().enumerate() {
+        let ok = entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            out.push((
+                p.index(i),
+                format!("{entry:?} is not an IP address or CIDR block (such as 10.0.0.0/8)"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The rate-limit phase of a route: its limits compiled from config, checked in order
+//! for each request, and the `RateLimit-Policy` / `RateLimit` fields
+//! (draft-ietf-httpapi-ratelimit-headers) that describe them.
+//!
+//! Local limits keep their state in [`floodgate_core::ratelimit::KeyedLimiter`]s held by
+//! the [`LimiterRegistry`], so a reload keeps the state of every limit whose definition did
+//! not change. Cluster limits decide in Redis ([`cluster`]), with a local fallback.
+//!
+//! A request refused by one limit has already been counted by the limits before it in the
+//! list (as with Envoy's descriptors); put the cheapest-to-exhaust limit first if that
+//! matters.
+
+pub mod cluster;
+pub mod key;
+mod registry;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use floodgate_config::model::{Algorithm, FailMode, RateLimit, Scope};
+use floodgate_core::Nanos;
+use floodgate_core::ratelimit::{
+    Algorithm as CoreAlgorithm, Decision, DynLimiter, FixedWindow, Gcra, KeyedLimiter, LeakyBucket,
+    Quota, Rate, SlidingLog, SlidingWindow, TokenBucket, Verdict,
+};
+use http::HeaderValue;
+
+pub use registry::LimiterRegistry;
+
+use crate::metrics::{LimitMetrics, Metrics};
+use cluster::{ClusterClient, ClusterParams};
+use key::{KeyPart, RequestFacts};
+
+/// Now, on the process's monotonic timeline.
+pub fn now() -> Nanos {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Nanos::try_from(epoch.elapsed().as_nanos()).unwrap_or(Nanos::MAX)
+}
+
+/// A route's rate limits, in order.
+#[derive(Default)]
+pub struct RouteLimits {
+    limits: Vec<CompiledLimit>,
+}
+
+struct CompiledLimit {
+    name: Arc<str>,
+    parts: Vec<KeyPart>,
+    dry_run: bool,
+    headers: bool,
+    backend: Backend,
+    metrics: LimitMetrics,
+}
+
+enum Backend {
+    Local(Arc<dyn DynLimiter>),
+    Cluster(Box<ClusterLimit>),
+}
+
+struct ClusterLimit {
+    client: Arc<ClusterClient>,
+    algorithm: Algorithm,
+    /// `<prefix>rl:<route>:<limit>:`, followed by the key.
+    base: Vec<u8>,
+    default: ClusterParams,
+    overrides: HashMap<Vec<u8>, ClusterParams>,
+    fail_mode: FailMode,
+    spec: RateLimit,
+    quota: Quota,
+    /// The fail-open limiter and the node count it was scaled for.
+    fallback: Mutex<Option<(u32, Arc<dyn DynLimiter>)>>,
+}
+
+/// What the rate-limit phase decided.
+pub enum Outcome {
+    /// Go on, after `delay` if it is not zero.
+    Admitted {
+        /// Wait this long first (leaky bucket queue).
+        delay: Duration,
+        /// Fields for the response, if any limit asks for them on every response.
+        headers: Option<LimitHeaders>,
+        /// A dry-run limit that would have refused the request.
+        dry_run_hit: Option<Arc<str>>,
+    },
+    /// Refuse with 429.
+    Rejected {
+        /// The limit that refused.
+        limit: Arc<str>,
+        /// When a retry may pass.
+        retry_after: Duration,
+        /// The fields describing the limits.
+        headers: LimitHeaders,
+    },
+    /// A cluster limit that fails closed could not reach Redis: refuse with 503.
+    Unavailable {
+        /// The limit.
+        limit: Arc<str>,
+    },
+}
+
+/// `RateLimit-Policy` and `RateLimit` field values.
+#[derive(Debug, Default, Clone)]
+pub struct LimitHeaders {
+    policy: String,
+    state: String,
+}
+
+impl LimitHeaders {
+    fn push(&mut self, name: &str, quota: Quota, d: &Decision) {
+        let sep = |s: &mut String| {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+        };
+        sep(&mut self.policy);
+        let _ = write!(
+            self.policy,
+            "\"{name}\";q={};w={}",
+            quota.quota,
+            secs_ceil(quota.window).max(1)
+        );
+        sep(&mut self.state);
+        let _ = write!(
+            self.state,
+            "\"{name}\";r={};t={}",
+            d.remaining,
+            secs_ceil(d.reset)
+        );
+    }
+
+    /// The header values, if they are valid field values (limit names are validated).
+    pub fn values(&self) -> Option<(HeaderValue, HeaderValue)> {
+        Some((
+            HeaderValue::from_str(&self.policy).ok()?,
+            HeaderValue::from_str(&self.state).ok()?,
+        ))
+    }
+}
+
+fn secs_ceil(ns: Nanos) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+impl RouteLimits {
+    /// Compiles a route's limits; local state comes from `registry`.
+    pub fn compile(
+        route: &str,
+        limits: &[RateLimit],
+        registry: &LimiterRegistry,
+        cluster: Option<&Arc<ClusterClient>>,
+        metrics: &Metrics,
+    ) -> Self {
+        let limits = limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let name = floodgate_config::limit_name(l, i);
+                let metrics = metrics.limit(route, &name);
+                let backend = match (l.scope, cluster) {
+                    (Scope::Cluster, Some(client)) => {
+                        let base = format!("{}rl:{route}:{name}:", client.prefix()).into_bytes();
+                        Backend::Cluster(Box::new(ClusterLimit {
+                            client: client.clone(),
+                            algorithm: l.algorithm,
+                            base,
+                            default: cluster_params(l.rate, l.burst),
+                            overrides: l
+                                .overrides
+                                .iter()
+                                .map(|o| {
+                                    (
+                                        o.value.clone().into_bytes(),
+                                        cluster_params(o.rate, o.burst),
+                                    )
+                                })
+                                .collect(),
+                            fail_mode: l.on_redis_error,
+                            quota: build_local(l, 1).quota(),
+                            spec: l.clone(),
+                            fallback: Mutex::new(None),
+                        }))
+                    }
+                    _ => {
+                        let identity = format!("{route}\u{0}{name}\u{0}{l:?}");
+                        Backend::Local(
+                            registry.get_or_build(&identity, &metrics, || build_local(l, 1)),
+                        )
+                    }
+                };
+                CompiledLimit {
+                    parts: l.key.iter().filter_map(|p| KeyPart::parse(p)).collect(),
+                    name: Arc::from(name),
+                    dry_run: l.dry_run,
+                    headers: l.headers,
+                    backend,
+                    metrics,
+                }
+            })
+            .collect();
+        RouteLimits { limits }
+    }
+
+    /// Whether the route has no limits.
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
+    /// Runs every limit for one request.
+    pub async fn check(&self, facts: &RequestFacts<'_>) -> Outcome {
+        let now = now();
+        let mut key = Vec::with_capacity(64);
+        let mut delay: Nanos = 0;
+        let mut headers: Option<LimitHeaders> = None;
+        let mut dry_run_hit = None;
+        for limit in &self.limits {
+            key::render(&limit.parts, facts, &mut key);
+            let (decision, quota) = match &limit.backend {
+                Backend::Local(l) => l.check(&key, now, 1),
+                Backend::Cluster(c) => match c.check(&key, now).await {
+                    Some(r) => r,
+                    None => {
+                        limit.metrics.rejected.inc();
+                        return Outcome::Unavailable {
+                            limit: limit.name.clone(),
+                        };
+                    }
+                },
+            };
+            match decision.verdict {
+                Verdict::Allow => {
+                    limit.metrics.allowed.inc();
+                }
+                Verdict::Delay(d) => {
+                    limit.metrics.delayed.inc();
+                    delay = delay.max(d);
+                }
+                Verdict::Reject { retry_after } => {
+                    if limit.dry_run {
+                        limit.metrics.dry_run_rejected.inc();
+                        dry_run_hit.get_or_insert_with(|| limit.name.clone());
+                    } else {
+                        limit.metrics.rejected.inc();
+                        let mut h = headers.unwrap_or_default();
+                        h.push(&limit.name, quota, &decision);
+                        return Outcome::Rejected {
+                            limit: limit.name.clone(),
+                            retry_after: Duration::from_nanos(retry_after),
+                            headers: h,
+                        };
+                    }
+                }
+            }
+            if limit.headers {
+                headers.get_or_insert_with(LimitHeaders::default).push(
+                    &limit.name,
+                    quota,
+                    &decision,
+                );
+            }
+        }
+        Outcome::Admitted {
+            delay: Duration::from_nanos(delay),
+            headers,
+            dry_run_hit,
+        }
+    }
+}
+
+impl ClusterLimit {
+    /// Decides in Redis, or locally when Redis is unavailable and the limit fails open;
+    /// `None` when it fails closed.
+    async fn check(&self, key: &[u8], now: Nanos) -> Option<(Decision, Quota)> {
+        if self.client.available() {
+            let params = self.overrides.get(key).copied().unwrap_or(self.default);
+            let mut full = Vec::with_capacity(self.base.len() + key.len());
+            full.extend_from_slice(&self.base);
+            full.extend_from_slice(key);
+            if let Some(d) = self.client.decide(self.algorithm, &full, params).await {
+                return Some((d, self.quota));
+            }
+        }
+        match self.fail_mode {
+            FailMode::FailClosed => None,
+            FailMode::FailOpen => Some(self.fallback().check(key, now, 1)),
+        }
+    }
+
+    /// The local limiter at this limit ÷ the live nodes, rebuilt when that number changes.
+    fn fallback(&self) -> Arc<dyn DynLimiter> {
+        let nodes = self.client.live_nodes();
+        let mut slot = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((n, l)) if *n == nodes => l.clone(),
+            _ => {
+                let l = build_local(&self.spec, u64::from(nodes));
+                *slot = Some((nodes, l.clone()));
+                l
+            }
+        }
+    }
+}
+
+type ConfigRate = floodgate_config::value::Rate;
+
+fn cluster_params(rate: ConfigRate, burst: Option<u64>) -> ClusterParams {
+    ClusterParams {
+        count: rate.count,
+        period: rate.per,
+        burst: burst.unwrap_or(rate.count).max(1),
+    }
+}
+
+fn core_rate(rate: ConfigRate, divisor: u64) -> Rate {
+    Rate::new(
+        (rate.count / divisor.max(1)).max(1),
+        Nanos::try_from(rate.per.as_nanos()).unwrap_or(Nanos::MAX),
+    )
+}
+
+/// A keyed limiter of `l`'s shape, its default and overrides made by `make`.
+fn keyed<A: CoreAlgorithm>(
+    l: &RateLimit,
+    make: impl Fn(ConfigRate, Option<u64>) -> A,
+) -> Arc<dyn DynLimiter> {
+    let overrides = l
+        .overrides
+        .iter()
+        .map(|o| (o.value.clone().into_bytes(), make(o.rate, o.burst)))
+        .collect();
+    Arc::new(KeyedLimiter::new(
+        make(l.rate, l.burst),
+        overrides,
+        l.max_keys,
+    ))
+}
+
+/// Builds the local keyed limiter for `l`, with counts and bursts divided by `divisor`
+/// (the fail-open share of one node; 1 otherwise).
+fn build_local(l: &RateLimit, divisor: u64) -> Arc<dyn DynLimiter> {
+    let div = |b: u64| (b / divisor.max(1)).max(1);
+    match l.algorithm {
+        Algorithm::TokenBucket => keyed(l, |r, b| {
+            TokenBucket::new(core_rate(r, divisor), div(b.unwrap_or(r.count)))
+        }),
+        Algorithm::Gcra => keyed(l, |r, b| {
+            Gcra::new(core_rate(r, divisor), div(b.unwrap_or(r.count)))
+        }),
+        Algorithm::LeakyBucket => {
+            let delay = if l.nodelay {
+                u64::MAX
+            } else {
+                l.delay.unwrap_or(0)
+            };
+            let max_delay = l
+                .max_delay
+                .map(|d| Nanos::try_from(d.0.as_nanos()).unwrap_or(Nanos::MAX));
+            keyed(l, |r, b| {
+                LeakyBucket::new(core_rate(r, divisor), b.unwrap_or(0), delay, max_delay)
+            })
+        }
+        Algorithm::FixedWindow => keyed(l, |r, _| FixedWindow::new(core_rate(r, divisor))),
+        Algorithm::SlidingLog => keyed(l, |r, _| SlidingLog::new(core_rate(r, divisor))),
+        Algorithm::SlidingWindow => keyed(l, |r, _| SlidingWindow::new(core_rate(r, divisor))),
+    }
+}
