@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod cluster;
 mod demo;
 mod errors;
 mod headers;
