@@ -50,14 +50,14 @@ impl Algorithm for Gcra {
             let used = base - now_s;
             return Decision {
                 verdict: Verdict::Reject { retry_after },
-                remaining: to_u64(limit.saturating_sub(used) / u128::from(self.rate.period)),
+                remaining: self.rate.whole_events(limit.saturating_sub(used)),
                 reset: self.rate.unscale_ceil(used),
             };
         }
         s.tat = new_tat;
         Decision {
             verdict: Verdict::Allow,
-            remaining: to_u64((limit - ahead) / u128::from(self.rate.period)),
+            remaining: self.rate.whole_events(limit - ahead),
             reset: self.rate.unscale_ceil(ahead),
         }
     }
@@ -72,10 +72,6 @@ impl Algorithm for Gcra {
             window: to_nanos(self.rate.events(self.burst) / u128::from(self.rate.count)).max(1),
         }
     }
-}
-
-fn to_u64(v: u128) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

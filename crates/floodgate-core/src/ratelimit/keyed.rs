@@ -3,7 +3,9 @@
 //! Keys are hashed once with a per-process random SipHash key ([`hash_key`]) and only the
 //! 64-bit hash is stored: an attacker cannot choose keys that collide, and a key costs 8
 //! bytes whatever its length. The table is split into shards, each behind its own mutex,
-//! so threads deciding for different keys rarely meet.
+//! so threads deciding for different keys rarely meet. The mutex is parking_lot's: it spins
+//! briefly before parking, which halves the cost of two threads deciding for one hot key
+//! compared with std's (measured in benches/ratelimit.rs).
 //!
 //! Bounds, in the order they act:
 //! - a key whose state is *at rest* (it would decide exactly like a new key) carries no
@@ -17,9 +19,9 @@
 //!   client may be forgotten and get a new allowance; the count of such evictions is
 //!   reported so an operator can raise `max_keys`. Memory never exceeds the bound.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Algorithm, Decision, Quota};
@@ -103,7 +105,9 @@ pub struct KeyedStats {
 /// One algorithm applied per key, with per-key overrides (hot-key limits), in bounded memory.
 pub struct KeyedLimiter<A: Algorithm> {
     default: A,
-    overrides: HashMap<u64, A>,
+    /// The default's quota, computed once (it may take a 128-bit division).
+    default_quota: Quota,
+    overrides: HashMap<u64, (A, Quota)>,
     hasher: RandomState,
     shards: Box<[Mutex<Shard<A::State>>]>,
     shard_shift: u32,
@@ -121,9 +125,13 @@ impl<A: Algorithm> KeyedLimiter<A> {
         let hasher = RandomState::new();
         let overrides = overrides
             .into_iter()
-            .map(|(k, a)| (hash_key(&hasher, &k), a))
+            .map(|(k, a): (Vec<u8>, A)| {
+                let q = a.quota();
+                (hash_key(&hasher, &k), (a, q))
+            })
             .collect();
         KeyedLimiter {
+            default_quota: default.quota(),
             default,
             overrides,
             shards: (0..shard_count).map(|_| Mutex::default()).collect(),
@@ -139,18 +147,19 @@ impl<A: Algorithm> KeyedLimiter<A> {
     /// quota that applied to the key.
     pub fn check(&self, key: &[u8], now: Nanos, cost: u64) -> (Decision, Quota) {
         let h = hash_key(&self.hasher, key);
-        let alg = self.overrides.get(&h).unwrap_or(&self.default);
+        let (alg, quota) = self
+            .overrides
+            .get(&h)
+            .map_or((&self.default, self.default_quota), |(a, q)| (a, *q));
         let shard = if self.shard_shift >= 64 {
             0
         } else {
             (h >> self.shard_shift) as usize
         };
-        let mut shard = self.shards[shard]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shard = self.shards[shard].lock();
         if let Some(slot) = shard.table.get_mut(&h) {
             slot.referenced = true;
-            return (alg.check(&mut slot.state, now, cost), alg.quota());
+            return (alg.check(&mut slot.state, now, cost), quota);
         }
         let mut state = A::State::default();
         let decision = alg.check(&mut state, now, cost);
@@ -169,17 +178,17 @@ impl<A: Algorithm> KeyedLimiter<A> {
             shard.ring.push_back(h);
             self.keys.fetch_add(1, Ordering::Relaxed);
         }
-        (decision, alg.quota())
+        (decision, quota)
     }
 
     /// Removes every key whose state is at rest at `now` (no information is lost).
     pub fn sweep(&self, now: Nanos) {
         for shard in &self.shards {
-            let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = shard.lock();
             let shard = &mut *guard;
             let before = shard.table.len();
             shard.table.retain(|h, slot| {
-                let alg = self.overrides.get(h).unwrap_or(&self.default);
+                let alg = self.overrides.get(h).map_or(&self.default, |(a, _)| a);
                 !alg.at_rest(&slot.state, now)
             });
             let table = &shard.table;
@@ -199,7 +208,7 @@ impl<A: Algorithm> KeyedLimiter<A> {
 
     /// The quota of the default parameters.
     pub fn quota(&self) -> Quota {
-        self.default.quota()
+        self.default_quota
     }
 
     /// The most memory the key tables can take, in bytes. A shard's hash table grows in
@@ -288,7 +297,7 @@ mod tests {
         let stats = l.stats();
         assert!(stats.keys <= 1000, "{stats:?}");
         assert_eq!(stats.keys + stats.evicted, 50_000);
-        let held: usize = l.shards.iter().map(|s| s.lock().unwrap().table.len()).sum();
+        let held: usize = l.shards.iter().map(|s| s.lock().table.len()).sum();
         assert_eq!(held as u64, stats.keys);
     }
 }

@@ -52,9 +52,7 @@ impl Algorithm for LeakyBucket {
         };
         let excess = out - now_s;
         let limit = self.rate.events(self.burst);
-        let remaining = |excess: u128| {
-            u64::try_from(limit.saturating_sub(excess) / interval).unwrap_or(u64::MAX)
-        };
+        let remaining = |excess: u128| self.rate.whole_events(limit.saturating_sub(excess));
         if excess > limit {
             return Decision {
                 verdict: Verdict::Reject {

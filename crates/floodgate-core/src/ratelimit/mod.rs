@@ -63,12 +63,34 @@ impl Rate {
 
     /// Scaled units back to nanoseconds, rounded up.
     fn unscale_ceil(self, units: u128) -> Nanos {
-        to_nanos(units.div_ceil(u128::from(self.count)))
+        to_nanos(div_ceil(units, self.count))
+    }
+
+    /// How many whole events `units` holds.
+    fn whole_events(self, units: u128) -> u64 {
+        u64::try_from(div_floor(units, self.period)).unwrap_or(u64::MAX)
     }
 
     /// `n` events in scaled units: `n × period`.
     fn events(self, n: u64) -> u128 {
         u128::from(n) * u128::from(self.period)
+    }
+}
+
+/// `a / b` rounded down. 128-bit division is a slow library call; the values almost always
+/// fit in 64 bits, where it is one instruction.
+pub(super) fn div_floor(a: u128, b: u64) -> u128 {
+    match u64::try_from(a) {
+        Ok(a) => u128::from(a / b),
+        Err(_) => a / u128::from(b),
+    }
+}
+
+/// `a / b` rounded up (see [`div_floor`]).
+fn div_ceil(a: u128, b: u64) -> u128 {
+    match u64::try_from(a) {
+        Ok(a) => u128::from(a.div_ceil(b)),
+        Err(_) => a.div_ceil(u128::from(b)),
     }
 }
 

@@ -95,9 +95,11 @@ impl Algorithm for SlidingWindow {
         }
         s.current += cost;
         let w128 = u128::from(w);
-        let budget = (u128::from(self.rate.count) * w128)
-            .saturating_sub(u128::from(s.previous) * (w128 - u128::from(elapsed)))
-            / w128;
+        let budget = super::div_floor(
+            (u128::from(self.rate.count) * w128)
+                .saturating_sub(u128::from(s.previous) * (w128 - u128::from(elapsed))),
+            w,
+        );
         let remaining = u64::try_from(budget)
             .unwrap_or(u64::MAX)
             .saturating_sub(s.current);

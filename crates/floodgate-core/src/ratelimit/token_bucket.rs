@@ -61,7 +61,7 @@ impl Algorithm for TokenBucket {
             };
             return Decision {
                 verdict: Verdict::Reject { retry_after },
-                remaining: to_u64((cap - deficit) / u128::from(self.rate.period)),
+                remaining: self.rate.whole_events(cap - deficit),
                 reset: self.rate.unscale_ceil(deficit),
             };
         }
@@ -69,7 +69,7 @@ impl Algorithm for TokenBucket {
         s.last = s.last.max(now);
         Decision {
             verdict: Verdict::Allow,
-            remaining: to_u64((cap - after) / u128::from(self.rate.period)),
+            remaining: self.rate.whole_events(cap - after),
             reset: self.rate.unscale_ceil(after),
         }
     }
@@ -85,10 +85,6 @@ impl Algorithm for TokenBucket {
             window: to_nanos(self.capacity() / u128::from(self.rate.count)).max(1),
         }
     }
-}
-
-fn to_u64(v: u128) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

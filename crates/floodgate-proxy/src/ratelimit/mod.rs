@@ -17,7 +17,7 @@ mod registry;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floodgate_config::model::{Algorithm, FailMode, RateLimit, Scope};
 use floodgate_core::Nanos;
@@ -33,11 +33,13 @@ use crate::metrics::{LimitMetrics, Metrics};
 use cluster::{ClusterClient, ClusterParams};
 use key::{KeyPart, RequestFacts};
 
-/// Now, on the process's monotonic timeline.
+/// Now, on the process's monotonic timeline. Read from quanta's TSC-based clock, which
+/// costs about a third of `std::time::Instant::now` (≈10 ns against ≈25 ns on a VM), and
+/// every request with a limit reads it.
 pub fn now() -> Nanos {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    Nanos::try_from(epoch.elapsed().as_nanos()).unwrap_or(Nanos::MAX)
+    static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(quanta::Instant::now);
+    Nanos::try_from(quanta::Instant::now().duration_since(epoch).as_nanos()).unwrap_or(Nanos::MAX)
 }
 
 /// A route's rate limits, in order.
