@@ -32,6 +32,19 @@ pub(crate) fn check_rate_limits(
     for (i, limit) in limits.iter().enumerate() {
         let p = path.index(i);
         let name = limit_name(limit, i);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            out.push((
+                p.key("name"),
+                format!(
+                    "{name:?}: a limit name may hold letters, digits, `-`, `_`, `.` and `:` \
+                     (it is sent in the RateLimit fields)"
+                ),
+            ));
+        }
         if let Some(prev) = names.insert(name.clone(), i) {
             out.push((
                 p.key("name"),

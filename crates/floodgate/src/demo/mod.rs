@@ -64,6 +64,13 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\
              \n  curl -i http://{gw}/nowhere                    # no route: 404 problem+json\
              \n  curl -s http://{admin}/metrics | grep floodgate_requests\n\
+             \nRate limits, one route per algorithm under /limited/ (token-bucket, gcra, leaky-bucket,\
+             \nfixed-window, sliding-log, sliding-window): watch the 429s and their RateLimit fields.\
+             \n  for i in $(seq 6); do curl -s -o /dev/null -D - http://{gw}/limited/token-bucket \\\
+             \n    | grep -iE '^(HTTP|ratelimit|retry-after)'; done\
+             \n  for i in $(seq 6); do curl -s -o /dev/null -w '%{{http_code}} ' \\\
+             \n    'http://{gw}/limited/slow?delay=1500ms' & done; wait   # bulkhead: 2 run, 2 wait, 2 get 503\
+             \n  curl -s http://{admin}/metrics | grep -E 'ratelimit_decisions|concurrency_'\n\
              \nAccess log lines follow on stdout. Ctrl-C stops.\n",
             admin = started.admin,
             n = catalog::PRODUCTS,

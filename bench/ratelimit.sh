@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# bench/ratelimit.sh — what rate limiting costs in the gateway, in the same run:
+#   1. throughput with a limit that never refuses, against the same route with no limit
+#      (goal: at most 5% less);
+#   2. how fast refusals (429) go out, against nginx's limit_req refusing the same load;
+#   3. the latency a cluster limit (Redis on 127.0.0.1:6379) adds per request, measured with
+#      one connection so that queueing does not hide it (goal: ≤ 0.3 ms at p50).
+# Rounds are interleaved; compare the ratios, not raw req/s across runs.
+#
+# Usage: cargo build --release && bench/ratelimit.sh
+# Knobs: DUR=10 REPS=3 CONNS=64 WRK_THREADS=2 WORKERS=1 FLOODGATE_BIN=target/release/floodgate
+# Needs (Debian): nginx wrk redis-server (running). Traffic stays on 127.0.0.1:19101-19139.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DUR=${DUR:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-1}
+BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
+
+for tool in nginx wrk python3; do
+  command -v "$tool" > /dev/null || { echo "missing $tool: apt-get install -y nginx wrk python3" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
+(exec 3<> /dev/tcp/127.0.0.1/6379) 2> /dev/null || { echo "Redis is not running on 127.0.0.1:6379" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/floodgate-ratelimit-bench.XXXXXX)
+RESULTS=$WORK/results.tsv
+PIDS=()
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  log "stopped everything started; work files in $WORK"
+}
+trap cleanup EXIT
+start() { local name=$1; shift; "$@" > "$WORK/$name.log" 2>&1 & PIDS+=($!); log "started $name (pid $!)"; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0; sleep 0.1; done
+  echo "port $1 did not open" >&2; exit 1
+}
+for port in 19101 19110 19130 19139; do
+  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then echo "port $port is in use" >&2; exit 1; fi
+done
+
+BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
+nginx_conf() { # name, workers, http block
+  cat << CONF
+worker_processes $2;
+worker_rlimit_nofile 65536;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log error;
+events { worker_connections 32768; }
+http {
+    access_log off;
+    server_tokens off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/$1-body;
+    proxy_temp_path $WORK/$1-proxy;
+    fastcgi_temp_path $WORK/$1-fcgi;
+    uwsgi_temp_path $WORK/$1-uwsgi;
+    scgi_temp_path $WORK/$1-scgi;
+$3
+}
+CONF
+}
+nginx_conf origin 1 "    server { listen 127.0.0.1:19101 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
+# nginx refusing: limit_req by client address at 1 request per minute, no burst.
+nginx_conf nginx "$WORKERS" "    upstream origin { server 127.0.0.1:19101; keepalive 128; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection \"\";
+    limit_req_zone \$binary_remote_addr zone=bench:10m rate=1r/m;
+    limit_req_status 429;
+    limit_req_log_level info;
+    server { listen 127.0.0.1:19110 backlog=4096;
+             location /reject { limit_req zone=bench; proxy_pass http://origin; } }" > "$WORK/nginx.conf"
+start origin nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;'
+start nginx nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
+start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/ratelimit.yaml"
+for port in 19101 19110 19130; do wait_port "$port"; done
+sleep 1
+
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
+run() { # label url conns threads
+  local out
+  wrk -t"$4" -c"$3" -d1s "$2" > /dev/null
+  out=$(wrk -t"$4" -c"$3" -d"${DUR}s" --latency "$2")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$rep" \
+    "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
+    "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
+    "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
+    "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
+  log "rep $rep $1: $(tail -1 "$RESULTS" | cut -f3-)"
+}
+printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
+F=http://127.0.0.1:19130
+for rep in $(seq 1 "$REPS"); do
+  run open "$F/open" "$CONNS" "$WRK_THREADS"
+  run limited "$F/limited" "$CONNS" "$WRK_THREADS"
+  run floodgate-reject "$F/reject" "$CONNS" "$WRK_THREADS"
+  run nginx-reject http://127.0.0.1:19110/reject "$CONNS" "$WRK_THREADS"
+  run open-c1 "$F/open" 1 1
+  run cluster-c1 "$F/cluster" 1 1
+done
+
+python3 - "$RESULTS" << PY
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+by = {}
+for r in rows:
+    by.setdefault(r["case"], {})[r["rep"]] = r
+med = statistics.median
+def m(case, f): return med(float(r[f]) for r in by[case].values())
+def paired(a, b, f="rps"): return med(float(by[a][k][f]) / float(by[b][k][f]) for k in by[a])
+print("| case | req/s median | p50 ms | p99 ms | non-2xx | ratio |")
+print("|---|---|---|---|---|---|")
+lines = [
+  ("no limit (/open)", "open", ""),
+  ("limit that never refuses (/limited)", "limited", f"{paired('limited', 'open'):.3f} of no limit (paired)"),
+  ("Floodgate refusing (/reject, 429)", "floodgate-reject", f"{paired('floodgate-reject', 'nginx-reject'):.2f} of nginx (paired)"),
+  ("nginx limit_req refusing (429)", "nginx-reject", ""),
+  ("no limit, 1 connection", "open-c1", ""),
+  ("cluster limit (Redis), 1 connection", "cluster-c1",
+   f"+{(m('cluster-c1','p50_ms') - m('open-c1','p50_ms')) * 1000:.0f} µs p50, +{(m('cluster-c1','p99_ms') - m('open-c1','p99_ms')) * 1000:.0f} µs p99"),
+]
+for label, case, ratio in lines:
+    non = sum(int(r["non2xx"] or 0) for r in by[case].values())
+    print(f"| {label} | {m(case,'rps'):,.0f} | {m(case,'p50_ms'):.3f} | {m(case,'p99_ms'):.3f} | {non:,} | {ratio} |")
+print()
+print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS} WORKERS=${WORKERS}.")
+PY
