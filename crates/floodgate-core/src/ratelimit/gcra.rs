@@ -6,7 +6,7 @@
 //! "virtual scheduling" and "continuous-state leaky bucket" forms are equivalent); the
 //! property tests check that equivalence on random arrivals.
 
-use super::{Algorithm, Decision, Quota, Rate, Verdict, to_nanos};
+use super::{Algorithm, Decision, Quota, Rate, Verdict, Wide};
 use crate::Nanos;
 
 /// GCRA parameters: emission interval `period / count`, tolerance `burst` intervals.
@@ -29,7 +29,7 @@ impl Gcra {
 /// Per-key GCRA state: the theoretical arrival time, scaled by the rate's count.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GcraState {
-    tat: u128,
+    tat: Wide,
 }
 
 impl Algorithm for Gcra {
@@ -38,7 +38,7 @@ impl Algorithm for Gcra {
     fn check(&self, s: &mut GcraState, now: Nanos, cost: u64) -> Decision {
         let now_s = self.rate.scale(now);
         let limit = self.rate.events(self.burst);
-        let base = s.tat.max(now_s);
+        let base = s.tat.get().max(now_s);
         let new_tat = base + self.rate.events(cost);
         let ahead = new_tat - now_s;
         if ahead > limit {
@@ -54,7 +54,7 @@ impl Algorithm for Gcra {
                 reset: self.rate.unscale_ceil(used),
             };
         }
-        s.tat = new_tat;
+        s.tat = Wide::new(new_tat);
         Decision {
             verdict: Verdict::Allow,
             remaining: self.rate.whole_events(limit - ahead),
@@ -63,13 +63,13 @@ impl Algorithm for Gcra {
     }
 
     fn at_rest(&self, s: &GcraState, now: Nanos) -> bool {
-        s.tat <= self.rate.scale(now)
+        s.tat.get() <= self.rate.scale(now)
     }
 
     fn quota(&self) -> Quota {
         Quota {
             quota: self.burst,
-            window: to_nanos(self.rate.events(self.burst) / u128::from(self.rate.count)).max(1),
+            window: self.rate.unscale_ceil(self.rate.events(self.burst)).max(1),
         }
     }
 }

@@ -27,9 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{Algorithm, Decision, Quota};
 use crate::Nanos;
 
-/// Hashes key bytes with the process's random SipHash key.
+/// Hashes key bytes with the process's random SipHash key. The bytes are written without
+/// a length prefix (`Hash for [u8]` adds one): each hash covers one whole key, so none is
+/// needed, and short keys then take one SipHash block less.
 pub fn hash_key(hasher: &RandomState, key: &[u8]) -> u64 {
-    hasher.hash_one(key)
+    let mut h = hasher.build_hasher();
+    h.write(key);
+    h.finish()
 }
 
 /// The stored keys are already keyed hashes; hashing them again would only cost time.
@@ -50,6 +54,9 @@ impl Hasher for IdentityHasher {
         self.0 = v;
     }
 }
+
+/// Where in the 64-bit hash the shard number is taken from.
+const SHARD_BITS_AT: u32 = 40;
 
 type Table<S> = HashMap<u64, Slot<S>, BuildHasherDefault<IdentityHasher>>;
 
@@ -107,10 +114,11 @@ pub struct KeyedLimiter<A: Algorithm> {
     default: A,
     /// The default's quota, computed once (it may take a 128-bit division).
     default_quota: Quota,
-    overrides: HashMap<u64, (A, Quota)>,
+    overrides: HashMap<u64, (A, Quota), BuildHasherDefault<IdentityHasher>>,
     hasher: RandomState,
     shards: Box<[Mutex<Shard<A::State>>]>,
-    shard_shift: u32,
+    /// `shards.len() - 1` (a power of two minus one).
+    shard_mask: u64,
     per_shard: usize,
     keys: AtomicU64,
     evicted: AtomicU64,
@@ -135,7 +143,7 @@ impl<A: Algorithm> KeyedLimiter<A> {
             default,
             overrides,
             shards: (0..shard_count).map(|_| Mutex::default()).collect(),
-            shard_shift: 64 - shard_count.trailing_zeros(),
+            shard_mask: shard_count as u64 - 1,
             per_shard: max_keys.div_ceil(shard_count),
             hasher,
             keys: AtomicU64::new(0),
@@ -151,11 +159,9 @@ impl<A: Algorithm> KeyedLimiter<A> {
             .overrides
             .get(&h)
             .map_or((&self.default, self.default_quota), |(a, q)| (a, *q));
-        let shard = if self.shard_shift >= 64 {
-            0
-        } else {
-            (h >> self.shard_shift) as usize
-        };
+        // The shard comes from middle bits of the hash: the table inside a shard uses the
+        // low bits for the bucket and the top seven as tags, which must stay varied.
+        let shard = ((h >> SHARD_BITS_AT) & self.shard_mask) as usize;
         let mut shard = self.shards[shard].lock();
         if let Some(slot) = shard.table.get_mut(&h) {
             slot.referenced = true;

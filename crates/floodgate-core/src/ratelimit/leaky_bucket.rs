@@ -7,7 +7,7 @@
 //! State per key: the time the last admitted request leaves the queue (scaled by the
 //! rate's count). The waiting itself is the caller's job: [`Verdict::Delay`] says how long.
 
-use super::{Algorithm, Decision, Quota, Rate, Verdict};
+use super::{Algorithm, Decision, Quota, Rate, Verdict, Wide};
 use crate::Nanos;
 
 /// Leaky bucket parameters.
@@ -35,8 +35,8 @@ impl LeakyBucket {
 /// Per-key leaky bucket state.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LeakyState {
-    /// When the last admitted request leaves the queue, scaled; `None` for a new key.
-    last_out: Option<u128>,
+    /// When the last admitted request leaves the queue, scaled, plus one; 0 for a new key.
+    last_out: Wide,
 }
 
 impl Algorithm for LeakyBucket {
@@ -46,7 +46,7 @@ impl Algorithm for LeakyBucket {
         let now_s = self.rate.scale(now);
         let interval = self.rate.events(1);
         // How far behind now this request's turn is ("excess" in nginx).
-        let out = match s.last_out {
+        let out = match s.last_out.get().checked_sub(1) {
             None => now_s + self.rate.events(cost.saturating_sub(1)),
             Some(last) => now_s.max(last + self.rate.events(cost)),
         };
@@ -80,7 +80,7 @@ impl Algorithm for LeakyBucket {
                     .unscale_ceil(excess.saturating_sub(self.rate.events(cost))),
             };
         }
-        s.last_out = Some(out);
+        s.last_out = Wide::new(out + 1);
         Decision {
             verdict: if wait == 0 {
                 Verdict::Allow
@@ -96,6 +96,8 @@ impl Algorithm for LeakyBucket {
         // Once the last request's turn is a full interval in the past, the next request
         // computes the same as for a new key.
         s.last_out
+            .get()
+            .checked_sub(1)
             .is_none_or(|last| last + self.rate.events(1) <= self.rate.scale(now))
     }
 

@@ -1,8 +1,9 @@
 //! Rate-limiting algorithms. Each is a small parameter value implementing [`Algorithm`]
 //! over its own per-key state; [`KeyedLimiter`] holds that state for many keys within a
 //! memory bound. All arithmetic is exact integer arithmetic: rates are kept as
-//! `count / period` and time is scaled by `count` where needed, so a limit of 1/3 s has no
-//! rounding drift and retry-after times are exact to the nanosecond (rounded up).
+//! `count / period` and time is scaled (by `count / gcd(count, period)`, usually 1) where
+//! needed, so a limit of 3/s has no rounding drift and retry-after times are exact to the
+//! nanosecond (rounded up).
 //!
 //! Time never has to be monotonic: when `now` is earlier than a time already seen, every
 //! algorithm treats it as the latest time it saw (or something more conservative), so a
@@ -44,37 +45,74 @@ pub struct Rate {
     pub count: u64,
     /// Per this many nanoseconds.
     pub period: Nanos,
+    /// Scaled units per nanosecond: `count / gcd(count, period)`; 1 whenever the emission
+    /// interval is a whole number of nanoseconds (`10/s`, `1000/h`), the common case.
+    units_per_ns: u64,
+    /// Scaled units per event: `period / gcd(count, period)`.
+    units_per_event: u64,
 }
 
 impl Rate {
     /// A rate of `count` per `period`; zero values are raised to 1 so the arithmetic never
     /// divides by zero (configuration validation refuses them before they get here).
     pub fn new(count: u64, period: Nanos) -> Self {
+        let (count, period) = (count.max(1), period.max(1));
+        let g = gcd(count, period);
         Rate {
-            count: count.max(1),
-            period: period.max(1),
+            count,
+            period,
+            units_per_ns: count / g,
+            units_per_event: period / g,
         }
     }
 
-    /// `t` scaled into units where one event takes exactly `period` units: `t × count`.
+    /// `t` in scaled units, where one nanosecond is `units_per_ns` and one event exactly
+    /// `units_per_event`, so that time and events are both whole numbers.
     fn scale(self, t: Nanos) -> u128 {
-        u128::from(t) * u128::from(self.count)
+        u128::from(t) * u128::from(self.units_per_ns)
     }
 
     /// Scaled units back to nanoseconds, rounded up.
     fn unscale_ceil(self, units: u128) -> Nanos {
-        to_nanos(div_ceil(units, self.count))
+        if self.units_per_ns == 1 {
+            return to_nanos(units);
+        }
+        to_nanos(div_ceil(units, self.units_per_ns))
     }
 
     /// How many whole events `units` holds.
     fn whole_events(self, units: u128) -> u64 {
-        u64::try_from(div_floor(units, self.period)).unwrap_or(u64::MAX)
+        u64::try_from(div_floor(units, self.units_per_event)).unwrap_or(u64::MAX)
     }
 
-    /// `n` events in scaled units: `n × period`.
+    /// `n` events in scaled units.
     fn events(self, n: u64) -> u128 {
-        u128::from(n) * u128::from(self.period)
+        u128::from(n) * u128::from(self.units_per_event)
     }
+}
+
+/// A 128-bit value stored as two 64-bit halves: the same range as `u128` with 8-byte
+/// alignment instead of 16, which keeps per-key entries small (a GCRA key: 32 bytes instead
+/// of 48) and more of a large key table in cache.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wide([u64; 2]);
+
+impl Wide {
+    fn get(self) -> u128 {
+        (u128::from(self.0[1]) << 64) | u128::from(self.0[0])
+    }
+
+    fn new(v: u128) -> Self {
+        // Truncation is the point: the halves of `v`.
+        Wide([v as u64, (v >> 64) as u64])
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// `a / b` rounded down. 128-bit division is a slow library call; the values almost always

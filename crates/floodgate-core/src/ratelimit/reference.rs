@@ -22,8 +22,11 @@ fn arrivals(max_gap: Nanos) -> impl Strategy<Value = Vec<Nanos>> {
     })
 }
 
+/// Rates whose interval is a whole number of nanoseconds (`ms` ms, the fast path) and rates
+/// whose interval is not (`ms` ms + 7 ns over up to 7 events).
 fn rate() -> impl Strategy<Value = Rate> {
-    (1u64..8, 1u64..1000).prop_map(|(c, ms)| Rate::new(c, ms * MILLI + 7))
+    (1u64..8, 1u64..1000, any::<bool>())
+        .prop_map(|(c, ms, exact)| Rate::new(c, ms * MILLI + if exact { 0 } else { 7 }))
 }
 
 /// Token bucket by its arrival-curve definition: the admitted sequence never has more than

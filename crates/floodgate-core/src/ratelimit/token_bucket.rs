@@ -1,11 +1,11 @@
 //! Token bucket: a bucket of `burst` tokens, refilled continuously at `rate`; a request
 //! takes `cost` tokens or is refused. Starts full.
 //!
-//! The state is kept as the *deficit* (tokens missing from a full bucket), in units where
-//! one token is `period` and one nanosecond of refill is `count`, so the arithmetic is
-//! exact and a never-seen key (deficit 0) is a full bucket.
+//! The state is kept as the *deficit* (tokens missing from a full bucket), in the rate's
+//! scaled units (one token and one nanosecond of refill are both whole numbers of them), so
+//! the arithmetic is exact and a never-seen key (deficit 0) is a full bucket.
 
-use super::{Algorithm, Decision, Quota, Rate, Verdict, to_nanos};
+use super::{Algorithm, Decision, Quota, Rate, Verdict, Wide};
 use crate::Nanos;
 
 /// Token bucket parameters.
@@ -33,7 +33,7 @@ impl TokenBucket {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TokenState {
     /// Missing tokens, scaled (see the module comment).
-    deficit: u128,
+    deficit: Wide,
     /// Latest time seen.
     last: Nanos,
 }
@@ -42,7 +42,7 @@ impl TokenBucket {
     /// The deficit at `now` after refilling since the last update.
     fn refilled(&self, s: &TokenState, now: Nanos) -> u128 {
         let elapsed = now.saturating_sub(s.last);
-        s.deficit.saturating_sub(self.rate.scale(elapsed))
+        s.deficit.get().saturating_sub(self.rate.scale(elapsed))
     }
 }
 
@@ -65,7 +65,7 @@ impl Algorithm for TokenBucket {
                 reset: self.rate.unscale_ceil(deficit),
             };
         }
-        s.deficit = after;
+        s.deficit = Wide::new(after);
         s.last = s.last.max(now);
         Decision {
             verdict: Verdict::Allow,
@@ -82,7 +82,7 @@ impl Algorithm for TokenBucket {
         // A full bucket refills in burst × period / count.
         Quota {
             quota: self.burst,
-            window: to_nanos(self.capacity() / u128::from(self.rate.count)).max(1),
+            window: self.rate.unscale_ceil(self.capacity()).max(1),
         }
     }
 }
