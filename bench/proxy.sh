@@ -32,31 +32,7 @@ ulimit -n "$(ulimit -Hn)"  # 10,000 idle clients need more than the usual 1024
 
 WORK=$(mktemp -d /tmp/floodgate-bench.XXXXXX)
 RESULTS=$WORK/results.tsv
-PIDS=()
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
-  log "stopped everything started; work files in $WORK"
-}
-trap cleanup EXIT
-
-start() { # name, command...
-  local name=$1; shift
-  "$@" > "$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-  eval "PID_$name=$!"
-  log "started $name (pid $!)"
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2; exit 1
-}
+source "$HERE/lib.sh"
 
 descendants() { # pid -> pid and all descendants
   local p=$1 c
@@ -78,34 +54,11 @@ rss_kib() { local sum=0 p v
   echo "$sum"; }
 
 # ------------------------------------------------------------------ configs
-BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
-nginx_conf() { # name, listen block, [workers]
-  cat << CONF
-worker_processes ${3:-1};
-worker_rlimit_nofile 65536;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log error;
-events { worker_connections 32768; }
-http {
-    access_log off;
-    server_tokens off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $WORK/$1-body;
-    proxy_temp_path $WORK/$1-proxy;
-    fastcgi_temp_path $WORK/$1-fcgi;
-    uwsgi_temp_path $WORK/$1-uwsgi;
-    scgi_temp_path $WORK/$1-scgi;
-$2
-}
-CONF
-}
-nginx_conf origin "    server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
-nginx_conf nginx "    upstream origin { server 127.0.0.1:19001; keepalive 128; keepalive_requests 1000000; }
+nginx_conf origin 1 "    server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
+nginx_conf nginx "$WORKERS" "    upstream origin { server 127.0.0.1:19001; keepalive 128; keepalive_requests 1000000; }
     proxy_http_version 1.1;
     proxy_set_header Connection \"\";
-    server { listen 127.0.0.1:19010 backlog=4096; location / { proxy_pass http://origin; } }" "$WORKERS" > "$WORK/nginx.conf"
+    server { listen 127.0.0.1:19010 backlog=4096; location / { proxy_pass http://origin; } }" > "$WORK/nginx.conf"
 cat > "$WORK/haproxy.cfg" << CONF
 global
     nbthread $WORKERS
@@ -127,11 +80,7 @@ backend be
 CONF
 
 # ------------------------------------------------------------------ start
-for port in 19001 19010 19020 19030 19039; do
-  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
-    echo "port $port is already in use: stop whatever listens there first" >&2; exit 1
-  fi
-done
+ports_free 19001 19010 19020 19030 19039
 start origin nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;'
 start nginx nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
 start haproxy haproxy -db -f "$WORK/haproxy.cfg"
@@ -145,7 +94,6 @@ declare -A URL=([nginx]=http://127.0.0.1:19010/ [haproxy]=http://127.0.0.1:19020
 declare -A PID=([nginx]=$PID_nginx [haproxy]=$PID_haproxy [floodgate]=$PID_floodgate)
 PROXIES=(nginx haproxy floodgate)
 
-to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
 
 printf 'proxy\trep\trps\tp50_ms\tp99_ms\tcpu\tnon2xx\n' > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do

@@ -28,46 +28,9 @@ done
 
 WORK=$(mktemp -d /tmp/floodgate-ratelimit-bench.XXXXXX)
 RESULTS=$WORK/results.tsv
-PIDS=()
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
-  log "stopped everything started; work files in $WORK"
-}
-trap cleanup EXIT
-start() { local name=$1; shift; "$@" > "$WORK/$name.log" 2>&1 & PIDS+=($!); log "started $name (pid $!)"; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0; sleep 0.1; done
-  echo "port $1 did not open" >&2; exit 1
-}
-for port in 19101 19110 19130 19139; do
-  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then echo "port $port is in use" >&2; exit 1; fi
-done
+source "$HERE/lib.sh"
+ports_free 19101 19110 19130 19139
 
-BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
-nginx_conf() { # name, workers, http block
-  cat << CONF
-worker_processes $2;
-worker_rlimit_nofile 65536;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log error;
-events { worker_connections 32768; }
-http {
-    access_log off;
-    server_tokens off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $WORK/$1-body;
-    proxy_temp_path $WORK/$1-proxy;
-    fastcgi_temp_path $WORK/$1-fcgi;
-    uwsgi_temp_path $WORK/$1-uwsgi;
-    scgi_temp_path $WORK/$1-scgi;
-$3
-}
-CONF
-}
 nginx_conf origin 1 "    server { listen 127.0.0.1:19101 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
 # nginx refusing: limit_req by client address at 1 request per minute, no burst.
 nginx_conf nginx "$WORKERS" "    upstream origin { server 127.0.0.1:19101; keepalive 128; }
@@ -84,7 +47,6 @@ start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/ratelimit.yaml
 for port in 19101 19110 19130; do wait_port "$port"; done
 sleep 1
 
-to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
 run() { # label url conns threads
   local out
   wrk -t"$4" -c"$3" -d1s "$2" > /dev/null
@@ -125,7 +87,7 @@ lines = [
   ("nginx limit_req refusing (429)", "nginx-reject", ""),
   ("no limit, 1 connection", "open-c1", ""),
   ("cluster limit (Redis), 1 connection", "cluster-c1",
-   f"+{(m('cluster-c1','p50_ms') - m('open-c1','p50_ms')) * 1000:.0f} µs p50, +{(m('cluster-c1','p99_ms') - m('open-c1','p99_ms')) * 1000:.0f} µs p99"),
+   f"{(m('cluster-c1','p50_ms') - m('open-c1','p50_ms')) * 1000:+.0f} µs p50, {(m('cluster-c1','p99_ms') - m('open-c1','p99_ms')) * 1000:+.0f} µs p99"),
 ]
 for label, case, ratio in lines:
     non = sum(int(r["non2xx"] or 0) for r in by[case].values())

@@ -17,7 +17,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::access_log::{Record, rfc3339};
-use crate::admission::Permit;
+use crate::admission::{Admission, Permit};
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
@@ -177,13 +177,7 @@ async fn route_and_send(
             }
         }
     }
-    if let Some(bulkhead) = &route.concurrency {
-        let permit = bulkhead
-            .acquire()
-            .await
-            .map_err(|_| Problem::ConcurrencyLimited)?;
-        done.permits.push(permit);
-    }
+    enter(route.concurrency.as_ref(), done).await?;
     match &route.action {
         Action::Redirect { location, status } => {
             let query = req
@@ -248,13 +242,7 @@ async fn proxy(
     } = plan;
     let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
-    if let Some(bulkhead) = &upstream.concurrency {
-        let permit = bulkhead
-            .acquire()
-            .await
-            .map_err(|_| Problem::ConcurrencyLimited)?;
-        done.permits.push(permit);
-    }
+    enter(upstream.concurrency.as_ref(), done).await?;
     let target = upstream.pick().ok_or(Problem::NoTarget)?;
     done.target_addr = Some(target.address.clone());
     let (parts, body) = req.into_parts();
@@ -343,6 +331,15 @@ async fn proxy(
         parts,
         ResponseBody::pooled(body, conn, target.pool.clone()),
     ))
+}
+
+/// Takes a place in `bulkhead`, if there is one, held until the response ends.
+async fn enter(bulkhead: Option<&Arc<Admission>>, done: &mut Done) -> Result<(), Problem> {
+    if let Some(b) = bulkhead {
+        let permit = b.acquire().await.map_err(|_| Problem::ConcurrencyLimited)?;
+        done.permits.push(permit);
+    }
+    Ok(())
 }
 
 fn upstream_failure(

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Method};
 
+use crate::router::query_param;
+
 /// One part of a key.
 #[derive(Debug, Clone)]
 pub enum KeyPart {
@@ -89,7 +91,7 @@ pub fn render(parts: &[KeyPart], facts: &RequestFacts<'_>, out: &mut Vec<u8>) {
                 }
             }
             KeyPart::Query(name) => {
-                if let Some(v) = query_value(facts.query, name) {
+                if let Some(v) = query_param(facts.query, name) {
                     out.extend_from_slice(v.as_bytes());
                 }
             }
@@ -100,14 +102,6 @@ pub fn render(parts: &[KeyPart], facts: &RequestFacts<'_>, out: &mut Vec<u8>) {
             }
         }
     }
-}
-
-/// The raw value of the first `name=` parameter in `query`.
-fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }
 
 #[cfg(test)]

@@ -368,3 +368,73 @@ fn build_local(l: &RateLimit, divisor: u64) -> Arc<dyn DynLimiter> {
         Algorithm::SlidingWindow => keyed(l, |r, _| SlidingWindow::new(core_rate(r, divisor))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(yaml_alg: Algorithm, rate: &str, burst: Option<u64>) -> RateLimit {
+        RateLimit {
+            name: None,
+            algorithm: yaml_alg,
+            rate: rate.parse().unwrap(),
+            burst,
+            delay: None,
+            nodelay: false,
+            max_delay: None,
+            key: vec!["route".into()],
+            overrides: vec![],
+            dry_run: false,
+            scope: Scope::Cluster,
+            on_redis_error: FailMode::FailOpen,
+            max_keys: 10,
+            headers: false,
+        }
+    }
+
+    fn admitted(l: &Arc<dyn DynLimiter>, n: usize) -> usize {
+        (0..n).filter(|_| l.check(b"k", 0, 1).0.admitted()).count()
+    }
+
+    /// Fail-open: each of N nodes limits locally at the limit ÷ N, so the fleet as a whole
+    /// still admits about the limit.
+    #[test]
+    fn the_fail_open_share_divides_count_and_burst_by_the_live_nodes() {
+        let tb = limit(Algorithm::TokenBucket, "30/1h", Some(30));
+        assert_eq!(admitted(&build_local(&tb, 1), 100), 30);
+        assert_eq!(admitted(&build_local(&tb, 3), 100), 10);
+        let fw = limit(Algorithm::FixedWindow, "30/1h", None);
+        assert_eq!(admitted(&build_local(&fw, 4), 100), 7);
+        // Never below one.
+        assert_eq!(admitted(&build_local(&fw, 1000), 100), 1);
+    }
+
+    #[test]
+    fn ratelimit_fields_follow_the_draft_syntax() {
+        let mut h = LimitHeaders::default();
+        let d = Decision {
+            verdict: Verdict::Allow,
+            remaining: 4,
+            reset: 1_500_000_000,
+        };
+        h.push(
+            "per-ip",
+            Quota {
+                quota: 10,
+                window: 60_000_000_000,
+            },
+            &d,
+        );
+        h.push(
+            "daily",
+            Quota {
+                quota: 1000,
+                window: 86_400_000_000_000,
+            },
+            &d,
+        );
+        let (policy, state) = h.values().unwrap();
+        assert_eq!(policy, "\"per-ip\";q=10;w=60, \"daily\";q=1000;w=86400");
+        assert_eq!(state, "\"per-ip\";r=4;t=2, \"daily\";r=4;t=2");
+    }
+}

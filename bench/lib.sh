@@ -1,0 +1,68 @@
+# bench/lib.sh — helpers shared by the benchmark scripts (sourced, not run).
+# Expects WORK (a scratch directory) to be set by the caller.
+
+PIDS=()
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# Stops every process this script started (by PID), on any exit.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  log "stopped everything started; work files in $WORK"
+}
+trap cleanup EXIT
+
+start() { # name, command... — runs it in the background, logs to $WORK/name.log, sets PID_name
+  local name=$1; shift
+  "$@" > "$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+  log "started $name (pid $!)"
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2; exit 1
+}
+
+ports_free() { # port... — refuses to run over something already listening
+  local port
+  for port in "$@"; do
+    if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+      echo "port $port is already in use: stop whatever listens there first" >&2; exit 1
+    fi
+  done
+}
+
+# An nginx config: name, worker processes, the http block's contents.
+nginx_conf() {
+  cat << CONF
+worker_processes $2;
+worker_rlimit_nofile 65536;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log error;
+events { worker_connections 32768; }
+http {
+    access_log off;
+    server_tokens off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/$1-body;
+    proxy_temp_path $WORK/$1-proxy;
+    fastcgi_temp_path $WORK/$1-fcgi;
+    uwsgi_temp_path $WORK/$1-uwsgi;
+    scgi_temp_path $WORK/$1-scgi;
+$3
+}
+CONF
+}
+
+# The body every benchmark origin answers with.
+BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
+
+# wrk's latency (`850.00us`, `1.20ms`, `2.00s`) in milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
