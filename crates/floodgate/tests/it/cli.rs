@@ -159,7 +159,7 @@ fn explain_names_the_route_and_what_happens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.yaml");
     let cfg = format!(
-        "{VALID_HEAD}routes:\n  - name: catch-all\n    match: {{ path_prefix: / }}\n    upstream: app\n  - name: product\n    match: {{ path: \"/api/products/{{id}}\", methods: [GET] }}\n    upstream: app\n    rewrite: {{ path: \"/products/{{id}}\" }}\n"
+        "{VALID_HEAD}routes:\n  - name: catch-all\n    match: {{ path_prefix: / }}\n    upstream: app\n  - name: product\n    match: {{ path: \"/api/products/{{id}}\", methods: [GET] }}\n    upstream: app\n    rewrite: {{ path: \"/products/{{id}}\" }}\n    rate_limits:\n      - {{ name: per-id, algorithm: gcra, rate: 10/s, burst: 5, key: [ \"path:id\", client_ip ] }}\n    concurrency: {{ max_in_flight: 8, queue: 2 }}\n"
     );
     std::fs::write(&path, cfg).unwrap();
     let p = path.to_str().unwrap();
@@ -175,6 +175,14 @@ fn explain_names_the_route_and_what_happens() {
     assert!(out.contains("params:  id=42"), "{out}");
     assert!(out.contains("upstream path: /products/42?x=1"), "{out}");
     assert!(out.contains("proxy to upstream \"app\""), "{out}");
+    assert!(
+        out.contains("rate limit \"per-id\": GCRA 10/1s per path:id+client_ip (burst 5)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("route bulkhead: 8 in flight, queue 2 for 1s"),
+        "{out}"
+    );
     let (_, out, _) = floodgate(&[
         "explain",
         "-c",

@@ -306,3 +306,31 @@ async fn a_full_bulkhead_refuses_with_503_and_frees_its_place() {
         7.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_state_of_unchanged_limits_only() {
+    let up = echo_upstream().await;
+    let limited_route = limited(
+        "kept",
+        "/kept",
+        "      - { name: w, algorithm: fixed_window, rate: 2/1h, key: [ route ] }",
+    );
+    let gw = Gateway::start(&config(up, &limited_route, ""));
+    assert_eq!(statuses(&gw.url("/kept"), &[], 3).await, [200, 200, 429]);
+
+    // Another route added: this limit is untouched and remembers its two requests.
+    let other = "  - name: other\n    match: { path: /other }\n    upstream: backend\n";
+    gw.write_config(&config(up, &format!("{limited_route}{other}"), ""));
+    gw.wait_log("\"generation\":2").expect("reload 2");
+    assert_eq!(statuses(&gw.url("/other"), &[], 1).await, [200]);
+    assert_eq!(statuses(&gw.url("/kept"), &[], 1).await, [429]);
+
+    // The limit itself changed: it starts afresh.
+    let changed = limited_route.replace("rate: 2/1h", "rate: 3/1h");
+    gw.write_config(&config(up, &changed, ""));
+    gw.wait_log("\"generation\":3").expect("reload 3");
+    assert_eq!(
+        statuses(&gw.url("/kept"), &[], 4).await,
+        [200, 200, 200, 429]
+    );
+}
