@@ -90,7 +90,11 @@ pub async fn handle(
     done.status = resp.status();
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
-    if let Some((policy, state)) = done.limit_headers.take().and_then(|h| h.values()) {
+    if let Some((policy, state)) = done
+        .limit_headers
+        .take()
+        .and_then(LimitHeaders::into_values)
+    {
         resp.headers_mut().insert(RATELIMIT_POLICY, policy);
         resp.headers_mut().insert(RATELIMIT, state);
     }

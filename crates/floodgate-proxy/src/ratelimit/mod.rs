@@ -133,11 +133,12 @@ impl LimitHeaders {
         );
     }
 
-    /// The header values, if they are valid field values (limit names are validated).
-    pub fn values(&self) -> Option<(HeaderValue, HeaderValue)> {
+    /// The header values, if they are valid field values (limit names are validated);
+    /// the text is moved into them, not copied.
+    pub fn into_values(self) -> Option<(HeaderValue, HeaderValue)> {
         Some((
-            HeaderValue::from_str(&self.policy).ok()?,
-            HeaderValue::from_str(&self.state).ok()?,
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(self.policy)).ok()?,
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(self.state)).ok()?,
         ))
     }
 }
@@ -433,7 +434,7 @@ mod tests {
             },
             &d,
         );
-        let (policy, state) = h.values().unwrap();
+        let (policy, state) = h.into_values().unwrap();
         assert_eq!(policy, "\"per-ip\";q=10;w=60, \"daily\";q=1000;w=86400");
         assert_eq!(state, "\"per-ip\";r=4;t=2, \"daily\";r=4;t=2");
     }
