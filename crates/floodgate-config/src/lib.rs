@@ -234,6 +234,9 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 timeouts: Default::default(),
                                 max_idle_per_target: 1,
                                 concurrency: None,
+                                balance: Default::default(),
+                                hash_on: None,
+                                hash_bounded_load: None,
                             };
                             cfg.upstreams.insert(uname.clone(), placeholder);
                             asm.broken_upstreams.push(uname);

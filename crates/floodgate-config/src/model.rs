@@ -218,6 +218,34 @@ pub struct Upstream {
     /// Requests in flight to this upstream, over all routes (a bulkhead). Default: no limit.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
+    /// How requests are spread over the targets. Default `round_robin`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// `consistent_hash` only: what a request's key is: `client_ip`, `header:NAME`,
+    /// `cookie:NAME` or `path:PARAM` (a route path parameter). A request without it hashes
+    /// the empty key.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// `consistent_hash` only: bounded load factor `c` (at least 1.0, such as 1.25): no target
+    /// takes more than `c` × the average requests in flight (rounded up); a key whose target
+    /// is full goes to the next one on the ring. Default: unbounded.
+    #[serde(default)]
+    pub hash_bounded_load: Option<f64>,
+}
+
+/// A load-balancing algorithm (docs/configuration.md states each rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Power of two choices: of two random targets, the one with fewer requests in flight.
+    LeastRequest,
+    /// Power of two choices on peak-EWMA latency × (requests in flight + 1).
+    PeakEwma,
+    /// Maglev consistent hashing on `hash_on`, optionally with bounded load.
+    ConsistentHash,
 }
 
 /// One backend server.

@@ -44,6 +44,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         if let Some(c) = &up.concurrency {
             validate_policies::check_concurrency(c, &path.key("concurrency"), &mut out);
         }
+        validate_policies::check_balance(up, &path, &mut out);
         if up.timeouts.connect.0.is_zero() || up.timeouts.request.0.is_zero() {
             out.push((
                 path.key("timeouts"),

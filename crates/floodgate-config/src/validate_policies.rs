@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use http::HeaderName;
 
 use crate::error::FieldPath;
-use crate::model::{Algorithm, Cluster, Concurrency, RateLimit, Scope};
+use crate::model::{Algorithm, Balance, Cluster, Concurrency, RateLimit, Scope, Upstream};
 use crate::validate::Problem;
 
 /// Largest `rate` count for `sliding_log`: its state is one timestamp per request.
@@ -218,6 +218,53 @@ pub(crate) fn check_concurrency(c: &Concurrency, p: &FieldPath, out: &mut Vec<Pr
         }
         if a.window.0.is_zero() {
             out.push((ap.key("window"), "must be greater than zero".into()));
+        }
+    }
+}
+
+/// Checks an upstream's balancing options.
+pub(crate) fn check_balance(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>) {
+    let hashing = up.balance == Balance::ConsistentHash;
+    match (&up.hash_on, hashing) {
+        (None, true) => out.push((
+            p.key("hash_on"),
+            "`balance: consistent_hash` needs `hash_on` (client_ip, header:NAME, cookie:NAME or path:PARAM)"
+                .into(),
+        )),
+        (Some(_), false) => out.push((
+            p.key("hash_on"),
+            "`hash_on` applies only to `balance: consistent_hash`".into(),
+        )),
+        (Some(on), true) => {
+            let ok = match on.split_once(':') {
+                None => on == "client_ip",
+                Some(("header", n)) => HeaderName::from_bytes(n.as_bytes()).is_ok(),
+                Some(("cookie" | "path", n)) => !n.is_empty(),
+                _ => false,
+            };
+            if !ok {
+                out.push((
+                    p.key("hash_on"),
+                    format!(
+                        "invalid {on:?}, expected `client_ip`, `header:NAME`, `cookie:NAME` or `path:PARAM`"
+                    ),
+                ));
+            }
+        }
+        (None, false) => {}
+    }
+    if let Some(c) = up.hash_bounded_load {
+        if !hashing {
+            out.push((
+                p.key("hash_bounded_load"),
+                "`hash_bounded_load` applies only to `balance: consistent_hash`".into(),
+            ));
+        }
+        if !(c >= 1.0 && c.is_finite()) {
+            out.push((
+                p.key("hash_bounded_load"),
+                "the factor must be at least 1.0 (such as 1.25)".into(),
+            ));
         }
     }
 }

@@ -6,6 +6,7 @@
 //!   window counter and GCRA, plus bounded keyed state ([`ratelimit::KeyedLimiter`]).
 //! - [`concurrency`]: the gradient adaptive concurrency limit.
 
+pub mod balance;
 pub mod concurrency;
 pub mod ratelimit;
 

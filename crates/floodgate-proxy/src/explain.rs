@@ -116,9 +116,24 @@ pub fn explain(
         }
         Action::Proxy(up) => {
             let targets: Vec<&str> = up.targets().iter().map(|t| &*t.address).collect();
+            let balance = snap.config.upstreams.get(&*up.name).map_or_else(
+                || "round robin".to_owned(),
+                |u| {
+                    let name = match u.balance {
+                        floodgate_config::model::Balance::RoundRobin => "round robin",
+                        floodgate_config::model::Balance::LeastRequest => "least request",
+                        floodgate_config::model::Balance::PeakEwma => "peak EWMA",
+                        floodgate_config::model::Balance::ConsistentHash => "consistent hash",
+                    };
+                    match &u.hash_on {
+                        Some(on) => format!("{name} on {on}"),
+                        None => name.to_owned(),
+                    }
+                },
+            );
             let _ = writeln!(
                 out,
-                "action:    proxy to upstream {:?} (round robin over {})",
+                "action:    proxy to upstream {:?} ({balance} over {})",
                 &*up.name,
                 targets.join(", ")
             );

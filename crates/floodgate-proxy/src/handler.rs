@@ -29,7 +29,7 @@ use crate::request_id;
 use crate::router::RequestView;
 use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
-use crate::upstream::{ExchangeError, UpstreamSet};
+use crate::upstream::{ExchangeError, InFlight, UpstreamSet};
 
 /// What the handler knows about the connection a request came on.
 pub struct ConnInfo {
@@ -78,6 +78,7 @@ pub async fn handle(
         rate_limit: None,
         dry_run: false,
         permits: Vec::new(),
+        in_flight: None,
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let mut resp = match result {
@@ -204,7 +205,14 @@ async fn route_and_send(
             Ok(resp)
         }
         Action::Proxy(upstream) => {
+            let hash = upstream.hash_on().map(|on| {
+                let client_ip = plan
+                    .trusted_proxies
+                    .client_ip(conn.remote.ip(), req.headers());
+                on.hash(client_ip, req.headers(), &m.params)
+            });
             let plan = Forward {
+                hash,
                 new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
                 body_limit: plan.limits.max_body_bytes.0,
                 route: route.clone(),
@@ -221,6 +229,8 @@ async fn route_and_send(
 
 /// What routing decided for a request that is proxied.
 struct Forward {
+    /// The request's consistent-hash key hash, if the upstream hashes.
+    hash: Option<u64>,
     route: Arc<Route>,
     upstream: Arc<UpstreamSet>,
     /// The rewritten path, if the route rewrites.
@@ -238,6 +248,7 @@ async fn proxy(
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
     let Forward {
+        hash,
         route,
         upstream,
         new_path,
@@ -247,7 +258,8 @@ async fn proxy(
     let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
     enter(upstream.concurrency.as_ref(), done).await?;
-    let target = upstream.pick().ok_or(Problem::NoTarget)?;
+    let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
+    done.in_flight = Some(target.pool.stats.begin());
     done.target_addr = Some(target.address.clone());
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
@@ -295,6 +307,7 @@ async fn proxy(
     *up_req.uri_mut() = uri;
     *up_req.version_mut() = Version::HTTP_11;
     *up_req.headers_mut() = headers;
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(upstream.request_timeout, target.pool.send(up_req)).await;
     let (resp, conn) = match sent {
         Err(_) => {
@@ -322,7 +335,10 @@ async fn proxy(
                 "broken",
             ));
         }
-        Ok(Ok(exchange)) => exchange,
+        Ok(Ok(exchange)) => {
+            target.pool.stats.observe(sent_at.elapsed());
+            exchange
+        }
     };
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -433,6 +449,8 @@ struct Done {
     dry_run: bool,
     /// Bulkhead places, released when the response ends.
     permits: Vec<Permit>,
+    /// The request counted in flight at its target, until the response ends.
+    in_flight: Option<InFlight>,
 }
 
 impl Completion for Done {

@@ -2,20 +2,20 @@
 //! pools used to reach them (see [`pool`]).
 //!
 //! Pools are kept in a registry keyed by target and connection settings, shared by every
-//! worker thread and every snapshot, so a reload keeps warm connections. Balancing here is
-//! weighted round robin; the upstreams issue brings the other algorithms, health checks and
-//! retries.
+//! worker thread and every snapshot, so a reload keeps warm connections. Balancing is in
+//! [`balance`]; health checks, outlier ejection and retries are still to come.
 
+pub mod balance;
 pub mod pool;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodgate_config::model::Upstream;
 use http::uri::Authority;
 
+pub use balance::{Balancer, HashOn, InFlight, TargetStats};
 pub use pool::{ConnPool, ExchangeError, UpstreamConn};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -80,9 +80,8 @@ pub struct Target {
 pub struct UpstreamSet {
     /// The upstream's name.
     pub name: Arc<str>,
-    /// Targets, each repeated by its weight, for round robin.
-    slots: Vec<Target>,
-    next: AtomicUsize,
+    targets: Vec<Target>,
+    balancer: Balancer,
     /// Time allowed from sending the request to receiving the response head.
     pub request_timeout: Duration,
     /// The upstream's bulkhead, over all routes.
@@ -92,7 +91,8 @@ pub struct UpstreamSet {
 impl UpstreamSet {
     /// Builds an upstream from validated config.
     pub fn build(name: &str, cfg: &Upstream, pools: &Pools) -> Self {
-        let mut slots = Vec::new();
+        let mut targets = Vec::new();
+        let mut weights = Vec::new();
         for t in &cfg.targets {
             if let Ok(authority) = t.address().parse::<Authority>() {
                 let pool = pools.get(PoolKey {
@@ -101,42 +101,37 @@ impl UpstreamSet {
                     idle: cfg.timeouts.idle.0,
                     max_idle: cfg.max_idle_per_target,
                 });
-                let target = Target {
+                targets.push(Target {
                     address: Arc::from(t.address()),
                     authority,
                     pool,
-                };
-                for _ in 0..t.weight() {
-                    slots.push(target.clone());
-                }
+                });
+                weights.push(t.weight());
             }
         }
         UpstreamSet {
             name: Arc::from(name),
-            slots,
-            next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
+            balancer: Balancer::build(cfg, &targets, &weights),
+            targets,
             request_timeout: cfg.timeouts.request.0,
             concurrency: None,
         }
     }
 
-    /// The next target in weighted round-robin order.
-    pub fn pick(&self) -> Option<&Target> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.slots.get(i % self.slots.len())
+    /// What a consistent-hash key is made of, if this upstream hashes.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.balancer.hash_on()
     }
 
-    /// The distinct targets.
+    /// The target for the next request (`hash`: the request's key hash, when hashing).
+    pub fn pick(&self, hash: Option<u64>) -> Option<&Target> {
+        self.balancer
+            .pick(&self.targets, hash)
+            .and_then(|i| self.targets.get(i))
+    }
+
+    /// The targets.
     pub fn targets(&self) -> Vec<&Target> {
-        let mut out: Vec<&Target> = Vec::new();
-        for t in &self.slots {
-            if !out.iter().any(|o| o.address == t.address) {
-                out.push(t);
-            }
-        }
-        out
+        self.targets.iter().collect()
     }
 }

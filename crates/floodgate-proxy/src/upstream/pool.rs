@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -112,6 +112,8 @@ fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
 
 /// Idle connections to one target.
 pub struct ConnPool {
+    /// What the balancers know about this target (in flight, latency).
+    pub stats: Arc<super::TargetStats>,
     address: String,
     idle: Mutex<Vec<(UpstreamConn, Instant)>>,
     max_idle: usize,
@@ -128,6 +130,7 @@ impl ConnPool {
         connect_timeout: Duration,
     ) -> Self {
         ConnPool {
+            stats: Arc::default(),
             address: address.to_owned(),
             idle: Mutex::new(Vec::new()),
             max_idle,

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod balance;
 mod cli;
 mod cluster;
 mod demo;
