@@ -237,6 +237,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 balance: Default::default(),
                                 hash_on: None,
                                 hash_bounded_load: None,
+                                retries: None,
                             };
                             cfg.upstreams.insert(uname.clone(), placeholder);
                             asm.broken_upstreams.push(uname);

@@ -226,11 +226,53 @@ pub struct Upstream {
     /// the empty key.
     #[serde(default)]
     pub hash_on: Option<String>,
+    /// Retrying failed tries on another target. Absent: no retries (a request is only
+    /// replayed when a reused pooled connection turns out to be closed).
+    #[serde(default)]
+    pub retries: Option<Retries>,
     /// `consistent_hash` only: bounded load factor `c` (at least 1.0, such as 1.25): no target
     /// takes more than `c` × the average requests in flight (rounded up); a key whose target
     /// is full goes to the next one on the ring. Default: unbounded.
     #[serde(default)]
     pub hash_bounded_load: Option<f64>,
+}
+
+/// When and how often a failed try is retried (docs/configuration.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Retries after the first try. Default 1.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// What is retried: `connect_error` (any method: nothing reached the target), `reset`
+    /// (the exchange broke), `timeout` (no response head within `timeouts.request`), and
+    /// statuses such as `503` or classes such as `5xx`. Default `[connect_error]`. (Not
+    /// `on`: YAML reads a bare `on` as `true`.)
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<String>,
+    /// Methods retried besides the idempotent ones (GET, HEAD, OPTIONS, TRACE, PUT,
+    /// DELETE). Default none.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Retries may add at most this share of the upstream's requests (over 10 s).
+    /// Default 20%.
+    #[serde(default = "default_retry_budget")]
+    pub budget: Percent,
+    /// Retries allowed per second on top of `budget`, so a quiet upstream can still
+    /// retry. Default 3.
+    #[serde(default = "default_retry_floor")]
+    pub min_per_second: u32,
+    /// The first wait before a retry is drawn from [0, backoff]; it doubles per retry up
+    /// to `max_backoff`. Default 25ms.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Default 250ms.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+    /// Request bodies up to this size (by Content-Length) are kept to be sent again;
+    /// a larger one, or one of unknown length, is never retried. Default 64KiB.
+    #[serde(default = "default_replay_buffer")]
+    pub replay_buffer: ByteSize,
 }
 
 /// A load-balancing algorithm (docs/configuration.md states each rule).
@@ -295,6 +337,10 @@ pub struct UpstreamTimeouts {
     /// How long an unused pooled connection is kept. Default 90s.
     #[serde(default = "default_pool_idle")]
     pub idle: Duration,
+    /// Time for the whole exchange, all tries and waits between them included, until the
+    /// response head; past it the client gets 504. Default: no limit beyond the tries'.
+    #[serde(default)]
+    pub total: Option<Duration>,
 }
 
 impl Default for UpstreamTimeouts {
@@ -303,6 +349,7 @@ impl Default for UpstreamTimeouts {
             connect: default_connect(),
             request: default_request(),
             idle: default_pool_idle(),
+            total: None,
         }
     }
 }
@@ -648,6 +695,27 @@ fn default_pool_idle() -> Duration {
 }
 fn default_redirect_status() -> u16 {
     302
+}
+fn default_retry_attempts() -> u32 {
+    1
+}
+fn default_retry_on() -> Vec<String> {
+    vec!["connect_error".into()]
+}
+fn default_retry_budget() -> Percent {
+    Percent(0.2)
+}
+fn default_retry_floor() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration(std::time::Duration::from_millis(25))
+}
+fn default_max_backoff() -> Duration {
+    Duration(std::time::Duration::from_millis(250))
+}
+fn default_replay_buffer() -> ByteSize {
+    ByteSize(64 * 1024)
 }
 fn default_heartbeat() -> Duration {
     Duration(std::time::Duration::from_secs(1))

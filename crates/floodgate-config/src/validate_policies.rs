@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use http::HeaderName;
 
 use crate::error::FieldPath;
-use crate::model::{Algorithm, Balance, Cluster, Concurrency, RateLimit, Scope, Upstream};
+use crate::model::{Algorithm, Balance, Cluster, Concurrency, RateLimit, Retries, Scope, Upstream};
 use crate::validate::Problem;
 
 /// Largest `rate` count for `sliding_log`: its state is one timestamp per request.
@@ -266,6 +266,37 @@ pub(crate) fn check_balance(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>
                 "the factor must be at least 1.0 (such as 1.25)".into(),
             ));
         }
+    }
+}
+
+/// Checks an upstream's retry policy.
+pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) {
+    for (i, cond) in r.retry_on.iter().enumerate() {
+        let ok = matches!(cond.as_str(), "connect_error" | "reset" | "timeout")
+            || cond.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s))
+            || (cond.len() == 3
+                && cond.ends_with("xx")
+                && matches!(&cond[..1], "1" | "2" | "3" | "4" | "5"));
+        if !ok {
+            out.push((
+                p.key("retry_on").index(i),
+                format!(
+                    "unknown condition {cond:?}, expected `connect_error`, `reset`, `timeout`, \
+                     a status such as `503` or a class such as `5xx`"
+                ),
+            ));
+        }
+    }
+    for (i, m) in r.methods.iter().enumerate() {
+        if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
+            out.push((
+                p.key("methods").index(i),
+                format!("{m:?} is not an upper-case HTTP method"),
+            ));
+        }
+    }
+    if r.max_backoff.0 < r.backoff.0 {
+        out.push((p.key("max_backoff"), "must be at least `backoff`".into()));
     }
 }
 

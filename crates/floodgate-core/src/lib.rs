@@ -9,6 +9,7 @@
 pub mod balance;
 pub mod concurrency;
 pub mod ratelimit;
+pub mod retry;
 
 /// A point in time or a span, in nanoseconds on the caller's monotonic timeline.
 pub type Nanos = u64;

@@ -34,20 +34,27 @@ impl std::fmt::Display for BodyTooLarge {
 }
 impl StdError for BodyTooLarge {}
 
-/// A client request body on its way upstream, cut off past `limit` bytes.
+/// A client request body on its way upstream: streamed (cut off past `limit` bytes), or
+/// held in memory so that it can be sent again on a retry.
 pub struct RequestBody {
-    /// `None` for an empty body (a replayed bodiless request).
-    inner: Option<Incoming>,
+    source: Source,
     seen: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
+}
+
+enum Source {
+    /// Streamed from the client.
+    Stream(Incoming),
+    /// Held whole (taken when sent); `None` once sent, or for an empty body.
+    Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
     /// Wraps `inner`; `exceeded` is set if the limit ends the body.
     pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         RequestBody {
-            inner: Some(inner),
+            source: Source::Stream(inner),
             seen: 0,
             limit,
             exceeded,
@@ -56,10 +63,15 @@ impl RequestBody {
 
     /// An empty body.
     pub fn empty() -> Self {
+        Self::buffered(Bytes::new())
+    }
+
+    /// A body held in memory (cheap to clone: `Bytes` shares it).
+    pub fn buffered(bytes: Bytes) -> Self {
         RequestBody {
-            inner: None,
+            source: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
             seen: 0,
-            limit: 0,
+            limit: u64::MAX,
             exceeded: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -74,8 +86,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match &mut this.source {
+            Source::Buffered(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Stream(inner) => inner,
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -95,13 +108,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.source {
+            Source::Stream(b) => b.is_end_stream(),
+            Source::Buffered(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.source {
+            Source::Stream(b) => b.size_hint(),
+            Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::{Record, rfc3339};
@@ -29,7 +31,9 @@ use crate::request_id;
 use crate::router::RequestView;
 use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
-use crate::upstream::{ExchangeError, InFlight, UpstreamSet};
+use crate::upstream::{
+    Allowance, ExchangeError, Failure, InFlight, RetryPolicy, Target, UpstreamConn, UpstreamSet,
+};
 
 /// What the handler knows about the connection a request came on.
 pub struct ConnInfo {
@@ -258,9 +262,6 @@ async fn proxy(
     let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
     enter(upstream.concurrency.as_ref(), done).await?;
-    let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
-    done.in_flight = Some(target.pool.stats.begin());
-    done.target_addr = Some(target.address.clone());
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
@@ -301,45 +302,13 @@ async fn proxy(
     headers.insert(request_id::HEADER, done.request_id.clone());
     headers.insert(header::HOST, host.clone());
     route.request_headers.apply(&mut headers);
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let mut up_req = Request::new(RequestBody::new(body, body_limit, exceeded.clone()));
-    *up_req.method_mut() = parts.method;
-    *up_req.uri_mut() = uri;
-    *up_req.version_mut() = Version::HTTP_11;
-    *up_req.headers_mut() = headers;
-    let sent_at = Instant::now();
-    let sent = tokio::time::timeout(upstream.request_timeout, target.pool.send(up_req)).await;
-    let (resp, conn) = match sent {
-        Err(_) => {
-            return Err(upstream_failure(
-                done,
-                upstream,
-                Problem::UpstreamTimeout,
-                "timeout",
-            ));
-        }
-        Ok(Err(_)) if exceeded.load(Ordering::Acquire) => return Err(Problem::BodyTooLarge),
-        Ok(Err(ExchangeError::Connect)) => {
-            return Err(upstream_failure(
-                done,
-                upstream,
-                Problem::UpstreamConnect,
-                "connect",
-            ));
-        }
-        Ok(Err(ExchangeError::Broken(_))) => {
-            return Err(upstream_failure(
-                done,
-                upstream,
-                Problem::UpstreamBroken,
-                "broken",
-            ));
-        }
-        Ok(Ok(exchange)) => {
-            target.pool.stats.observe(sent_at.elapsed());
-            exchange
-        }
+    let head = UpstreamHead {
+        method: parts.method,
+        uri,
+        headers,
     };
+    let (target, resp, conn) =
+        send_with_retries(upstream, hash, head, body, body_limit, done).await?;
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.append(
@@ -351,6 +320,170 @@ async fn proxy(
         parts,
         ResponseBody::pooled(body, conn, target.pool.clone()),
     ))
+}
+
+/// The parts of the request sent upstream, besides its body.
+struct UpstreamHead {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl UpstreamHead {
+    fn request(&self, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends the request to a target of `upstream`, and on a failure the retry policy covers,
+/// to another, within the attempts and the budget. A body is only sent again if it could
+/// be held whole (no longer than the policy's replay buffer); otherwise it streams through
+/// once and is never retried.
+async fn send_with_retries<'u>(
+    upstream: &'u UpstreamSet,
+    hash: Option<u64>,
+    head: UpstreamHead,
+    body: Incoming,
+    body_limit: u64,
+    done: &mut Done,
+) -> Result<(&'u Target, Response<Incoming>, UpstreamConn), Problem> {
+    let policy = upstream.retry.as_ref();
+    if let Some(p) = policy {
+        p.record_request();
+    }
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // A body kept for replay, or the stream (sent once).
+    let replay: Option<Bytes> = match policy {
+        Some(_) if http_body::Body::is_end_stream(&body) => Some(Bytes::new()),
+        Some(p) if declared.is_some_and(|len| len <= p.replay_limit.min(body_limit)) => {
+            let limit = usize::try_from(p.replay_limit.min(body_limit)).unwrap_or(usize::MAX);
+            let collected = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| Problem::BadRequest("The request body could not be read."))?;
+            Some(collected.to_bytes())
+        }
+        _ => {
+            let exceeded = Arc::new(AtomicBool::new(false));
+            let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
+            let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
+            return match try_once(upstream, target, req, done).await {
+                Ok((resp, conn)) => Ok((target, resp, conn)),
+                Err(_) if exceeded.load(Ordering::Acquire) => Err(Problem::BodyTooLarge),
+                Err(f) => Err(failure_problem(done, upstream, f)),
+            };
+        }
+    };
+    let replay = replay.unwrap_or_default();
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    let mut retry = 0;
+    loop {
+        let target = upstream
+            .pick_untried(hash, &tried)
+            .ok_or(Problem::NoTarget)?;
+        tried.push(target.address.clone());
+        let req = head.request(RequestBody::buffered(replay.clone()));
+        let failure = match try_once(upstream, target, req, done).await {
+            Ok((resp, conn)) => match policy {
+                Some(p) if p.retries_status(resp.status()) => {
+                    // Kept in case no retry happens; dropped (with its connection) if one does.
+                    let status = resp.status();
+                    match retry_decision(
+                        p,
+                        Failure::Status(status),
+                        &head.method,
+                        retry,
+                        upstream,
+                        done,
+                    ) {
+                        true => {
+                            drop((resp, conn));
+                            Failure::Status(status)
+                        }
+                        false => return Ok((target, resp, conn)),
+                    }
+                }
+                _ => return Ok((target, resp, conn)),
+            },
+            Err(f) => {
+                let retried = policy
+                    .is_some_and(|p| retry_decision(p, f, &head.method, retry, upstream, done));
+                if !retried {
+                    return Err(failure_problem(done, upstream, f));
+                }
+                f
+            }
+        };
+        done.gw
+            .metrics
+            .upstream_retry(&upstream.name, failure.label());
+        if let Some(p) = policy {
+            tokio::time::sleep(p.backoff(retry)).await;
+        }
+        retry += 1;
+    }
+}
+
+/// Whether to retry after `failure`; counts a retry the budget refused.
+fn retry_decision(
+    p: &RetryPolicy,
+    failure: Failure,
+    method: &Method,
+    retry: u32,
+    upstream: &UpstreamSet,
+    done: &Done,
+) -> bool {
+    if !p.covers(failure, method) {
+        return false;
+    }
+    match p.allow(retry) {
+        Allowance::Retry => true,
+        Allowance::AttemptsUsed => false,
+        Allowance::BudgetSpent => {
+            done.gw.metrics.retry_budget_exhausted(&upstream.name);
+            false
+        }
+    }
+}
+
+/// One try at `target`, within the per-try timeout; counts the request in flight there
+/// and its latency.
+async fn try_once(
+    upstream: &UpstreamSet,
+    target: &Target,
+    req: Request<RequestBody>,
+    done: &mut Done,
+) -> Result<(Response<Incoming>, UpstreamConn), Failure> {
+    done.in_flight = Some(target.pool.stats.begin());
+    done.target_addr = Some(target.address.clone());
+    let sent_at = Instant::now();
+    match tokio::time::timeout(upstream.request_timeout, target.pool.send(req)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(ExchangeError::Connect)) => Err(Failure::Connect),
+        Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
+        Ok(Ok(exchange)) => {
+            target.pool.stats.observe(sent_at.elapsed());
+            Ok(exchange)
+        }
+    }
+}
+
+/// The answer for a failure that is not retried, counted as an upstream error.
+fn failure_problem(done: &Done, upstream: &UpstreamSet, f: Failure) -> Problem {
+    let (problem, kind) = match f {
+        Failure::Timeout => (Problem::UpstreamTimeout, "timeout"),
+        Failure::Connect => (Problem::UpstreamConnect, "connect"),
+        Failure::Reset | Failure::Status(_) => (Problem::UpstreamBroken, "broken"),
+    };
+    upstream_failure(done, upstream, problem, kind)
 }
 
 /// Takes a place in `bulkhead`, if there is one, held until the response ends.

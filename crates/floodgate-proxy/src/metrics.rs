@@ -29,6 +29,11 @@ struct UpstreamError {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
     listener: String,
 }
@@ -80,6 +85,8 @@ pub struct Metrics {
     bulkhead_limit: Family<BulkheadLabel, Gauge>,
     bulkhead_in_flight: Family<BulkheadLabel, Gauge>,
     bulkhead_rejected: Family<BulkheadLabel, Counter>,
+    upstream_retries: Family<UpstreamError, Counter>,
+    retry_budget_exhausted: Family<UpstreamLabel, Counter>,
     /// Latency of Redis calls.
     pub redis_latency: Histogram,
     /// Redis calls that failed or timed out.
@@ -206,6 +213,18 @@ impl Metrics {
         let bulkhead_limit = Family::<BulkheadLabel, Gauge>::default();
         let bulkhead_in_flight = Family::<BulkheadLabel, Gauge>::default();
         let bulkhead_rejected = Family::<BulkheadLabel, Counter>::default();
+        let upstream_retries = Family::<UpstreamError, Counter>::default();
+        let retry_budget_exhausted = Family::<UpstreamLabel, Counter>::default();
+        reg.register(
+            "upstream_retries",
+            "Retries of failed tries, by upstream and what failed (kind)",
+            upstream_retries.clone(),
+        );
+        reg.register(
+            "upstream_retry_budget_exhausted",
+            "Retries not made because the upstream's retry budget was spent",
+            retry_budget_exhausted.clone(),
+        );
         let redis_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
         let redis_errors = Counter::default();
         let cluster_nodes = Gauge::default();
@@ -256,6 +275,8 @@ impl Metrics {
         );
         config_ok.set(1);
         Metrics {
+            upstream_retries,
+            retry_budget_exhausted,
             limit_decisions,
             limit_keys,
             limit_evicted,
@@ -359,6 +380,25 @@ impl Metrics {
             .get_or_create(&UpstreamError {
                 upstream: upstream.to_owned(),
                 kind,
+            })
+            .inc();
+    }
+
+    /// Counts a retry.
+    pub fn upstream_retry(&self, upstream: &str, kind: &'static str) {
+        self.upstream_retries
+            .get_or_create(&UpstreamError {
+                upstream: upstream.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn retry_budget_exhausted(&self, upstream: &str) {
+        self.retry_budget_exhausted
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_owned(),
             })
             .inc();
     }

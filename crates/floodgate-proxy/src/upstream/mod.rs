@@ -7,6 +7,7 @@
 
 pub mod balance;
 pub mod pool;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use http::uri::Authority;
 
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
 pub use pool::{ConnPool, ExchangeError, UpstreamConn};
+pub use retry::{Allowance, Failure, RetryPolicy};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
@@ -82,10 +84,14 @@ pub struct UpstreamSet {
     pub name: Arc<str>,
     targets: Vec<Target>,
     balancer: Balancer,
-    /// Time allowed from sending the request to receiving the response head.
+    /// Time allowed from sending the request to receiving the response head (per try).
     pub request_timeout: Duration,
+    /// Time allowed for all tries together, if limited.
+    pub total_timeout: Option<Duration>,
     /// The upstream's bulkhead, over all routes.
     pub concurrency: Option<Arc<crate::admission::Admission>>,
+    /// The retry policy, if retries are configured.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl UpstreamSet {
@@ -114,7 +120,9 @@ impl UpstreamSet {
             balancer: Balancer::build(cfg, &targets, &weights),
             targets,
             request_timeout: cfg.timeouts.request.0,
+            total_timeout: cfg.timeouts.total.map(|d| d.0),
             concurrency: None,
+            retry: cfg.retries.as_ref().map(RetryPolicy::new),
         }
     }
 
@@ -128,6 +136,20 @@ impl UpstreamSet {
         self.balancer
             .pick(&self.targets, hash)
             .and_then(|i| self.targets.get(i))
+    }
+
+    /// A target for a retry: one not in `tried` if the balancer offers one within as many
+    /// picks as there are targets, else the balancer's choice.
+    pub fn pick_untried(&self, hash: Option<u64>, tried: &[Arc<str>]) -> Option<&Target> {
+        let mut first = None;
+        for _ in 0..self.targets.len().max(1) {
+            let t = self.pick(hash)?;
+            if !tried.contains(&t.address) {
+                return Some(t);
+            }
+            first.get_or_insert(t);
+        }
+        first
     }
 
     /// The targets.

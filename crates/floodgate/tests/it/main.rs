@@ -16,6 +16,7 @@ mod limits;
 mod pool;
 mod ratelimit;
 mod reload;
+mod retries;
 mod routing;
 mod shutdown;
 mod streaming;
