@@ -133,7 +133,7 @@ async fn a_small_body_is_sent_again_whole_and_a_streamed_one_never() {
             let n = seen.fetch_add(1, Ordering::Relaxed);
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let mut resp = Response::new(full(body));
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             }
             resp
