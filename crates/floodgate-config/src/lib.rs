@@ -238,6 +238,9 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 hash_on: None,
                                 hash_bounded_load: None,
                                 retries: None,
+                                health_check: None,
+                                outlier_detection: None,
+                                on_all_unhealthy: Default::default(),
                             };
                             cfg.upstreams.insert(uname.clone(), placeholder);
                             asm.broken_upstreams.push(uname);

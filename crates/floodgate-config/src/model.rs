@@ -226,6 +226,17 @@ pub struct Upstream {
     /// the empty key.
     #[serde(default)]
     pub hash_on: Option<String>,
+    /// Active health checks of each target. Absent: none.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection: targets whose live traffic fails are taken out for a
+    /// while. Absent: none.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// When no target is healthy (health checks, ejections): `fail` answers 503, `panic`
+    /// sends to all targets anyway (Envoy's panic mode). Default `fail`.
+    #[serde(default)]
+    pub on_all_unhealthy: AllUnhealthy,
     /// Retrying failed tries on another target. Absent: no retries (a request is only
     /// replayed when a reused pooled connection turns out to be closed).
     #[serde(default)]
@@ -273,6 +284,83 @@ pub struct Retries {
     /// a larger one, or one of unknown length, is never retried. Default 64KiB.
     #[serde(default = "default_replay_buffer")]
     pub replay_buffer: ByteSize,
+}
+
+/// An active health check, run against every target of the upstream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (a GET of `path`) or `tcp` (a connection is enough). Default `http`.
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// HTTP: the path to GET. Default `/healthz`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// HTTP: statuses that mean healthy. Default: 200 to 399.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+    /// Time between checks. Default 5s.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// A check not answered within this fails. Default 1s.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Passed checks in a row that make an unhealthy target healthy. Default 2.
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+    /// Failed checks in a row that make a healthy target unhealthy. Default 3.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// GET `path`; healthy on an expected status.
+    #[default]
+    Http,
+    /// Healthy when a TCP connection opens.
+    Tcp,
+}
+
+/// Passive outlier detection (docs/configuration.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Eject after this many failures in a row (5xx, connect errors, resets, timeouts).
+    /// Default 5 (when `failure_rate` is not given either).
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Eject when this share of requests over `window` failed ...
+    #[serde(default)]
+    pub failure_rate: Option<Percent>,
+    /// ... once at least this many were seen. Default 20.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// The failure-rate window. Default 10s.
+    #[serde(default = "default_outlier_window")]
+    pub window: Duration,
+    /// First ejection time; the n-th in a row lasts n times as long. Default 30s.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: Duration,
+    /// Longest ejection. Default 300s.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: Duration,
+    /// Never more than this share of the targets out at once (rounded down). Default 50%.
+    #[serde(default = "default_max_ejected")]
+    pub max_ejected: Percent,
+}
+
+/// What to do when no target is healthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllUnhealthy {
+    /// Answer 503.
+    #[default]
+    Fail,
+    /// Use every target anyway.
+    Panic,
 }
 
 /// A load-balancing algorithm (docs/configuration.md states each rule).
@@ -695,6 +783,36 @@ fn default_pool_idle() -> Duration {
 }
 fn default_redirect_status() -> u16 {
     302
+}
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_health_interval() -> Duration {
+    Duration(std::time::Duration::from_secs(5))
+}
+fn default_health_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(1))
+}
+fn default_healthy_after() -> u32 {
+    2
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_outlier_window() -> Duration {
+    Duration(std::time::Duration::from_secs(10))
+}
+fn default_base_ejection() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+fn default_max_ejection() -> Duration {
+    Duration(std::time::Duration::from_secs(300))
+}
+fn default_max_ejected() -> Percent {
+    Percent(0.5)
 }
 fn default_retry_attempts() -> u32 {
     1

@@ -300,6 +300,45 @@ pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) 
     }
 }
 
+/// Checks an upstream's health check and outlier detection.
+pub(crate) fn check_health(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>) {
+    if let Some(h) = &up.health_check {
+        let hp = p.key("health_check");
+        if !h.path.starts_with('/') {
+            out.push((hp.key("path"), format!("{:?} must start with `/`", h.path)));
+        }
+        for (i, s) in h.expect.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                out.push((
+                    hp.key("expect").index(i),
+                    "a status is from 100 to 599".into(),
+                ));
+            }
+        }
+        if h.interval.0.is_zero() || h.timeout.0.is_zero() {
+            out.push((
+                hp.clone(),
+                "`interval` and `timeout` must be greater than zero".into(),
+            ));
+        }
+        if h.healthy_after == 0 || h.unhealthy_after == 0 {
+            out.push((
+                hp,
+                "`healthy_after` and `unhealthy_after` must be at least 1".into(),
+            ));
+        }
+    }
+    if let Some(o) = &up.outlier_detection {
+        let op = p.key("outlier_detection");
+        if o.consecutive_failures == Some(0) {
+            out.push((op.key("consecutive_failures"), "must be at least 1".into()));
+        }
+        if o.base_ejection.0.is_zero() || o.max_ejection.0 < o.base_ejection.0 {
+            out.push((op, "needs 0 < base_ejection ≤ max_ejection".into()));
+        }
+    }
+}
+
 /// Checks the cluster section.
 pub(crate) fn check_cluster(c: &Cluster, p: &FieldPath, out: &mut Vec<Problem>) {
     let url = p.key("redis").key("url");

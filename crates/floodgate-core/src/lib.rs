@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod concurrency;
+pub mod outlier;
 pub mod ratelimit;
 pub mod retry;
 

@@ -15,6 +15,7 @@ use crate::ratelimit::LimiterRegistry;
 use crate::ratelimit::cluster::ClusterClient;
 use crate::snapshot::{Shared, Snapshot};
 use crate::upstream::Pools;
+use crate::upstream::health::HealthChecks;
 
 /// Why a new config was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub admissions: AdmissionRegistry,
     /// The cluster's Redis client (read at start).
     pub cluster: Option<Arc<ClusterClient>>,
+    /// Active health-check tasks.
+    pub health: HealthChecks,
 }
 
 impl Gateway {
@@ -77,6 +80,7 @@ impl Gateway {
             limiters,
             admissions,
             cluster,
+            health: HealthChecks::default(),
         }))
     }
 
@@ -86,6 +90,7 @@ impl Gateway {
         if let Some(c) = &self.cluster {
             tokio::spawn(c.clone().heartbeat_loop());
         }
+        self.health.sync(&self.snapshot(), &self.metrics);
         let gw = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -145,7 +150,9 @@ impl Gateway {
                 cluster: self.cluster.as_ref(),
             },
         );
-        self.current.store(Arc::new(snap));
+        let snap = Arc::new(snap);
+        self.current.store(snap.clone());
+        self.health.sync(&snap, &self.metrics);
         self.pools.prune();
         Ok(generation)
     }

@@ -465,7 +465,7 @@ async fn try_once(
     done.in_flight = Some(target.pool.stats.begin());
     done.target_addr = Some(target.address.clone());
     let sent_at = Instant::now();
-    match tokio::time::timeout(upstream.request_timeout, target.pool.send(req)).await {
+    let result = match tokio::time::timeout(upstream.request_timeout, target.pool.send(req)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(ExchangeError::Connect)) => Err(Failure::Connect),
         Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
@@ -473,7 +473,21 @@ async fn try_once(
             target.pool.stats.observe(sent_at.elapsed());
             Ok(exchange)
         }
+    };
+    // Outlier detection counts 5xx, connect errors, resets and timeouts as failures.
+    let ok = result
+        .as_ref()
+        .is_ok_and(|(resp, _)| !resp.status().is_server_error());
+    if let Some(time) = upstream.record_outcome(target, ok) {
+        done.gw.metrics.ejection(&upstream.name, &target.address);
+        tracing::warn!(
+            upstream = %upstream.name,
+            target = %target.address,
+            seconds = time.as_secs(),
+            "target ejected: its requests are failing"
+        );
     }
+    result
 }
 
 /// The answer for a failure that is not retried, counted as an upstream error.

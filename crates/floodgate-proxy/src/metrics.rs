@@ -29,6 +29,12 @@ struct UpstreamError {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    upstream: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabel {
     upstream: String,
 }
@@ -86,6 +92,8 @@ pub struct Metrics {
     bulkhead_in_flight: Family<BulkheadLabel, Gauge>,
     bulkhead_rejected: Family<BulkheadLabel, Counter>,
     upstream_retries: Family<UpstreamError, Counter>,
+    ejections: Family<TargetLabel, Counter>,
+    target_healthy: Family<TargetLabel, Gauge>,
     retry_budget_exhausted: Family<UpstreamLabel, Counter>,
     /// Latency of Redis calls.
     pub redis_latency: Histogram,
@@ -214,6 +222,18 @@ impl Metrics {
         let bulkhead_in_flight = Family::<BulkheadLabel, Gauge>::default();
         let bulkhead_rejected = Family::<BulkheadLabel, Counter>::default();
         let upstream_retries = Family::<UpstreamError, Counter>::default();
+        let ejections = Family::<TargetLabel, Counter>::default();
+        let target_healthy = Family::<TargetLabel, Gauge>::default();
+        reg.register(
+            "upstream_ejections",
+            "Targets taken out of balancing by outlier detection",
+            ejections.clone(),
+        );
+        reg.register(
+            "upstream_target_healthy",
+            "1 while a target passes its active health checks, 0 while it fails them",
+            target_healthy.clone(),
+        );
         let retry_budget_exhausted = Family::<UpstreamLabel, Counter>::default();
         reg.register(
             "upstream_retries",
@@ -276,6 +296,8 @@ impl Metrics {
         config_ok.set(1);
         Metrics {
             upstream_retries,
+            ejections,
+            target_healthy,
             retry_budget_exhausted,
             limit_decisions,
             limit_keys,
@@ -392,6 +414,26 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// Counts an ejection.
+    pub fn ejection(&self, upstream: &str, target: &str) {
+        self.ejections
+            .get_or_create(&TargetLabel {
+                upstream: upstream.to_owned(),
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A target's active health gauge.
+    pub fn target_healthy(&self, upstream: &str, target: &str) -> Gauge {
+        self.target_healthy
+            .get_or_create(&TargetLabel {
+                upstream: upstream.to_owned(),
+                target: target.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts a retry the budget refused.

@@ -86,7 +86,7 @@ impl Problem {
             Problem::UpstreamBroken => {
                 "The upstream service closed the exchange before answering completely."
             }
-            Problem::NoTarget => "The upstream service has no target available.",
+            Problem::NoTarget => "The upstream service has no healthy target available.",
             Problem::RateLimited { .. } => {
                 "Too many requests: a rate limit refused this one. Retry after the time in Retry-After."
             }

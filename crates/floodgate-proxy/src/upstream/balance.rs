@@ -3,14 +3,16 @@
 //! pool registry keeps across reloads, so a reload does not forget what is in flight.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodgate_config::model::{Balance, Upstream};
+use floodgate_core::Nanos;
 use floodgate_core::balance::{
     Maglev, PeakEwma, SmoothWeighted, bounded_capacity, p2c, stable_hash,
 };
+use floodgate_core::outlier::{OutlierConfig, OutlierState};
 use http::header::{self, HeaderMap, HeaderName};
 
 use super::Target;
@@ -19,10 +21,28 @@ use super::Target;
 const EWMA_TAU: Duration = Duration::from_secs(10);
 
 /// What the balancers know about one target.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TargetStats {
     in_flight: AtomicU32,
     latency: Mutex<PeakEwma>,
+    /// Set by the active health check (healthy until a check says otherwise).
+    active_healthy: AtomicBool,
+    /// Passive outlier detection's state, and the end of the current ejection (0: none),
+    /// copied out so that balancing reads one atomic.
+    outlier: Mutex<OutlierState>,
+    ejected_until: AtomicU64,
+}
+
+impl Default for TargetStats {
+    fn default() -> Self {
+        TargetStats {
+            in_flight: AtomicU32::new(0),
+            latency: Mutex::default(),
+            active_healthy: AtomicBool::new(true),
+            outlier: Mutex::default(),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
 }
 
 /// One request in flight to a target; counted until dropped.
@@ -49,6 +69,47 @@ impl TargetStats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .observe(nanos(rtt), now, nanos(EWMA_TAU));
+    }
+
+    /// Whether balancing may use the target at `now`: healthy by its checks and not ejected.
+    pub fn eligible(&self, now: Nanos) -> bool {
+        self.active_healthy.load(Ordering::Relaxed)
+            && now >= self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Whether the target is ejected at `now`.
+    pub fn ejected(&self, now: Nanos) -> bool {
+        now < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health check's verdict.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.active_healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Whether the active health check considers the target healthy.
+    pub fn healthy(&self) -> bool {
+        self.active_healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a live request's outcome; true when the outlier rules call for ejection.
+    pub fn record_outcome(&self, cfg: &OutlierConfig, ok: bool, now: Nanos) -> bool {
+        self.outlier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(cfg, ok, now)
+    }
+
+    /// Ejects the target; returns for how long.
+    pub fn eject(&self, cfg: &OutlierConfig, now: Nanos) -> Nanos {
+        let time = self
+            .outlier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .eject(cfg, now);
+        self.ejected_until
+            .store(now.saturating_add(time), Ordering::Relaxed);
+        time
     }
 
     /// Requests in flight now.
@@ -179,38 +240,75 @@ impl Balancer {
     }
 
     /// The index of the target for the next request (`hash`: its key hash, for
-    /// consistent hashing).
-    pub fn pick(&self, targets: &[Target], hash: Option<u64>) -> Option<usize> {
+    /// consistent hashing), among the targets `eligible` accepts; `None` if there is none.
+    pub fn pick(
+        &self,
+        targets: &[Target],
+        hash: Option<u64>,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = targets.len();
         if n == 0 {
             return None;
         }
-        let random_pair = || (fastrand::usize(..n), fastrand::usize(..n));
-        Some(match self {
-            Balancer::RoundRobin { cycle, next } => {
-                cycle.pick(next.fetch_add(1, Ordering::Relaxed))?
-            }
-            Balancer::LeastRequest => {
-                let (a, b) = random_pair();
-                p2c(n, a, b, |i| f64::from(targets[i].pool.stats.in_flight()))
-            }
-            Balancer::PeakEwma => {
-                let (a, b) = random_pair();
-                p2c(n, a, b, |i| targets[i].pool.stats.ewma_cost())
-            }
+        match self {
+            Balancer::RoundRobin { cycle, next } => (0..cycle.len())
+                .filter_map(|_| cycle.pick(next.fetch_add(1, Ordering::Relaxed)))
+                .find(|&i| eligible(i)),
+            Balancer::LeastRequest => pick_p2c(n, eligible, |i| {
+                f64::from(targets[i].pool.stats.in_flight())
+            }),
+            Balancer::PeakEwma => pick_p2c(n, eligible, |i| targets[i].pool.stats.ewma_cost()),
             Balancer::ConsistentHash { maglev, bound, .. } => {
                 let h = hash.unwrap_or(0);
-                match bound {
-                    None => maglev.lookup(h)?,
+                let cap = match bound {
+                    None => u32::MAX,
                     Some(c) => {
                         let total: u32 = targets.iter().map(|t| t.pool.stats.in_flight()).sum();
-                        let cap = bounded_capacity(*c, total, n);
-                        maglev.lookup_bounded(h, |i| targets[i].pool.stats.in_flight(), cap)?
+                        bounded_capacity(*c, total, n)
                     }
+                };
+                let own = maglev.lookup(h)?;
+                if eligible(own) && targets[own].pool.stats.in_flight() < cap {
+                    return Some(own);
                 }
+                maglev
+                    .lookup_bounded(
+                        h,
+                        |i| {
+                            if eligible(i) {
+                                targets[i].pool.stats.in_flight()
+                            } else {
+                                u32::MAX
+                            }
+                        },
+                        cap,
+                    )
+                    .filter(|&i| eligible(i))
+                    .or_else(|| (0..n).find(|&i| eligible(i)))
             }
-        })
+        }
     }
+}
+
+/// Power of two choices among the eligible targets.
+fn pick_p2c(
+    n: usize,
+    eligible: &dyn Fn(usize) -> bool,
+    cost: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    if (0..n).all(eligible) {
+        return Some(p2c(n, fastrand::usize(..n), fastrand::usize(..n), cost));
+    }
+    let ok: Vec<usize> = (0..n).filter(|&i| eligible(i)).collect();
+    if ok.is_empty() {
+        return None;
+    }
+    let m = ok.len();
+    let i = p2c(m, fastrand::usize(..m), fastrand::usize(..m), |k| {
+        cost(ok[k])
+    });
+    Some(ok[i])
 }
 
 #[cfg(test)]

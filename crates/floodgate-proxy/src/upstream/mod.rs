@@ -3,9 +3,11 @@
 //!
 //! Pools are kept in a registry keyed by target and connection settings, shared by every
 //! worker thread and every snapshot, so a reload keeps warm connections. Balancing is in
-//! [`balance`]; health checks, outlier ejection and retries are still to come.
+//! [`balance`], active health checks in [`health`], retries in [`retry`]; passive outlier
+//! ejection is recorded per try (`UpstreamSet::record_outcome`).
 
 pub mod balance;
+pub mod health;
 pub mod pool;
 pub mod retry;
 
@@ -13,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use floodgate_config::model::Upstream;
+use floodgate_config::model::{AllUnhealthy, Upstream};
+use floodgate_core::outlier::OutlierConfig;
 use http::uri::Authority;
 
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
@@ -92,6 +95,10 @@ pub struct UpstreamSet {
     pub concurrency: Option<Arc<crate::admission::Admission>>,
     /// The retry policy, if retries are configured.
     pub retry: Option<RetryPolicy>,
+    /// Passive outlier detection and the most targets it may take out at once.
+    outlier: Option<(OutlierConfig, usize)>,
+    /// Use every target when none is eligible.
+    panic_when_all_unhealthy: bool,
 }
 
 impl UpstreamSet {
@@ -123,6 +130,23 @@ impl UpstreamSet {
             total_timeout: cfg.timeouts.total.map(|d| d.0),
             concurrency: None,
             retry: cfg.retries.as_ref().map(RetryPolicy::new),
+            outlier: cfg.outlier_detection.as_ref().map(|o| {
+                let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                let config = OutlierConfig {
+                    consecutive: o
+                        .consecutive_failures
+                        .or(o.failure_rate.is_none().then_some(5)),
+                    failure_rate: o.failure_rate.map(|p| p.0),
+                    min_requests: o.min_requests,
+                    window: nanos(o.window.0),
+                    base: nanos(o.base_ejection.0),
+                    max: nanos(o.max_ejection.0),
+                };
+                // Rounded down: one of two targets at 50%, none of one.
+                let most = (o.max_ejected.0 * cfg.targets.len() as f64).floor() as usize;
+                (config, most)
+            }),
+            panic_when_all_unhealthy: cfg.on_all_unhealthy == AllUnhealthy::Panic,
         }
     }
 
@@ -131,11 +155,40 @@ impl UpstreamSet {
         self.balancer.hash_on()
     }
 
-    /// The target for the next request (`hash`: the request's key hash, when hashing).
+    /// The target for the next request (`hash`: the request's key hash, when hashing):
+    /// among the healthy, not ejected targets; when there is none, among all of them if the
+    /// upstream panics, else `None`.
     pub fn pick(&self, hash: Option<u64>) -> Option<&Target> {
+        let now = crate::ratelimit::now();
+        let targets = &self.targets;
+        let eligible = |i: usize| targets[i].pool.stats.eligible(now);
         self.balancer
-            .pick(&self.targets, hash)
-            .and_then(|i| self.targets.get(i))
+            .pick(targets, hash, &eligible)
+            .or_else(|| {
+                self.panic_when_all_unhealthy
+                    .then(|| self.balancer.pick(targets, hash, &|_| true))
+                    .flatten()
+            })
+            .and_then(|i| targets.get(i))
+    }
+
+    /// Records a live request's outcome at `target` for outlier detection; returns the
+    /// ejection time if the target was ejected just now.
+    pub fn record_outcome(&self, target: &Target, ok: bool) -> Option<Duration> {
+        let (cfg, most) = self.outlier.as_ref()?;
+        let now = crate::ratelimit::now();
+        if !target.pool.stats.record_outcome(cfg, ok, now) {
+            return None;
+        }
+        let out = self
+            .targets
+            .iter()
+            .filter(|t| t.pool.stats.ejected(now))
+            .count();
+        if out >= *most {
+            return None;
+        }
+        Some(Duration::from_nanos(target.pool.stats.eject(cfg, now)))
     }
 
     /// A target for a retry: one not in `tried` if the balancer offers one within as many

@@ -12,6 +12,7 @@ mod cluster;
 mod demo;
 mod errors;
 mod headers;
+mod health;
 mod limits;
 mod pool;
 mod ratelimit;

@@ -1,0 +1,180 @@
+//! Health through the binary: active checks take a failing target out and bring it back,
+//! outlier detection ejects a target whose traffic fails (retries hide its failures from
+//! clients) and lets it back in after the ejection time, and the all-unhealthy policy
+//! either answers 503 or sends anyway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+
+use crate::support::*;
+
+/// A server whose `/healthz` and traffic answers can be switched between 200 and 503
+/// (`healthy`, `serving`); counts traffic (not health checks).
+struct Switchable {
+    addr: SocketAddr,
+    healthy: Arc<AtomicBool>,
+    serving: Arc<AtomicBool>,
+    traffic: Arc<AtomicU64>,
+}
+
+async fn switchable() -> Switchable {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let serving = Arc::new(AtomicBool::new(true));
+    let traffic = Arc::new(AtomicU64::new(0));
+    let (h, s, t) = (healthy.clone(), serving.clone(), traffic.clone());
+    let addr = upstream(move |req| {
+        let (h, s, t) = (h.clone(), s.clone(), t.clone());
+        async move {
+            let ok = if req.uri().path() == "/healthz" {
+                h.load(Ordering::Relaxed)
+            } else {
+                t.fetch_add(1, Ordering::Relaxed);
+                s.load(Ordering::Relaxed)
+            };
+            let mut resp = Response::new(full("x"));
+            if !ok {
+                *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            }
+            resp
+        }
+    })
+    .await;
+    Switchable {
+        addr,
+        healthy,
+        serving,
+        traffic,
+    }
+}
+
+fn gateway(upstreams: &str, routes: &str) -> Gateway {
+    Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+{upstreams}
+routes:
+{routes}
+"
+    ))
+}
+
+/// Waits until `series` reads `value` (bounded).
+async fn wait_metric(gw: &Gateway, series: &str, value: f64) {
+    for _ in 0..1000 {
+        if gw.metric(series).await == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} never became {value}:\n{}", gw.metrics().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_check_takes_a_failing_target_out_and_brings_it_back() {
+    let (a, b) = (switchable().await, switchable().await);
+    let gw = gateway(
+        &format!(
+            "  pool:\n    targets: [ \"{}\", \"{}\" ]\n    health_check: {{ path: /healthz, interval: 20ms, timeout: 500ms, healthy_after: 1, unhealthy_after: 2 }}",
+            a.addr, b.addr
+        ),
+        "  - { match: { path_prefix: / }, upstream: pool }",
+    );
+    let gauge = |addr: SocketAddr| {
+        format!("floodgate_upstream_target_healthy{{upstream=\"pool\",target=\"{addr}\"}}")
+    };
+    wait_metric(&gw, &gauge(a.addr), 1.0).await;
+    a.healthy.store(false, Ordering::Relaxed);
+    wait_metric(&gw, &gauge(a.addr), 0.0).await;
+    let before = a.traffic.load(Ordering::Relaxed);
+    assert_eq!(statuses(&gw.url("/"), &[], 10).await, [200; 10]);
+    assert_eq!(
+        a.traffic.load(Ordering::Relaxed),
+        before,
+        "no traffic to the unhealthy target"
+    );
+    a.healthy.store(true, Ordering::Relaxed);
+    wait_metric(&gw, &gauge(a.addr), 1.0).await;
+    statuses(&gw.url("/"), &[], 10).await;
+    assert!(
+        a.traffic.load(Ordering::Relaxed) > before,
+        "back in rotation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_ejected_clients_see_no_error_and_it_returns() {
+    let (a, b) = (switchable().await, switchable().await);
+    a.serving.store(false, Ordering::Relaxed);
+    let gw = gateway(
+        &format!(
+            "  pool:\n    targets: [ \"{}\", \"{}\" ]\n    outlier_detection: {{ consecutive_failures: 2, base_ejection: 300ms, max_ejection: 1s }}\n    retries: {{ attempts: 1, retry_on: [ \"502\" ] }}",
+            a.addr, b.addr
+        ),
+        "  - { match: { path_prefix: / }, upstream: pool }",
+    );
+    // Every request succeeds: A's failures are retried on B, until A is ejected.
+    assert_eq!(statuses(&gw.url("/"), &[], 20).await, [200; 20]);
+    assert_eq!(
+        a.traffic.load(Ordering::Relaxed),
+        2,
+        "ejected after two failures"
+    );
+    assert_eq!(
+        gw.metric(&format!(
+            "floodgate_upstream_ejections_total{{upstream=\"pool\",target=\"{}\"}}",
+            a.addr
+        ))
+        .await,
+        1.0
+    );
+    // Healed, A comes back by itself once the ejection time is over.
+    a.serving.store(true, Ordering::Relaxed);
+    let mut back = false;
+    for _ in 0..500 {
+        assert_eq!(get(&gw.url("/")).await.0, StatusCode::OK);
+        if a.traffic.load(Ordering::Relaxed) > 2 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(back, "the ejected target never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_healthy_target_fail_answers_503_and_panic_sends_anyway() {
+    let a = switchable().await;
+    a.healthy.store(false, Ordering::Relaxed);
+    let check = "health_check: { interval: 20ms, unhealthy_after: 1 }";
+    let gw = gateway(
+        &format!(
+            "  strict:\n    targets: [ \"{0}\" ]\n    {check}\n  lenient:\n    targets: [ \"{0}\" ]\n    {check}\n    on_all_unhealthy: panic",
+            a.addr
+        ),
+        "  - { match: { path: /strict }, upstream: strict }\n  - { match: { path: /lenient }, upstream: lenient }",
+    );
+    wait_metric(
+        &gw,
+        &format!(
+            "floodgate_upstream_target_healthy{{upstream=\"strict\",target=\"{}\"}}",
+            a.addr
+        ),
+        0.0,
+    )
+    .await;
+    let (status, h, body) = get(&gw.url("/strict")).await;
+    assert_problem(
+        status,
+        &h,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-target",
+    );
+    assert_eq!(get(&gw.url("/lenient")).await.0, StatusCode::OK);
+}
