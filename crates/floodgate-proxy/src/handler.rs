@@ -470,7 +470,13 @@ async fn try_once(
         Ok(Err(ExchangeError::Connect)) => Err(Failure::Connect),
         Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
         Ok(Ok(exchange)) => {
-            target.pool.stats.observe(sent_at.elapsed());
+            let took = sent_at.elapsed();
+            target.pool.stats.observe(took);
+            target.metrics.response(
+                exchange.0.status().as_u16(),
+                took.as_secs_f64(),
+                exchange.1.reused,
+            );
             Ok(exchange)
         }
     };

@@ -35,6 +35,44 @@ struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetClass {
+    upstream: String,
+    target: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetReuse {
+    upstream: String,
+    target: String,
+    connection: &'static str,
+}
+
+/// One target's series, resolved once per snapshot.
+#[derive(Clone)]
+pub struct TargetMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+    reused: Counter,
+    fresh: Counter,
+}
+
+impl TargetMetrics {
+    /// Counts one try that got a response head after `seconds`, on a pooled (`reused`) or
+    /// new connection.
+    pub fn response(&self, status: u16, seconds: f64, reused: bool) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(seconds);
+        if reused {
+            self.reused.inc();
+        } else {
+            self.fresh.inc();
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabel {
     upstream: String,
 }
@@ -93,6 +131,9 @@ pub struct Metrics {
     bulkhead_rejected: Family<BulkheadLabel, Counter>,
     upstream_retries: Family<UpstreamError, Counter>,
     ejections: Family<TargetLabel, Counter>,
+    target_requests: Family<TargetClass, Counter>,
+    target_latency: Family<TargetLabel, Histogram, fn() -> Histogram>,
+    target_exchanges: Family<TargetReuse, Counter>,
     target_healthy: Family<TargetLabel, Gauge>,
     retry_budget_exhausted: Family<UpstreamLabel, Counter>,
     /// Latency of Redis calls.
@@ -223,6 +264,27 @@ impl Metrics {
         let bulkhead_rejected = Family::<BulkheadLabel, Counter>::default();
         let upstream_retries = Family::<UpstreamError, Counter>::default();
         let ejections = Family::<TargetLabel, Counter>::default();
+        let target_requests = Family::<TargetClass, Counter>::default();
+        let target_latency =
+            Family::<TargetLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_histogram,
+            );
+        let target_exchanges = Family::<TargetReuse, Counter>::default();
+        reg.register(
+            "upstream_responses",
+            "Response heads received from targets, by upstream, target and status class",
+            target_requests.clone(),
+        );
+        reg.register(
+            "upstream_response_duration_seconds",
+            "Time from sending a try to its response head, by upstream and target",
+            target_latency.clone(),
+        );
+        reg.register(
+            "upstream_exchanges",
+            "Exchanges with targets, by connection: `reused` (from the pool) or `new`",
+            target_exchanges.clone(),
+        );
         let target_healthy = Family::<TargetLabel, Gauge>::default();
         reg.register(
             "upstream_ejections",
@@ -297,6 +359,9 @@ impl Metrics {
         Metrics {
             upstream_retries,
             ejections,
+            target_requests,
+            target_latency,
+            target_exchanges,
             target_healthy,
             retry_budget_exhausted,
             limit_decisions,
@@ -414,6 +479,46 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// The series of one target.
+    pub fn target(&self, upstream: &str, target: &str) -> TargetMetrics {
+        let class = |c: &'static str| {
+            self.target_requests
+                .get_or_create(&TargetClass {
+                    upstream: upstream.to_owned(),
+                    target: target.to_owned(),
+                    class: c,
+                })
+                .clone()
+        };
+        let exchanges = |connection: &'static str| {
+            self.target_exchanges
+                .get_or_create(&TargetReuse {
+                    upstream: upstream.to_owned(),
+                    target: target.to_owned(),
+                    connection,
+                })
+                .clone()
+        };
+        TargetMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            latency: self
+                .target_latency
+                .get_or_create(&TargetLabel {
+                    upstream: upstream.to_owned(),
+                    target: target.to_owned(),
+                })
+                .clone(),
+            reused: exchanges("reused"),
+            fresh: exchanges("new"),
+        }
     }
 
     /// Counts an ejection.

@@ -150,7 +150,7 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let mut set = UpstreamSet::build(name, u, shared.pools);
+                let mut set = UpstreamSet::build(name, u, shared.pools, metrics);
                 set.concurrency = u
                     .concurrency
                     .as_ref()

@@ -79,6 +79,8 @@ pub struct Target {
     pub authority: Authority,
     /// Its connection pool.
     pub pool: Arc<ConnPool>,
+    /// Its metric series.
+    pub metrics: crate::metrics::TargetMetrics,
 }
 
 /// A named group of targets, ready for traffic.
@@ -103,7 +105,12 @@ pub struct UpstreamSet {
 
 impl UpstreamSet {
     /// Builds an upstream from validated config.
-    pub fn build(name: &str, cfg: &Upstream, pools: &Pools) -> Self {
+    pub fn build(
+        name: &str,
+        cfg: &Upstream,
+        pools: &Pools,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let mut targets = Vec::new();
         let mut weights = Vec::new();
         for t in &cfg.targets {
@@ -118,6 +125,7 @@ impl UpstreamSet {
                     address: Arc::from(t.address()),
                     authority,
                     pool,
+                    metrics: metrics.target(name, t.address()),
                 });
                 weights.push(t.weight());
             }

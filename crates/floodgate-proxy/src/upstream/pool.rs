@@ -46,6 +46,9 @@ pub struct UpstreamConn {
     driver: Box<Driver>,
     /// The driver finished (connection closed or failed); it must not be polled again.
     done: bool,
+    /// Whether the last exchange ran on a connection taken from the pool (for the reuse
+    /// ratio), rather than one opened for it.
+    pub reused: bool,
 }
 
 impl UpstreamConn {
@@ -165,6 +168,7 @@ impl ConnPool {
             } else {
                 None
             };
+            conn.reused = reused;
             match conn.exchange(req).await {
                 Ok(resp) => return Ok((resp, conn)),
                 Err((_, Some(unsent))) if reused => req = unsent,
@@ -237,6 +241,7 @@ impl ConnPool {
             .await
             .map_err(ExchangeError::Broken)?;
         Ok(UpstreamConn {
+            reused: false,
             sender,
             driver: Box::new(driver),
             done: false,

@@ -80,6 +80,21 @@ async fn keep_alive_connections_are_reused() {
         2,
         "twenty sequential requests share one pooled connection"
     );
+    // The reuse ratio's counters: /a and /b's replay opened connections, the rest reused.
+    let series = |c: &str| {
+        format!(
+            "floodgate_upstream_exchanges_total{{upstream=\"backend\",target=\"{up}\",connection=\"{c}\"}}"
+        )
+    };
+    assert_eq!(gw.metric(&series("new")).await, 2.0);
+    assert_eq!(gw.metric(&series("reused")).await, 20.0);
+    assert_eq!(
+        gw.metric(&format!(
+            "floodgate_upstream_responses_total{{upstream=\"backend\",target=\"{up}\",class=\"2xx\"}}"
+        ))
+        .await,
+        22.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
