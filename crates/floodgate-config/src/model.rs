@@ -464,6 +464,14 @@ pub struct Route {
     /// Answer with a redirect instead of proxying.
     #[serde(default)]
     pub redirect: Option<Redirect>,
+    /// Share the route's traffic between upstreams by weight (a canary), instead of
+    /// `upstream`: `[{ upstream: v1, weight: 95 }, { upstream: v2, weight: 5 }]`.
+    #[serde(default)]
+    pub split: Vec<SplitTarget>,
+    /// Send a copy of requests to another upstream as well (fire and forget: its answers
+    /// are dropped and it never delays or changes the real response).
+    #[serde(default)]
+    pub mirror: Option<Mirror>,
     /// Path changes applied before proxying.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,
@@ -479,6 +487,27 @@ pub struct Route {
     /// Requests in flight on this route (a bulkhead, fixed or adaptive). Default: no limit.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
+}
+
+/// One upstream of a weighted split.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitTarget {
+    /// The upstream.
+    pub upstream: String,
+    /// Its relative share (1 to 10000).
+    pub weight: u32,
+}
+
+/// Request mirroring.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The shadow upstream.
+    pub upstream: String,
+    /// Share of requests copied. Default 100%.
+    #[serde(default = "default_mirror_share")]
+    pub share: Percent,
 }
 
 /// One rate limit (docs/rate-limiting.md has each algorithm's exact rule).
@@ -783,6 +812,9 @@ fn default_pool_idle() -> Duration {
 }
 fn default_redirect_status() -> u16 {
     302
+}
+fn default_mirror_share() -> Percent {
+    Percent(1.0)
 }
 fn default_health_path() -> String {
     "/healthz".into()

@@ -220,7 +220,40 @@ fn validate_route(
             }
         }
     }
+    let known_upstream = |u: &str, p: FieldPath, out: &mut Vec<Problem>| {
+        if !cfg.upstreams.contains_key(u) {
+            let known: Vec<&str> = cfg.upstreams.keys().map(String::as_str).collect();
+            out.push((
+                p,
+                format!("no upstream named {u:?} (defined: {})", list(&known)),
+            ));
+        }
+    };
+    for (i, s) in route.split.iter().enumerate() {
+        let sp = path.key("split").index(i);
+        known_upstream(&s.upstream, sp.key("upstream"), out);
+        if !(1..=10_000).contains(&s.weight) {
+            out.push((sp.key("weight"), "weight must be from 1 to 10000".into()));
+        }
+    }
+    if let Some(m) = &route.mirror {
+        known_upstream(&m.upstream, path.key("mirror").key("upstream"), out);
+        if route.redirect.is_some() {
+            out.push((
+                path.key("mirror"),
+                "`mirror` has no effect on a redirect route".into(),
+            ));
+        }
+    }
+    let split = !route.split.is_empty();
+    if split && (route.upstream.is_some() || route.redirect.is_some()) {
+        out.push((
+            path.key("split"),
+            "give `split` instead of `upstream` or `redirect`, not with them".into(),
+        ));
+    }
     match (&route.upstream, &route.redirect) {
+        (None, None) if split => {}
         (Some(u), None) => {
             if !cfg.upstreams.contains_key(u) {
                 let known: Vec<&str> = cfg.upstreams.keys().map(String::as_str).collect();
@@ -254,7 +287,7 @@ fn validate_route(
         )),
         (None, None) => out.push((
             path.clone(),
-            "a route needs `upstream` or `redirect`".into(),
+            "a route needs `upstream`, `split` or `redirect`".into(),
         )),
     }
     if let Some(rw) = &route.rewrite {

@@ -114,6 +114,18 @@ pub fn explain(
             });
             let _ = writeln!(out, "action:    redirect {} to {loc}", status.as_u16());
         }
+        Action::Split(split) => {
+            let shares: Vec<String> = split
+                .sets
+                .iter()
+                .map(|(u, w)| format!("{:?} weight {w}", &*u.name))
+                .collect();
+            let _ = writeln!(
+                out,
+                "action:    split between upstreams {}",
+                shares.join(", ")
+            );
+        }
         Action::Proxy(up) => {
             let targets: Vec<&str> = up.targets().iter().map(|t| &*t.address).collect();
             let balance = snap.config.upstreams.get(&*up.name).map_or_else(
@@ -186,6 +198,14 @@ pub fn explain(
         "limits:    uri {}, head {} / {} fields, body {}",
         l.max_uri_bytes, l.max_header_bytes, l.max_headers, l.max_body_bytes
     );
+    if let Some(m) = &cfg.mirror {
+        let _ = writeln!(
+            out,
+            "  mirror:  a copy of {}% of requests to upstream {:?}",
+            (m.share.0 * 1000.0).round() / 10.0,
+            m.upstream
+        );
+    }
     let policies = policies(snap, cfg, &route.action);
     if policies.is_empty() {
         let _ = writeln!(out, "policies:  none configured on this route");

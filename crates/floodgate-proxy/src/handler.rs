@@ -24,6 +24,7 @@ use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::metrics::RouteMetrics;
+use crate::mirror::MirrorPlan;
 use crate::problem::Problem;
 use crate::ratelimit::key::{Consumer, RequestFacts};
 use crate::ratelimit::{LimitHeaders, Outcome};
@@ -208,7 +209,8 @@ async fn route_and_send(
             route.response_headers.apply(resp.headers_mut());
             Ok(resp)
         }
-        Action::Proxy(upstream) => {
+        Action::Proxy(_) | Action::Split(_) => {
+            let upstream = route.action.upstream().ok_or(Problem::NoTarget)?;
             let hash = upstream.hash_on().map(|on| {
                 let client_ip = plan
                     .trusted_proxies
@@ -220,7 +222,7 @@ async fn route_and_send(
                 new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
                 body_limit: plan.limits.max_body_bytes.0,
                 route: route.clone(),
-                upstream: upstream.clone(),
+                upstream,
                 host: host_value.clone(),
             };
             drop(m);
@@ -307,8 +309,16 @@ async fn proxy(
         uri,
         headers,
     };
-    let (target, resp, conn) =
-        send_with_retries(upstream, hash, head, body, body_limit, done).await?;
+    let (target, resp, conn) = send_with_retries(
+        upstream,
+        hash,
+        head,
+        body,
+        body_limit,
+        route.mirror.as_ref(),
+        done,
+    )
+    .await?;
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.append(
@@ -350,6 +360,7 @@ async fn send_with_retries<'u>(
     head: UpstreamHead,
     body: Incoming,
     body_limit: u64,
+    mirror: Option<&MirrorPlan>,
     done: &mut Done,
 ) -> Result<(&'u Target, Response<Incoming>, UpstreamConn), Problem> {
     let policy = upstream.retry.as_ref();
@@ -372,6 +383,11 @@ async fn send_with_retries<'u>(
             Some(collected.to_bytes())
         }
         _ => {
+            if let Some(m) = mirror
+                && http_body::Body::is_end_stream(&body)
+            {
+                m.send(&head.method, &head.uri, &head.headers, Bytes::new());
+            }
             let exceeded = Arc::new(AtomicBool::new(false));
             let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
             let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
@@ -383,6 +399,9 @@ async fn send_with_retries<'u>(
         }
     };
     let replay = replay.unwrap_or_default();
+    if let Some(m) = mirror {
+        m.send(&head.method, &head.uri, &head.headers, replay.clone());
+    }
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retry = 0;
     loop {

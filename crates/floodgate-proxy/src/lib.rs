@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod handler;
 pub mod headers;
 pub mod metrics;
+pub mod mirror;
 pub mod problem;
 pub mod ratelimit;
 pub mod request_id;

@@ -5,16 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use floodgate_config::ValidConfig;
 use floodgate_config::model::{Limits, ListenerTimeouts, Rewrite};
 use floodgate_config::template::TextTemplate;
+use floodgate_core::balance::SmoothWeighted;
 use http::StatusCode;
 
 use crate::admission::{Admission, AdmissionRegistry};
 use crate::client_ip::TrustedProxies;
 use crate::headers::HeaderEdits;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mirror::MirrorPlan;
 use crate::ratelimit::cluster::ClusterClient;
 use crate::ratelimit::{LimiterRegistry, RouteLimits};
 use crate::router::{Conditions, RouteSpec, Router};
@@ -38,6 +41,9 @@ pub struct Shared<'a> {
 pub enum Action {
     /// Proxy to an upstream.
     Proxy(Arc<UpstreamSet>),
+    /// Proxy to one of several upstreams, shared by weight (smooth weighted round robin,
+    /// so the shares are exact over each cycle).
+    Split(Split),
     /// Answer with a redirect.
     Redirect {
         /// The `Location` template.
@@ -45,6 +51,41 @@ pub enum Action {
         /// 301, 302, 303, 307 or 308.
         status: StatusCode,
     },
+}
+
+impl Action {
+    /// The upstream this request goes to, for proxying actions.
+    pub fn upstream(&self) -> Option<Arc<UpstreamSet>> {
+        match self {
+            Action::Proxy(u) => Some(u.clone()),
+            Action::Split(s) => s.pick(),
+            Action::Redirect { .. } => None,
+        }
+    }
+}
+
+/// A weighted split between upstreams.
+pub struct Split {
+    /// The upstreams with their weights.
+    pub sets: Vec<(Arc<UpstreamSet>, u32)>,
+    cycle: SmoothWeighted,
+    next: AtomicUsize,
+}
+
+impl Split {
+    fn new(sets: Vec<(Arc<UpstreamSet>, u32)>) -> Self {
+        let weights: Vec<u32> = sets.iter().map(|(_, w)| *w).collect();
+        Split {
+            cycle: SmoothWeighted::new(&weights),
+            next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
+            sets,
+        }
+    }
+
+    fn pick(&self) -> Option<Arc<UpstreamSet>> {
+        let i = self.cycle.pick(self.next.fetch_add(1, Ordering::Relaxed))?;
+        self.sets.get(i).map(|(u, _)| u.clone())
+    }
 }
 
 /// A compiled route.
@@ -65,6 +106,8 @@ pub struct Route {
     pub limits: RouteLimits,
     /// The route's bulkhead.
     pub concurrency: Option<Arc<Admission>>,
+    /// Where copies of its requests go.
+    pub mirror: Option<MirrorPlan>,
 }
 
 /// A route's path rewrite, compiled.
@@ -165,6 +208,12 @@ impl Snapshot {
             .filter_map(|(i, r)| {
                 let name: Arc<str> = Arc::from(floodgate_config::route_name(r, i));
                 let action = match (&r.upstream, &r.redirect) {
+                    (None, None) if !r.split.is_empty() => Action::Split(Split::new(
+                        r.split
+                            .iter()
+                            .filter_map(|s| Some((upstreams.get(&s.upstream)?.clone(), s.weight)))
+                            .collect(),
+                    )),
                     (Some(u), _) => Action::Proxy(upstreams.get(u)?.clone()),
                     (None, Some(rd)) => Action::Redirect {
                         location: TextTemplate::parse(&rd.location).ok()?,
@@ -181,6 +230,12 @@ impl Snapshot {
                         shared.cluster,
                         metrics,
                     ),
+                    mirror: r.mirror.as_ref().and_then(|m| {
+                        Some(MirrorPlan::new(
+                            upstreams.get(&m.upstream)?.clone(),
+                            m.share.0,
+                        ))
+                    }),
                     concurrency: r
                         .concurrency
                         .as_ref()

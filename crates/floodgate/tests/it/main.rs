@@ -21,3 +21,4 @@ mod retries;
 mod routing;
 mod shutdown;
 mod streaming;
+mod traffic;
