@@ -7,6 +7,9 @@
 //! - `GET /flaky` fails with 503 for a configured share of requests
 //! - `GET /slow?delay=2s` answers after the delay (default 1s, at most 30s)
 //! - `GET /healthz`
+//!
+//! The demo runs three instances; the third is degraded (half its product requests fail)
+//! so that balancing, retries and outlier ejection have something to show.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +48,11 @@ const CATEGORIES: [&str; 5] = ["kitchen", "home", "travel", "office", "tools"];
 pub(crate) struct Catalog {
     /// Share of `/flaky` requests that fail.
     pub(crate) flaky_rate: f64,
+    /// Which of the demo's instances this is (sent as `x-catalog-instance`).
+    pub(crate) instance: u32,
+    /// A degraded instance fails half of its product requests with 503 (its health check
+    /// still passes: only outlier detection on live traffic notices).
+    pub(crate) degraded: bool,
 }
 
 fn product(id: u32) -> serde_json::Value {
@@ -86,7 +94,14 @@ pub(crate) fn start(catalog: Catalog) -> std::io::Result<SocketAddr> {
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let catalog = catalog.clone();
-                            async move { Ok::<_, Infallible>(answer(&catalog, req).await) }
+                            async move {
+                                let mut resp = answer(&catalog, req).await;
+                                resp.headers_mut().insert(
+                                    "x-catalog-instance",
+                                    header::HeaderValue::from(catalog.instance),
+                                );
+                                Ok::<_, Infallible>(resp)
+                            }
                         });
                         let conn = auto::Builder::new(TokioExecutor::new());
                         if conn
@@ -107,6 +122,12 @@ async fn answer(catalog: &Catalog, req: Request<Incoming>) -> Response<Full<Byte
     let path = req.uri().path();
     let query = req.uri().query();
     let param = |name: &str| floodgate_proxy::router::query_param(query, name);
+    if catalog.degraded && path.starts_with("/products") && fastrand::bool() {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This catalog instance is degraded on purpose.",
+        );
+    }
     match path {
         "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         "/products" => {

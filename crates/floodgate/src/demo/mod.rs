@@ -18,17 +18,25 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
         eprintln!("--flaky-rate must be from 0.0 to 1.0");
         return ExitCode::from(2);
     }
-    let catalog = match catalog::start(catalog::Catalog {
-        flaky_rate: args.flaky_rate,
-    }) {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("cannot start the demo catalog: {e}");
-            return ExitCode::from(1);
+    let mut instances = Vec::new();
+    for instance in 1..=3 {
+        match catalog::start(catalog::Catalog {
+            flaky_rate: args.flaky_rate,
+            instance,
+            degraded: instance == 3,
+        }) {
+            Ok(addr) => instances.push(addr),
+            Err(e) => {
+                eprintln!("cannot start the demo catalog: {e}");
+                return ExitCode::from(1);
+            }
         }
-    };
+    }
+    let catalog = instances[0];
     let vars = [
         ("DEMO_CATALOG", catalog.to_string()),
+        ("DEMO_CATALOG_2", instances[1].to_string()),
+        ("DEMO_CATALOG_3", instances[2].to_string()),
         ("DEMO_PORT", args.port.to_string()),
         ("DEMO_ADMIN_PORT", args.admin_port.to_string()),
     ];
@@ -54,7 +62,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
             "\nFloodgate demo is running.\n\
              \n  gateway   http://{gw}\
              \n  admin     http://{admin}/metrics   (also /healthz, /readyz, /status)\
-             \n  catalog   http://{catalog}   (the demo upstream, {n} products)\n\
+             \n  catalog   http://{catalog}   (the demo upstream, {n} products; two more instances, the third degraded)\n\
              \nTry:\
              \n  curl -i http://{gw}/api/products/42            # proxied, rewritten to /products/42\
              \n  curl -i 'http://{gw}/api/products?limit=3'     # a page of products\
@@ -64,6 +72,11 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\
              \n  curl -i http://{gw}/nowhere                    # no route: 404 problem+json\
              \n  curl -s http://{admin}/metrics | grep floodgate_requests\n\
+             \nBalancing over three catalog instances (least request); the third fails half its product\
+             \nrequests, which retries hide and outlier detection soon ejects:\
+             \n  for i in $(seq 12); do curl -s -o /dev/null -D - http://{gw}/api/products/1 \\\
+             \n    | grep -iE '^(HTTP|x-catalog-instance)'; done\
+             \n  curl -s http://{admin}/metrics | grep -E 'upstream_(responses|retries|ejections)_total'\n\
              \nRate limits, one route per algorithm under /limited/ (token-bucket, gcra, leaky-bucket,\
              \nfixed-window, sliding-log, sliding-window): watch the 429s and their RateLimit fields.\
              \n  for i in $(seq 6); do curl -s -o /dev/null -D - http://{gw}/limited/token-bucket \\\
