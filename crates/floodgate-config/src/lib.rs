@@ -235,6 +235,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 max_idle_per_target: 1,
                                 concurrency: None,
                                 balance: Default::default(),
+                                protocol: Default::default(),
                                 hash_on: None,
                                 hash_bounded_load: None,
                                 retries: None,

@@ -221,6 +221,10 @@ pub struct Upstream {
     /// How requests are spread over the targets. Default `round_robin`.
     #[serde(default)]
     pub balance: Balance,
+    /// `http1` (a pool of keep-alive connections per target) or `http2` (one multiplexed
+    /// connection per target, HTTP/2 with prior knowledge). Default `http1`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// `consistent_hash` only: what a request's key is: `client_ip`, `header:NAME`,
     /// `cookie:NAME` or `path:PARAM` (a route path parameter). A request without it hashes
     /// the empty key.
@@ -361,6 +365,17 @@ pub enum AllUnhealthy {
     Fail,
     /// Use every target anyway.
     Panic,
+}
+
+/// The protocol spoken to an upstream's targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (cleartext).
+    Http2,
 }
 
 /// A load-balancing algorithm (docs/configuration.md states each rule).

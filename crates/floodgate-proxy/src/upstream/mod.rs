@@ -15,17 +15,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use floodgate_config::model::{AllUnhealthy, Upstream};
+use floodgate_config::model::{AllUnhealthy, Upstream, UpstreamProtocol};
 use floodgate_core::outlier::OutlierConfig;
 use http::uri::Authority;
 
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
-pub use pool::{ConnPool, ExchangeError, UpstreamConn};
+pub use pool::{ConnPool, ExchangeError, Protocol, UpstreamConn};
 pub use retry::{Allowance, Failure, RetryPolicy};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
     address: String,
+    protocol: Protocol,
     connect: Duration,
     idle: Duration,
     max_idle: usize,
@@ -44,6 +45,7 @@ impl Pools {
             .or_insert_with(|| {
                 Arc::new(ConnPool::new(
                     &key.address,
+                    key.protocol,
                     key.max_idle,
                     key.idle,
                     key.connect,
@@ -117,6 +119,10 @@ impl UpstreamSet {
             if let Ok(authority) = t.address().parse::<Authority>() {
                 let pool = pools.get(PoolKey {
                     address: t.address().to_owned(),
+                    protocol: match cfg.protocol {
+                        UpstreamProtocol::Http1 => Protocol::Http1,
+                        UpstreamProtocol::Http2 => Protocol::Http2,
+                    },
                     connect: cfg.timeouts.connect.0,
                     idle: cfg.timeouts.idle.0,
                     max_idle: cfg.max_idle_per_target,

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -38,22 +38,42 @@ pub enum ExchangeError {
     Broken(hyper::Error),
 }
 
-/// One upstream HTTP/1.1 connection: the handle to send on and the connection state machine,
-/// which whoever holds it must poll.
+/// One upstream connection as seen by an exchange and its response body. HTTP/1.1: the
+/// connection, which whoever holds it must poll. HTTP/2: nothing, since the multiplexed
+/// connection runs as a task of its own.
 pub struct UpstreamConn {
-    sender: Sender,
-    /// Boxed: hyper's connection state is large, and the handle moves in and out of the pool.
-    driver: Box<Driver>,
-    /// The driver finished (connection closed or failed); it must not be polled again.
-    done: bool,
-    /// Whether the last exchange ran on a connection taken from the pool (for the reuse
+    link: Link,
+    /// Whether the last exchange ran on a connection that already existed (for the reuse
     /// ratio), rather than one opened for it.
     pub reused: bool,
+}
+
+enum Link {
+    H1(H1Conn),
+    H2,
 }
 
 impl UpstreamConn {
     /// Polls the connection: reads and writes whatever is due. Returns true while it lives.
     pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.link {
+            Link::H1(c) => c.poll_driver(cx),
+            Link::H2 => true,
+        }
+    }
+}
+
+/// An HTTP/1.1 connection: the handle to send on and hyper's connection state machine.
+struct H1Conn {
+    sender: Sender,
+    /// Boxed: hyper's connection state is large, and the handle moves in and out of the pool.
+    driver: Box<Driver>,
+    /// The driver finished (connection closed or failed); it must not be polled again.
+    done: bool,
+}
+
+impl H1Conn {
+    fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.done && Pin::new(&mut *self.driver).poll(cx).is_ready() {
             self.done = true;
         }
@@ -113,21 +133,35 @@ fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     Some(copy)
 }
 
-/// Idle connections to one target.
+/// How a pool talks to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1, a pool of keep-alive connections.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): one multiplexed connection.
+    Http2,
+}
+
+/// Connections to one target: idle HTTP/1.1 ones, or the one HTTP/2 connection.
 pub struct ConnPool {
     /// What the balancers know about this target (in flight, latency).
     pub stats: Arc<super::TargetStats>,
     address: String,
-    idle: Mutex<Vec<(UpstreamConn, Instant)>>,
+    protocol: Protocol,
+    idle: Mutex<Vec<(H1Conn, Instant)>>,
+    h2: tokio::sync::Mutex<Option<H2Sender>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
 }
 
+type H2Sender = http2::SendRequest<RequestBody>;
+
 impl ConnPool {
     /// A pool for `address` (`host:port`).
     pub fn new(
         address: &str,
+        protocol: Protocol,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
@@ -135,7 +169,9 @@ impl ConnPool {
         ConnPool {
             stats: Arc::default(),
             address: address.to_owned(),
+            protocol,
             idle: Mutex::new(Vec::new()),
+            h2: tokio::sync::Mutex::new(None),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -154,6 +190,9 @@ impl ConnPool {
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+        if self.protocol == Protocol::Http2 {
+            return self.send_h2(req).await;
+        }
         let mut replayed = false;
         loop {
             // A replay goes out on a new connection: the pool just gave us a stale one.
@@ -168,9 +207,16 @@ impl ConnPool {
             } else {
                 None
             };
-            conn.reused = reused;
             match conn.exchange(req).await {
-                Ok(resp) => return Ok((resp, conn)),
+                Ok(resp) => {
+                    return Ok((
+                        resp,
+                        UpstreamConn {
+                            link: Link::H1(conn),
+                            reused,
+                        },
+                    ));
+                }
                 Err((_, Some(unsent))) if reused => req = unsent,
                 Err((e, _)) => match copy {
                     Some(copy) => {
@@ -184,8 +230,75 @@ impl ConnPool {
         }
     }
 
+    /// Sends `req` on the target's HTTP/2 connection (made if there is none or it closed).
+    /// HTTP/2 carries the host as `:authority`, so the `Host` field becomes the URI's
+    /// authority (the target's address when there is none).
+    async fn send_h2(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+        let host = req.headers_mut().remove(http::header::HOST);
+        let authority = host
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| http::uri::Authority::try_from(self.address.as_str()).ok());
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = authority;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+        let (mut sender, reused) = self.h2_sender().await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((
+                resp,
+                UpstreamConn {
+                    link: Link::H2,
+                    reused,
+                },
+            )),
+            Err(e) => {
+                // Forget a connection that failed, so the next request makes a new one.
+                let mut slot = self.h2.lock().await;
+                if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                    *slot = None;
+                }
+                Err(ExchangeError::Broken(e))
+            }
+        }
+    }
+
+    /// The live HTTP/2 connection's handle, or a new connection's; and whether it existed.
+    async fn h2_sender(&self) -> Result<(H2Sender, bool), ExchangeError> {
+        let mut slot = self.h2.lock().await;
+        if let Some(s) = slot.as_ref()
+            && !s.is_closed()
+        {
+            return Ok((s.clone(), true));
+        }
+        let stream = self.tcp().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ExchangeError::Broken)?;
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target = %address, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok((sender, false))
+    }
+
     /// Puts a connection whose exchange finished back for reuse.
-    pub fn put(&self, mut conn: UpstreamConn) {
+    pub fn put(&self, conn: UpstreamConn) {
+        let Link::H1(mut conn) = conn.link else {
+            return;
+        };
         let mut cx = Context::from_waker(Waker::noop());
         if !conn.poll_driver(&mut cx) {
             return;
@@ -197,7 +310,7 @@ impl ConnPool {
     }
 
     /// The most recently used live connection, dropping expired and closed ones on the way.
-    fn take_idle(&self) -> Option<UpstreamConn> {
+    fn take_idle(&self) -> Option<H1Conn> {
         loop {
             let (mut conn, since) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,7 +329,8 @@ impl ConnPool {
         }
     }
 
-    async fn connect(&self) -> Result<UpstreamConn, ExchangeError> {
+    /// A TCP connection to the target, within the connect timeout.
+    async fn tcp(&self) -> Result<TcpStream, ExchangeError> {
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.address.as_str()),
@@ -236,12 +350,16 @@ impl ConnPool {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<H1Conn, ExchangeError> {
+        let stream = self.tcp().await?;
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ExchangeError::Broken)?;
-        Ok(UpstreamConn {
-            reused: false,
+        Ok(H1Conn {
             sender,
             driver: Box::new(driver),
             done: false,
@@ -286,7 +404,13 @@ mod tests {
                 .expect("write");
             s // closed when the caller drops it
         });
-        let pool = ConnPool::new(&addr, 8, Duration::from_secs(60), Duration::from_secs(2));
+        let pool = ConnPool::new(
+            &addr,
+            Protocol::Http1,
+            8,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+        );
         let req = Request::get("/")
             .header("host", "t")
             .body(RequestBody::empty())

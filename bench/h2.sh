@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# bench/h2.sh — Floodgate's throughput to one nginx origin over HTTP/1.1 (a pool of
+# keep-alive connections) and over HTTP/2 with prior knowledge (one multiplexed
+# connection), interleaved in the same run; clients speak HTTP/1.1 to Floodgate (wrk).
+#
+# Usage: cargo build --release && bench/h2.sh
+# Knobs: DUR=10 REPS=3 CONNS=64 WRK_THREADS=2 WORKERS=1 FLOODGATE_BIN=target/release/floodgate
+# Needs (Debian): nginx wrk python3. Ports 127.0.0.1:19301-19339.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DUR=${DUR:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-1}
+BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
+for tool in nginx wrk python3; do
+  command -v "$tool" > /dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/floodgate-h2-bench.XXXXXX)
+RESULTS=$WORK/results.tsv
+source "$HERE/lib.sh"
+ports_free 19301 19302 19330 19339
+
+nginx_conf origin 1 "    http2_max_requests 10000000;
+    server { listen 127.0.0.1:19301 http2 backlog=4096; location / { return 200 \"$BODY\n\"; } }
+    server { listen 127.0.0.1:19302 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
+start origin nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;'
+start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/h2.yaml"
+for port in 19301 19302 19330; do wait_port "$port"; done
+sleep 1
+
+printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
+for rep in $(seq 1 "$REPS"); do
+  for c in h1 h2; do
+    url=http://127.0.0.1:19330/$c
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d1s "$url" > /dev/null
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency "$url")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$rep" \
+      "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
+      "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
+      "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
+      "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
+    log "rep $rep $c: $(tail -1 "$RESULTS" | cut -f3-)"
+  done
+done
+python3 - "$RESULTS" << PY
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+by = {}
+for r in rows:
+    by.setdefault(r["case"], {})[r["rep"]] = r
+med = statistics.median
+print("| upstream protocol | req/s median | p50 ms | p99 ms | non-2xx | vs HTTP/1.1 (paired) |")
+print("|---|---|---|---|---|---|")
+for c, label in [("h1", "HTTP/1.1, pooled connections"), ("h2", "HTTP/2, one connection")]:
+    rs = by[c].values()
+    ratio = med(float(by[c][k]["rps"]) / float(by["h1"][k]["rps"]) for k in by[c])
+    print(f"| {label} | {med(float(r['rps']) for r in rs):,.0f} | {med(float(r['p50_ms']) for r in rs):.2f} | "
+          f"{med(float(r['p99_ms']) for r in rs):.2f} | {sum(int(r['non2xx'] or 0) for r in rs)} | {ratio:.2f} |")
+print()
+print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS} WORKERS=${WORKERS}.")
+PY

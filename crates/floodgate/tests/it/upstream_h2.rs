@@ -1,0 +1,97 @@
+//! HTTP/2 to upstreams (prior knowledge): against a server that speaks only HTTP/2, many
+//! concurrent requests share one multiplexed connection, the host goes as `:authority`,
+//! and bodies pass both ways.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::*;
+
+/// A server that speaks HTTP/2 only; counts connections; answers with the request's
+/// version, authority and body length.
+async fn h2_only() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let version = format!("{:?}", req.version());
+                    let authority = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    let len = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes().len())
+                        .unwrap_or(0);
+                    let mut resp = Response::new(Full::new(Bytes::from(format!("{len}"))));
+                    resp.headers_mut()
+                        .insert("x-version", version.parse().unwrap());
+                    resp.headers_mut()
+                        .insert("x-authority", authority.parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_share_one_multiplexed_http2_connection() {
+    let (up, connections) = h2_only().await;
+    let gw = Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  grpcish: {{ protocol: http2, targets: [ \"{up}\" ] }}
+routes:
+  - {{ match: {{ path_prefix: / }}, upstream: grpcish }}
+"
+    ));
+    // One request first, so the connection exists; then twenty at once.
+    let (status, h, _) = get_with(&gw.url("/warm"), &[("host", "api.test")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["x-version"], "HTTP/2.0");
+    assert_eq!(h["x-authority"], "api.test");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = gw.url(&format!("/r{i}"));
+        tasks.push(tokio::spawn(async move { get(&url).await.0 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let (status, _, body) = send(
+        Request::post(gw.url("/upload"))
+            .body(Full::new(Bytes::from(vec![b'x'; 100_000])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "100000");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+}
