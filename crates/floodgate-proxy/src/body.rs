@@ -66,6 +66,16 @@ impl RequestBody {
         Self::buffered(Bytes::new())
     }
 
+    /// A copy of a body held in memory or known to be empty (`None` for a streamed one,
+    /// which cannot be copied).
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.source {
+            Source::Buffered(b) => Some(Self::buffered(b.clone().unwrap_or_default())),
+            Source::Stream(b) if b.is_end_stream() && self.seen == 0 => Some(Self::empty()),
+            Source::Stream(_) => None,
+        }
+    }
+
     /// A body held in memory (cheap to clone: `Bytes` shares it).
     pub fn buffered(bytes: Bytes) -> Self {
         RequestBody {

@@ -133,6 +133,30 @@ fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     Some(copy)
 }
 
+/// A copy of a request whose body is held in memory.
+fn copy_request(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let mut copy = Request::new(req.body().try_clone()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether an HTTP/2 failure means the server did not process the request: its stream was
+/// refused, or the connection went away (GOAWAY) before the server took it.
+fn not_processed(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// How a pool talks to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -251,22 +275,51 @@ impl ConnPool {
             *req.uri_mut() = uri;
         }
         *req.version_mut() = http::Version::HTTP_2;
-        let (mut sender, reused) = self.h2_sender().await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((
-                resp,
-                UpstreamConn {
-                    link: Link::H2,
-                    reused,
-                },
-            )),
-            Err(e) => {
-                // Forget a connection that failed, so the next request makes a new one.
-                let mut slot = self.h2.lock().await;
-                if slot.as_ref().is_some_and(|s| s.is_closed()) {
-                    *slot = None;
+        // Two cases where a request is known not to have been processed, so it goes out
+        // once more on a new connection whatever its method: hyper hands back a request it
+        // did not send (the connection was closing), or the server refused its stream or
+        // sent GOAWAY before processing it (RFC 9113 §8.7). The second needs a copy, so only
+        // requests with a body held in memory (or none) get it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let copy = if attempt < 2 {
+                copy_request(&req)
+            } else {
+                None
+            };
+            let (mut sender, reused) = self.h2_sender().await?;
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok((
+                        resp,
+                        UpstreamConn {
+                            link: Link::H2,
+                            reused,
+                        },
+                    ));
                 }
-                Err(ExchangeError::Broken(e))
+                Err(mut e) => {
+                    // Forget the failed connection, so the next request makes a new one.
+                    *self.h2.lock().await = None;
+                    let unsent = e.take_message();
+                    let error = e.into_error();
+                    let again = match unsent {
+                        Some(unsent) => Some(unsent),
+                        None if not_processed(&error) => copy,
+                        None => None,
+                    };
+                    match again {
+                        Some(again) if attempt < 2 => {
+                            tracing::debug!(target = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
+                            req = again;
+                        }
+                        _ => {
+                            tracing::debug!(target = %self.address, error = ?error, "HTTP/2 exchange failed");
+                            return Err(ExchangeError::Broken(error));
+                        }
+                    }
+                }
             }
         }
     }

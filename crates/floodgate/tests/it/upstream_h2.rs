@@ -95,3 +95,70 @@ routes:
         "one multiplexed connection"
     );
 }
+
+/// A server that speaks HTTP/2 only and ends each connection gracefully (GOAWAY) after a
+/// few requests, as nginx does after `keepalive_requests`.
+async fn h2_going_away(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let served = Arc::new(AtomicUsize::new(0));
+                let enough = Arc::new(tokio::sync::Notify::new());
+                let (s, e) = (served.clone(), enough.clone());
+                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let (s, e) = (s.clone(), e.clone());
+                    async move {
+                        if s.fetch_add(1, Ordering::SeqCst) + 1 == per_connection {
+                            e.notify_one();
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = enough.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ended = conn.await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_caught_by_a_goaway_go_out_again_on_a_new_connection() {
+    let (up, connections) = h2_going_away(5).await;
+    let gw = Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  h2: {{ protocol: http2, targets: [ \"{up}\" ] }}
+routes:
+  - {{ match: {{ path_prefix: / }}, upstream: h2 }}
+"
+    ));
+    for _round in 0..20 {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let url = gw.url(&format!("/r{i}"));
+            tasks.push(tokio::spawn(async move { get(&url).await.0 }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+    }
+    let made = connections.load(Ordering::SeqCst);
+    assert!(
+        made >= 3,
+        "the server went away every few requests: {made} connections"
+    );
+}
