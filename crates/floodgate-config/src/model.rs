@@ -207,7 +207,8 @@ impl Default for AccessLog {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// The servers, as `host:port` or `{ address: host:port, weight: N }`. At least one.
+    /// The servers, as `host:port` or `{ address: host:port, weight: N, drain: bool }`. At
+    /// least one.
     pub targets: Vec<Target>,
     /// Timeouts towards the servers.
     #[serde(default)]
@@ -406,6 +407,10 @@ pub enum Target {
         /// Relative share of traffic (1 to 1000). Default 1.
         #[serde(default = "default_weight")]
         weight: u32,
+        /// Draining: no new requests go to the target; those in flight finish. Default
+        /// false.
+        #[serde(default)]
+        drain: bool,
     },
 }
 
@@ -423,6 +428,10 @@ impl Target {
             Target::Address(_) => 1,
             Target::Weighted { weight, .. } => *weight,
         }
+    }
+    /// Whether the target is draining.
+    pub fn draining(&self) -> bool {
+        matches!(self, Target::Weighted { drain: true, .. })
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Target {
     pub pool: Arc<ConnPool>,
     /// Its metric series.
     pub metrics: crate::metrics::TargetMetrics,
+    /// Draining: takes no new requests.
+    pub draining: bool,
 }
 
 /// A named group of targets, ready for traffic.
@@ -132,6 +134,7 @@ impl UpstreamSet {
                     authority,
                     pool,
                     metrics: metrics.target(name, t.address()),
+                    draining: t.draining(),
                 });
                 weights.push(t.weight());
             }
@@ -175,12 +178,13 @@ impl UpstreamSet {
     pub fn pick(&self, hash: Option<u64>) -> Option<&Target> {
         let now = crate::ratelimit::now();
         let targets = &self.targets;
-        let eligible = |i: usize| targets[i].pool.stats.eligible(now);
+        let eligible = |i: usize| !targets[i].draining && targets[i].pool.stats.eligible(now);
         self.balancer
             .pick(targets, hash, &eligible)
             .or_else(|| {
+                // Panic mode sends to unhealthy targets, never to draining ones.
                 self.panic_when_all_unhealthy
-                    .then(|| self.balancer.pick(targets, hash, &|_| true))
+                    .then(|| self.balancer.pick(targets, hash, &|i| !targets[i].draining))
                     .flatten()
             })
             .and_then(|i| targets.get(i))

@@ -178,3 +178,64 @@ async fn with_no_healthy_target_fail_answers_503_and_panic_sends_anyway() {
     );
     assert_eq!(get(&gw.url("/lenient")).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_target_takes_no_new_requests_and_finishes_its_own() {
+    let (tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = {
+        let release = release.clone();
+        upstream(move |_req| {
+            let (tx, release) = (tx.clone(), release.clone());
+            async move {
+                let _sent = tx.send(());
+                release.notified().await;
+                Response::new(full("held"))
+            }
+        })
+        .await
+    };
+    let fast = switchable().await;
+    let config = |drain: bool| {
+        format!(
+            "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  pool:
+    targets: [ {{ address: \"{held}\", drain: {drain} }}, \"{}\" ]
+routes:
+  - {{ match: {{ path_prefix: / }}, upstream: pool }}
+",
+            fast.addr
+        )
+    };
+    let gw = Gateway::start(&config(false));
+    // Round robin: one of the first two requests lands on the holding target and stays.
+    let url = gw.url("/");
+    let u = url.clone();
+    let first = tokio::spawn(async move { get(&u).await.0 });
+    let u = url.clone();
+    let second = tokio::spawn(async move { get(&u).await.0 });
+    arrived
+        .recv()
+        .await
+        .expect("a request reached the holding target");
+    gw.write_config(&config(true));
+    gw.wait_log("\"generation\":2").expect("reloaded");
+    let before = fast.traffic.load(Ordering::Relaxed);
+    assert_eq!(statuses(&url, &[], 10).await, [200; 10]);
+    assert_eq!(fast.traffic.load(Ordering::Relaxed), before + 10);
+    assert!(
+        arrived.try_recv().is_err(),
+        "nothing new reached the draining target"
+    );
+    // The request in flight there finishes normally.
+    for h in [first, second] {
+        while !h.is_finished() {
+            release.notify_waiters();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+}
