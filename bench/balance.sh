@@ -78,14 +78,7 @@ CASES=(floodgate-rr floodgate-least-request floodgate-peak-ewma nginx-least-conn
 printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
   for c in "${CASES[@]}"; do
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d1s "${URL[$c]}" > /dev/null
-    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency "${URL[$c]}")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$rep" \
-      "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
-      "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
-      "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
-      "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
-    log "rep $rep $c: $(tail -1 "$RESULTS" | cut -f3-)"
+    measure "$c" "${URL[$c]}"
   done
 done
 curl -s http://127.0.0.1:19239/metrics > "$WORK/metrics.txt"

@@ -47,26 +47,15 @@ start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/ratelimit.yaml
 for port in 19101 19110 19130; do wait_port "$port"; done
 sleep 1
 
-run() { # label url conns threads
-  local out
-  wrk -t"$4" -c"$3" -d1s "$2" > /dev/null
-  out=$(wrk -t"$4" -c"$3" -d"${DUR}s" --latency "$2")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$rep" \
-    "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
-    "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
-  log "rep $rep $1: $(tail -1 "$RESULTS" | cut -f3-)"
-}
 printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
 F=http://127.0.0.1:19130
 for rep in $(seq 1 "$REPS"); do
-  run open "$F/open" "$CONNS" "$WRK_THREADS"
-  run limited "$F/limited" "$CONNS" "$WRK_THREADS"
-  run floodgate-reject "$F/reject" "$CONNS" "$WRK_THREADS"
-  run nginx-reject http://127.0.0.1:19110/reject "$CONNS" "$WRK_THREADS"
-  run open-c1 "$F/open" 1 1
-  run cluster-c1 "$F/cluster" 1 1
+  measure open "$F/open"
+  measure limited "$F/limited"
+  measure floodgate-reject "$F/reject"
+  measure nginx-reject http://127.0.0.1:19110/reject
+  measure open-c1 "$F/open" 1 1
+  measure cluster-c1 "$F/cluster" 1 1
 done
 
 python3 - "$RESULTS" << PY

@@ -10,16 +10,6 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::support::*;
 
-/// A server that answers with its name in `x-target`.
-async fn named(name: &'static str) -> SocketAddr {
-    upstream(move |_req| async move {
-        let mut resp = Response::new(full(name));
-        resp.headers_mut().insert("x-target", name.parse().unwrap());
-        resp
-    })
-    .await
-}
-
 /// A server that reports each arrival and holds the request until released.
 async fn holding(
     name: &'static str,
@@ -37,21 +27,6 @@ async fn holding(
     .await
 }
 
-fn gateway(upstream_yaml: &str) -> Gateway {
-    Gateway::start(&format!(
-        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
-admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
-upstreams:
-  pool:
-{upstream_yaml}
-routes:
-  - match: {{ path_prefix: / }}
-    upstream: pool
-"
-    ))
-}
-
 async fn target_of(gw: &Gateway, headers: &[(&str, &str)]) -> String {
     let (status, h, _) = get_with(&gw.url("/"), headers).await;
     assert_eq!(status, StatusCode::OK);
@@ -60,8 +35,12 @@ async fn target_of(gw: &Gateway, headers: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_shares_follow_the_weights_exactly() {
-    let (a, b, c) = (named("a").await, named("b").await, named("c").await);
-    let gw = gateway(&format!(
+    let (a, b, c) = (
+        named_upstream("a").await,
+        named_upstream("b").await,
+        named_upstream("c").await,
+    );
+    let gw = pool_gateway(&format!(
         "    targets: [ {{ address: \"{a}\", weight: 3 }}, \"{b}\", {{ address: \"{c}\", weight: 2 }} ]"
     ));
     let mut counts = std::collections::HashMap::new();
@@ -80,7 +59,7 @@ async fn least_request_sends_the_next_request_to_the_idle_target() {
     let release = Arc::new(Notify::new());
     let a = holding("a", tx.clone(), release.clone()).await;
     let b = holding("b", tx, release.clone()).await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    balance: least_request\n    targets: [ \"{a}\", \"{b}\" ]"
     ));
     let url = gw.url("/");
@@ -106,8 +85,12 @@ async fn least_request_sends_the_next_request_to_the_idle_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hashing_keeps_each_key_on_one_target() {
-    let (a, b, c) = (named("a").await, named("b").await, named("c").await);
-    let gw = gateway(&format!(
+    let (a, b, c) = (
+        named_upstream("a").await,
+        named_upstream("b").await,
+        named_upstream("c").await,
+    );
+    let gw = pool_gateway(&format!(
         "    balance: consistent_hash\n    hash_on: \"header:x-user\"\n    targets: [ \"{a}\", \"{b}\", \"{c}\" ]"
     ));
     let mut used = std::collections::HashSet::new();
@@ -129,7 +112,7 @@ async fn bounded_load_moves_a_hot_key_off_a_full_target() {
     let release = Arc::new(Notify::new());
     let a = holding("a", tx.clone(), release.clone()).await;
     let b = holding("b", tx, release.clone()).await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    balance: consistent_hash\n    hash_on: \"cookie:session\"\n    hash_bounded_load: 1.0\n    targets: [ \"{a}\", \"{b}\" ]"
     ));
     let url = gw.url("/");

@@ -30,21 +30,6 @@ async fn counting(status: StatusCode) -> (SocketAddr, Arc<[AtomicU64; 2]>) {
     (addr, counts)
 }
 
-fn gateway(upstream_yaml: &str) -> Gateway {
-    Gateway::start(&format!(
-        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
-admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
-upstreams:
-  pool:
-{upstream_yaml}
-routes:
-  - match: {{ path_prefix: / }}
-    upstream: pool
-"
-    ))
-}
-
 async fn post(url: &str, body: &'static str) -> (StatusCode, Bytes) {
     let (status, _, body) = send(
         Request::post(url)
@@ -59,7 +44,7 @@ async fn post(url: &str, body: &'static str) -> (StatusCode, Bytes) {
 async fn a_dead_target_is_retried_on_a_live_one() {
     let dead = closed_port();
     let (live, counts) = counting(StatusCode::OK).await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    targets: [ \"{dead}\", \"{live}\" ]\n    retries: {{ attempts: 1 }}"
     ));
     for _ in 0..10 {
@@ -81,7 +66,7 @@ async fn a_dead_target_is_retried_on_a_live_one() {
 async fn a_listed_status_is_retried_for_get_but_not_for_post() {
     let (failing, bad) = counting(StatusCode::SERVICE_UNAVAILABLE).await;
     let (working, good) = counting(StatusCode::OK).await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    targets: [ \"{failing}\", \"{working}\" ]\n    retries: {{ attempts: 1, retry_on: [ \"503\" ] }}"
     ));
     for _ in 0..20 {
@@ -106,7 +91,7 @@ async fn a_listed_status_is_retried_for_get_but_not_for_post() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_caps_retries_while_everything_fails() {
     let (failing, counts) = counting(StatusCode::SERVICE_UNAVAILABLE).await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    targets: [ \"{failing}\" ]\n    retries: {{ attempts: 3, retry_on: [ 5xx ], budget: 20%, min_per_second: 0, backoff: 1ms, max_backoff: 2ms }}"
     ));
     for _ in 0..50 {
@@ -140,7 +125,7 @@ async fn a_small_body_is_sent_again_whole_and_a_streamed_one_never() {
         }
     })
     .await;
-    let gw = gateway(&format!(
+    let gw = pool_gateway(&format!(
         "    targets: [ \"{up}\" ]\n    retries: {{ attempts: 1, retry_on: [ \"503\" ], methods: [ POST ], min_per_second: 10, replay_buffer: 1KiB }}"
     ));
     let (status, body) = post(&gw.url("/"), "hello, twice").await;

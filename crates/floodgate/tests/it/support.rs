@@ -418,3 +418,31 @@ pub async fn statuses(url: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16>
     }
     out
 }
+
+/// A server that answers 200 with its `name` as the body and in `x-target`.
+pub async fn named_upstream(name: &'static str) -> SocketAddr {
+    upstream(move |_req| async move {
+        let mut resp = Response::new(full(name));
+        resp.headers_mut()
+            .insert("x-target", http::HeaderValue::from_static(name));
+        resp
+    })
+    .await
+}
+
+/// A gateway with one upstream called `pool` (`upstream_yaml`: its fields, indented four
+/// spaces) that takes every request.
+pub fn pool_gateway(upstream_yaml: &str) -> Gateway {
+    Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  pool:
+{upstream_yaml}
+routes:
+  - match: {{ path_prefix: / }}
+    upstream: pool
+"
+    ))
+}

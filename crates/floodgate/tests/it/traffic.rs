@@ -1,7 +1,6 @@
 //! Traffic management through the binary: a weighted split between upstreams (canary) and
 //! mirroring to a shadow upstream that never answers, which the client must not notice.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
@@ -9,18 +8,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::support::*;
 
-async fn named(name: &'static str) -> SocketAddr {
-    upstream(move |_req| async move {
-        let mut resp = Response::new(full(name));
-        resp.headers_mut().insert("x-target", name.parse().unwrap());
-        resp
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_shares_a_route_between_upstreams_by_weight() {
-    let (v1, v2) = (named("v1").await, named("v2").await);
+    let (v1, v2) = (named_upstream("v1").await, named_upstream("v2").await);
     let gw = Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
@@ -47,7 +37,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_gets_copies_and_a_stuck_one_does_not_hold_the_client() {
-    let main = named("main").await;
+    let main = named_upstream("main").await;
     // The shadow reports each copy and then never answers.
     let (tx, mut copies) = mpsc::unbounded_channel();
     let never = Arc::new(Notify::new());
