@@ -81,7 +81,7 @@ fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response
                     "name": &*l.name,
                     "routes": l.router.len(),
                 })).collect::<Vec<_>>(),
-                "upstreams": snap.upstreams.keys().collect::<Vec<_>>(),
+                "upstreams": upstreams_status(&snap),
                 "routes": snap.config.routes.iter().enumerate().map(|(i, r)| floodgate_config::route_name(r, i)).collect::<Vec<_>>(),
             });
             text(StatusCode::OK, "application/json", body.to_string())
@@ -92,6 +92,33 @@ fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response
             "not found: try /metrics, /healthz, /readyz, /status\n".into(),
         ),
     }
+}
+
+/// Each upstream's targets as the balancers see them now.
+fn upstreams_status(snap: &floodgate_proxy::snapshot::Snapshot) -> serde_json::Value {
+    let now = floodgate_proxy::ratelimit::now();
+    snap.upstreams
+        .iter()
+        .map(|(name, set)| {
+            let targets: Vec<_> = set
+                .targets()
+                .iter()
+                .map(|t| {
+                    let stats = &t.pool.stats;
+                    serde_json::json!({
+                        "address": &*t.address,
+                        "healthy": stats.healthy(),
+                        "ejected": stats.ejected(now),
+                        "draining": t.draining,
+                        "in_flight": stats.in_flight(),
+                        "idle_connections": t.pool.idle_count(),
+                    })
+                })
+                .collect();
+            (name.clone(), serde_json::json!({ "targets": targets }))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

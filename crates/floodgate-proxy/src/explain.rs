@@ -280,13 +280,53 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
         out.push(bulkhead("route", c));
     }
     if let Action::Proxy(up) = action
-        && let Some(c) = snap
-            .config
-            .upstreams
-            .get(&*up.name)
-            .and_then(|u| u.concurrency.as_ref())
+        && let Some(u) = snap.config.upstreams.get(&*up.name)
     {
-        out.push(bulkhead("upstream", c));
+        if let Some(c) = &u.concurrency {
+            out.push(bulkhead("upstream", c));
+        }
+        if let Some(h) = &u.health_check {
+            out.push(
+                format!(
+                    "health check: {:?} {} every {}, out after {} failures, back after {} passes",
+                    h.kind, h.path, h.interval, h.unhealthy_after, h.healthy_after
+                )
+                .to_lowercase(),
+            );
+        }
+        if let Some(o) = &u.outlier_detection {
+            // As the upstream applies it: 5 in a row unless only a failure rate is given.
+            let consecutive = o
+                .consecutive_failures
+                .or(o.failure_rate.is_none().then_some(5));
+            let mut rules = Vec::new();
+            if let Some(n) = consecutive {
+                rules.push(format!("{n} failures in a row"));
+            }
+            if let Some(r) = o.failure_rate {
+                rules.push(format!(
+                    "a failure rate of {}% over {} (at least {} requests)",
+                    (r.0 * 100.0).round(),
+                    o.window,
+                    o.min_requests
+                ));
+            }
+            out.push(format!(
+                "outlier detection: eject after {}, for {} (growing, at most {})",
+                rules.join(" or "),
+                o.base_ejection,
+                o.max_ejection
+            ));
+        }
+        if let Some(r) = &u.retries {
+            out.push(format!(
+                "retries: up to {} on {} (budget {}% of requests + {}/s)",
+                r.attempts,
+                r.retry_on.join(", "),
+                (r.budget.0 * 100.0).round(),
+                r.min_per_second
+            ));
+        }
     }
     out
 }

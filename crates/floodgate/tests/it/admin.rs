@@ -24,6 +24,11 @@ async fn metrics_health_and_status() {
     let status = json(&status);
     assert_eq!(status["generation"], 1);
     assert_eq!(status["routes"], serde_json::json!(["api"]));
+    let target = &status["upstreams"]["backend"]["targets"][0];
+    assert_eq!(target["healthy"], true);
+    assert_eq!(target["ejected"], false);
+    assert_eq!(target["draining"], false);
+    assert_eq!(target["in_flight"], 0);
 
     let text = gw.metrics().await;
     assert!(
