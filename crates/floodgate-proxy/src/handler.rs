@@ -309,7 +309,7 @@ async fn proxy(
         uri,
         headers,
     };
-    let (target, resp, conn) = send_with_retries(
+    let exchange = send_with_retries(
         upstream,
         hash,
         head,
@@ -317,8 +317,21 @@ async fn proxy(
         body_limit,
         route.mirror.as_ref(),
         done,
-    )
-    .await?;
+    );
+    let (target, resp, conn) = match upstream.total_timeout {
+        None => exchange.await?,
+        Some(total) => match tokio::time::timeout(total, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(upstream_failure(
+                    done,
+                    upstream,
+                    Problem::UpstreamTimeout,
+                    "timeout",
+                ));
+            }
+        },
+    };
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.append(

@@ -147,3 +147,31 @@ fn client_for_streams()
 {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_timeout_bounds_all_tries_together() {
+    // A target that never answers, a per-try timeout of a minute: only `total` ends it.
+    let never = Arc::new(tokio::sync::Notify::new());
+    let up = upstream(move |_req| {
+        let never = never.clone();
+        async move {
+            never.notified().await;
+            Response::new(full("unreachable"))
+        }
+    })
+    .await;
+    let gw = pool_gateway(&format!(
+        "    targets: [ \"{up}\" ]\n    timeouts: {{ request: 60s, total: 200ms }}"
+    ));
+    let answer = tokio::time::timeout(PATIENCE, get(&gw.url("/")))
+        .await
+        .expect("answered long before the per-try timeout");
+    let (status, h, body) = answer;
+    assert_problem(
+        status,
+        &h,
+        &body,
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream-timeout",
+    );
+}
