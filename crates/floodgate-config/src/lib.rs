@@ -153,6 +153,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         upstreams: Default::default(),
         routes: Vec::new(),
         cluster: None,
+        dns: Default::default(),
     };
     let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
@@ -166,7 +167,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         ));
         return (cfg, asm);
     };
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 8] = [
         "runtime",
         "listeners",
         "admin",
@@ -174,6 +175,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         "upstreams",
         "routes",
         "cluster",
+        "dns",
     ];
     let top = FieldPath::root();
     for (key, value) in sections {
@@ -187,6 +189,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             "admin" => cfg.admin = de::decode(value, path, sink).unwrap_or_default(),
             "access_log" => cfg.access_log = de::decode(value, path, sink).unwrap_or_default(),
             "cluster" => cfg.cluster = de::decode(value, path, sink),
+            "dns" => cfg.dns = de::decode(value, path, sink).unwrap_or_default(),
             "listeners" | "routes" => {
                 let Value::Seq(items) = &value.value else {
                     let found = value.value.kind();

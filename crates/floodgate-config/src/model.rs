@@ -36,6 +36,32 @@ pub struct Config {
     /// keeps its own state.
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// How target host names are resolved.
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+/// Name resolution for upstream targets given as `name:port`: each address a name resolves
+/// to becomes a target of its own, re-resolved on an interval and after a connect failure.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// How often names are resolved again. Default 30s.
+    #[serde(default = "default_dns_refresh")]
+    pub refresh: Duration,
+    /// A hosts-format file (`address name...` per line) consulted before the system
+    /// resolver, read afresh at each resolution. Default: none.
+    #[serde(default)]
+    pub hosts_file: Option<String>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            refresh: default_dns_refresh(),
+            hosts_file: None,
+        }
+    }
 }
 
 /// How the nodes of a fleet share state.
@@ -836,6 +862,9 @@ fn default_pool_idle() -> Duration {
 }
 fn default_redirect_status() -> u16 {
     302
+}
+fn default_dns_refresh() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
 }
 fn default_mirror_share() -> Percent {
     Percent(1.0)

@@ -127,7 +127,7 @@ pub fn explain(
             );
         }
         Action::Proxy(up) => {
-            let targets: Vec<&str> = up.targets().iter().map(|t| &*t.address).collect();
+            let targets: Vec<String> = up.targets().iter().map(|t| t.address.to_string()).collect();
             let balance = snap.config.upstreams.get(&*up.name).map_or_else(
                 || "round robin".to_owned(),
                 |u| {

@@ -15,6 +15,7 @@ use crate::ratelimit::LimiterRegistry;
 use crate::ratelimit::cluster::ClusterClient;
 use crate::snapshot::{Shared, Snapshot};
 use crate::upstream::Pools;
+use crate::upstream::dns::Resolvers;
 use crate::upstream::health::HealthChecks;
 
 /// Why a new config was not applied.
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub cluster: Option<Arc<ClusterClient>>,
     /// Active health-check tasks.
     pub health: HealthChecks,
+    /// Target-name resolver tasks.
+    pub resolvers: Resolvers,
 }
 
 impl Gateway {
@@ -81,6 +84,7 @@ impl Gateway {
             admissions,
             cluster,
             health: HealthChecks::default(),
+            resolvers: Resolvers::default(),
         }))
     }
 
@@ -91,6 +95,7 @@ impl Gateway {
             tokio::spawn(c.clone().heartbeat_loop());
         }
         self.health.sync(&self.snapshot(), &self.metrics);
+        self.resolvers.sync(self, &self.snapshot());
         let gw = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -110,7 +115,7 @@ impl Gateway {
     }
 
     /// Applies a new validated config, or refuses it and keeps the current one.
-    pub fn reload(&self, config: ValidConfig) -> Result<u64, ReloadError> {
+    pub fn reload(self: &Arc<Self>, config: ValidConfig) -> Result<u64, ReloadError> {
         let old = self.snapshot();
         let before: Vec<_> = old
             .config
@@ -153,6 +158,7 @@ impl Gateway {
         let snap = Arc::new(snap);
         self.current.store(snap.clone());
         self.health.sync(&snap, &self.metrics);
+        self.resolvers.sync(self, &snap);
         self.pools.prune();
         Ok(generation)
     }

@@ -367,15 +367,15 @@ impl UpstreamHead {
 /// to another, within the attempts and the budget. A body is only sent again if it could
 /// be held whole (no longer than the policy's replay buffer); otherwise it streams through
 /// once and is never retried.
-async fn send_with_retries<'u>(
-    upstream: &'u UpstreamSet,
+async fn send_with_retries(
+    upstream: &UpstreamSet,
     hash: Option<u64>,
     head: UpstreamHead,
     body: Incoming,
     body_limit: u64,
     mirror: Option<&MirrorPlan>,
     done: &mut Done,
-) -> Result<(&'u Target, Response<Incoming>, UpstreamConn), Problem> {
+) -> Result<(Arc<Target>, Response<Incoming>, UpstreamConn), Problem> {
     let policy = upstream.retry.as_ref();
     if let Some(p) = policy {
         p.record_request();
@@ -404,7 +404,7 @@ async fn send_with_retries<'u>(
             let exceeded = Arc::new(AtomicBool::new(false));
             let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
             let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
-            return match try_once(upstream, target, req, done).await {
+            return match try_once(upstream, &target, req, done).await {
                 Ok((resp, conn)) => Ok((target, resp, conn)),
                 Err(_) if exceeded.load(Ordering::Acquire) => Err(Problem::BodyTooLarge),
                 Err(f) => Err(failure_problem(done, upstream, f)),
@@ -423,7 +423,7 @@ async fn send_with_retries<'u>(
             .ok_or(Problem::NoTarget)?;
         tried.push(target.address.clone());
         let req = head.request(RequestBody::buffered(replay.clone()));
-        let failure = match try_once(upstream, target, req, done).await {
+        let failure = match try_once(upstream, &target, req, done).await {
             Ok((resp, conn)) => match policy {
                 Some(p) if p.retries_status(resp.status()) => {
                     // Kept in case no retry happens; dropped (with its connection) if one does.
@@ -499,7 +499,13 @@ async fn try_once(
     let sent_at = Instant::now();
     let result = match tokio::time::timeout(upstream.request_timeout, target.pool.send(req)).await {
         Err(_) => Err(Failure::Timeout),
-        Ok(Err(ExchangeError::Connect)) => Err(Failure::Connect),
+        Ok(Err(ExchangeError::Connect)) => {
+            if upstream.has_names {
+                // The name may point elsewhere now.
+                upstream.resolve_now.notify_one();
+            }
+            Err(Failure::Connect)
+        }
         Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
         Ok(Ok(exchange)) => {
             let took = sent_at.elapsed();

@@ -219,7 +219,7 @@ fn spawn_reloader(gw: Arc<Gateway>, path: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn reload(gw: &Gateway, path: &Path, cause: &str) {
+fn reload(gw: &Arc<Gateway>, path: &Path, cause: &str) {
     match floodgate_config::load_file(path, &process_env) {
         Err(errors) => {
             gw.metrics.reload(false);

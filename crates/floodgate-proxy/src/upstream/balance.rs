@@ -208,7 +208,7 @@ pub enum Balancer {
 
 impl Balancer {
     /// Builds the balancer of `cfg` for `targets` (already parsed, with their weights).
-    pub fn build(cfg: &Upstream, targets: &[Target], weights: &[u32]) -> Self {
+    pub fn build(cfg: &Upstream, targets: &[&Target], weights: &[u32]) -> Self {
         match cfg.balance {
             Balance::RoundRobin => Balancer::RoundRobin {
                 cycle: SmoothWeighted::new(weights),
@@ -243,7 +243,7 @@ impl Balancer {
     /// consistent hashing), among the targets `eligible` accepts; `None` if there is none.
     pub fn pick(
         &self,
-        targets: &[Target],
+        targets: &[std::sync::Arc<Target>],
         hash: Option<u64>,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {

@@ -7,6 +7,7 @@
 //! ejection is recorded per try (`UpstreamSet::record_outcome`).
 
 pub mod balance;
+pub mod dns;
 pub mod health;
 pub mod pool;
 pub mod retry;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use floodgate_config::model::{AllUnhealthy, Upstream, UpstreamProtocol};
 use floodgate_core::outlier::OutlierConfig;
 use http::uri::Authority;
@@ -87,12 +89,24 @@ pub struct Target {
     pub draining: bool,
 }
 
+/// The targets of an upstream at one moment, with the balancer built for them. Replaced
+/// as a whole when names resolve to other addresses.
+pub struct TargetSet {
+    targets: Vec<Arc<Target>>,
+    balancer: Balancer,
+}
+
 /// A named group of targets, ready for traffic.
 pub struct UpstreamSet {
     /// The upstream's name.
     pub name: Arc<str>,
-    targets: Vec<Target>,
-    balancer: Balancer,
+    current: ArcSwap<TargetSet>,
+    /// The upstream's definition, to rebuild the target set from resolved names.
+    cfg: Upstream,
+    /// Whether any target is given by name (then [`dns`] resolves it).
+    pub has_names: bool,
+    /// Woken after a connect failure, so names are resolved again at once.
+    pub resolve_now: tokio::sync::Notify,
     /// Time allowed from sending the request to receiving the response head (per try).
     pub request_timeout: Duration,
     /// Time allowed for all tries together, if limited.
@@ -107,42 +121,74 @@ pub struct UpstreamSet {
     panic_when_all_unhealthy: bool,
 }
 
+/// Addresses that names resolved to: `name:port` → socket addresses.
+pub type Resolved = HashMap<String, Vec<std::net::SocketAddr>>;
+
+fn target_set(
+    name: &str,
+    cfg: &Upstream,
+    resolved: &Resolved,
+    pools: &Pools,
+    metrics: &crate::metrics::Metrics,
+) -> TargetSet {
+    let mut targets = Vec::new();
+    let mut weights = Vec::new();
+    for t in &cfg.targets {
+        // A name that resolved becomes one target per address; otherwise the configured
+        // address is the target (an IP literal, or a name the OS resolves at connect).
+        let addresses: Vec<String> = match resolved.get(t.address()) {
+            Some(addrs) if !addrs.is_empty() => addrs.iter().map(ToString::to_string).collect(),
+            _ => vec![t.address().to_owned()],
+        };
+        for address in addresses {
+            let Ok(authority) = address.parse::<Authority>() else {
+                continue;
+            };
+            let pool = pools.get(PoolKey {
+                address: address.clone(),
+                protocol: match cfg.protocol {
+                    UpstreamProtocol::Http1 => Protocol::Http1,
+                    UpstreamProtocol::Http2 => Protocol::Http2,
+                },
+                connect: cfg.timeouts.connect.0,
+                idle: cfg.timeouts.idle.0,
+                max_idle: cfg.max_idle_per_target,
+            });
+            targets.push(Arc::new(Target {
+                metrics: metrics.target(name, &address),
+                address: Arc::from(address.as_str()),
+                authority,
+                pool,
+                draining: t.draining(),
+            }));
+            weights.push(t.weight());
+        }
+    }
+    let plain: Vec<&Target> = targets.iter().map(|t| &**t).collect();
+    TargetSet {
+        balancer: Balancer::build(cfg, &plain, &weights),
+        targets,
+    }
+}
+
 impl UpstreamSet {
-    /// Builds an upstream from validated config.
+    /// Builds an upstream from validated config (names not resolved yet).
     pub fn build(
         name: &str,
         cfg: &Upstream,
         pools: &Pools,
         metrics: &crate::metrics::Metrics,
     ) -> Self {
-        let mut targets = Vec::new();
-        let mut weights = Vec::new();
-        for t in &cfg.targets {
-            if let Ok(authority) = t.address().parse::<Authority>() {
-                let pool = pools.get(PoolKey {
-                    address: t.address().to_owned(),
-                    protocol: match cfg.protocol {
-                        UpstreamProtocol::Http1 => Protocol::Http1,
-                        UpstreamProtocol::Http2 => Protocol::Http2,
-                    },
-                    connect: cfg.timeouts.connect.0,
-                    idle: cfg.timeouts.idle.0,
-                    max_idle: cfg.max_idle_per_target,
-                });
-                targets.push(Target {
-                    address: Arc::from(t.address()),
-                    authority,
-                    pool,
-                    metrics: metrics.target(name, t.address()),
-                    draining: t.draining(),
-                });
-                weights.push(t.weight());
-            }
-        }
+        let has_names = cfg
+            .targets
+            .iter()
+            .any(|t| t.address().parse::<std::net::SocketAddr>().is_err());
         UpstreamSet {
             name: Arc::from(name),
-            balancer: Balancer::build(cfg, &targets, &weights),
-            targets,
+            current: ArcSwap::from_pointee(target_set(name, cfg, &Resolved::new(), pools, metrics)),
+            cfg: cfg.clone(),
+            has_names,
+            resolve_now: tokio::sync::Notify::new(),
             request_timeout: cfg.timeouts.request.0,
             total_timeout: cfg.timeouts.total.map(|d| d.0),
             concurrency: None,
@@ -167,27 +213,50 @@ impl UpstreamSet {
         }
     }
 
+    /// The configured target addresses given by name (`name:port`).
+    pub fn names(&self) -> Vec<String> {
+        self.cfg
+            .targets
+            .iter()
+            .map(|t| t.address().to_owned())
+            .filter(|a| a.parse::<std::net::SocketAddr>().is_err())
+            .collect()
+    }
+
+    /// Replaces the targets with those `resolved` gives.
+    pub fn apply_resolved(
+        &self,
+        resolved: &Resolved,
+        pools: &Pools,
+        metrics: &crate::metrics::Metrics,
+    ) {
+        self.current.store(Arc::new(target_set(
+            &self.name, &self.cfg, resolved, pools, metrics,
+        )));
+    }
+
     /// What a consistent-hash key is made of, if this upstream hashes.
-    pub fn hash_on(&self) -> Option<&HashOn> {
-        self.balancer.hash_on()
+    pub fn hash_on(&self) -> Option<HashOn> {
+        self.current.load().balancer.hash_on().cloned()
     }
 
     /// The target for the next request (`hash`: the request's key hash, when hashing):
     /// among the healthy, not ejected targets; when there is none, among all of them if the
     /// upstream panics, else `None`.
-    pub fn pick(&self, hash: Option<u64>) -> Option<&Target> {
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Target>> {
         let now = crate::ratelimit::now();
-        let targets = &self.targets;
+        let set = self.current.load();
+        let targets = &set.targets;
         let eligible = |i: usize| !targets[i].draining && targets[i].pool.stats.eligible(now);
-        self.balancer
+        set.balancer
             .pick(targets, hash, &eligible)
             .or_else(|| {
                 // Panic mode sends to unhealthy targets, never to draining ones.
                 self.panic_when_all_unhealthy
-                    .then(|| self.balancer.pick(targets, hash, &|i| !targets[i].draining))
+                    .then(|| set.balancer.pick(targets, hash, &|i| !targets[i].draining))
                     .flatten()
             })
-            .and_then(|i| targets.get(i))
+            .and_then(|i| targets.get(i).cloned())
     }
 
     /// Records a live request's outcome at `target` for outlier detection; returns the
@@ -199,6 +268,8 @@ impl UpstreamSet {
             return None;
         }
         let out = self
+            .current
+            .load()
             .targets
             .iter()
             .filter(|t| t.pool.stats.ejected(now))
@@ -211,9 +282,9 @@ impl UpstreamSet {
 
     /// A target for a retry: one not in `tried` if the balancer offers one within as many
     /// picks as there are targets, else the balancer's choice.
-    pub fn pick_untried(&self, hash: Option<u64>, tried: &[Arc<str>]) -> Option<&Target> {
+    pub fn pick_untried(&self, hash: Option<u64>, tried: &[Arc<str>]) -> Option<Arc<Target>> {
         let mut first = None;
-        for _ in 0..self.targets.len().max(1) {
+        for _ in 0..self.current.load().targets.len().max(1) {
             let t = self.pick(hash)?;
             if !tried.contains(&t.address) {
                 return Some(t);
@@ -223,8 +294,8 @@ impl UpstreamSet {
         first
     }
 
-    /// The targets.
-    pub fn targets(&self) -> Vec<&Target> {
-        self.targets.iter().collect()
+    /// The targets now.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.current.load().targets.clone()
     }
 }

@@ -10,6 +10,7 @@ mod balance;
 mod cli;
 mod cluster;
 mod demo;
+mod dns;
 mod errors;
 mod headers;
 mod health;

@@ -231,7 +231,16 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    upstream_on("127.0.0.1:0", handler).await
+}
+
+/// A test upstream server bound to `bind` (such as `127.0.0.2:0`).
+pub async fn upstream_on<F, Fut>(bind: &str, handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
         .expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
