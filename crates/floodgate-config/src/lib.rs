@@ -239,6 +239,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 concurrency: None,
                                 balance: Default::default(),
                                 protocol: Default::default(),
+                                tls: None,
                                 hash_on: None,
                                 hash_bounded_load: None,
                                 retries: None,

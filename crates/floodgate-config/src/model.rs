@@ -252,6 +252,10 @@ pub struct Upstream {
     /// connection per target, HTTP/2 with prior knowledge). Default `http1`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// TLS to the targets (certificates verified; ALPN offers `h2` or `http/1.1` by
+    /// `protocol`). Absent: cleartext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
     /// `consistent_hash` only: what a request's key is: `client_ip`, `header:NAME`,
     /// `cookie:NAME` or `path:PARAM` (a route path parameter). A request without it hashes
     /// the empty key.
@@ -392,6 +396,26 @@ pub enum AllUnhealthy {
     Fail,
     /// Use every target anyway.
     Panic,
+}
+
+/// TLS towards an upstream's targets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the certificate authorities to trust. Default: the Mozilla root set
+    /// built in (webpki-roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The name sent as SNI and checked against the certificate. Default: the target's
+    /// host as configured (an IP address is checked as one).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM certificate chain presented to the target (mTLS); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 /// The protocol spoken to an upstream's targets.

@@ -46,6 +46,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         }
         validate_policies::check_balance(up, &path, &mut out);
         validate_policies::check_health(up, &path, &mut out);
+        validate_policies::check_upstream_tls(up, &path, &mut out);
         if let Some(r) = &up.retries {
             validate_policies::check_retries(r, &path.key("retries"), &mut out);
         }

@@ -339,6 +339,55 @@ pub(crate) fn check_health(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>)
     }
 }
 
+/// Checks an upstream's TLS settings: the files exist and hold what they should.
+pub(crate) fn check_upstream_tls(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let Some(tls) = &up.tls else { return };
+    let tp = p.key("tls");
+    let certs = |path: &str| -> Result<usize, String> {
+        let n = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {path:?}: {e}"))?
+            .filter(Result::is_ok)
+            .count();
+        if n == 0 {
+            return Err(format!("{path:?} holds no PEM certificate"));
+        }
+        Ok(n)
+    };
+    if let Some(ca) = &tls.ca_file
+        && let Err(msg) = certs(ca)
+    {
+        out.push((tp.key("ca_file"), msg));
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(msg) = certs(cert) {
+                out.push((tp.key("client_cert"), msg));
+            }
+            if PrivateKeyDer::from_pem_file(key).is_err() {
+                out.push((
+                    tp.key("client_key"),
+                    format!("{key:?} holds no readable PEM private key"),
+                ));
+            }
+        }
+        (None, None) => {}
+        _ => out.push((
+            tp,
+            "give both `client_cert` and `client_key`, or neither".into(),
+        )),
+    }
+    if let Some(name) = &up.tls.as_ref().and_then(|t| t.server_name.clone())
+        && ServerName::try_from(name.as_str()).is_err()
+    {
+        out.push((
+            p.key("tls").key("server_name"),
+            format!("{name:?} is not a valid server name"),
+        ));
+    }
+}
+
 /// Checks the cluster section.
 pub(crate) fn check_cluster(c: &Cluster, p: &FieldPath, out: &mut Vec<Problem>) {
     let url = p.key("redis").key("url");

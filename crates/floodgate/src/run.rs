@@ -106,16 +106,19 @@ async fn serve(
     if let Some(path) = watch_path {
         spawn_reloader(gw.clone(), path)?;
     }
+    // Installed before readiness is announced: a SIGTERM that arrives right after must find
+    // a handler, not the default action (which would kill the process mid-request).
+    let shutdown_signal = shutdown_signal();
     ready.store(true, Ordering::Release);
-    // Logged once everything (listeners, admin, reloader) is in place: tools and tests take
-    // these lines as the sign that the gateway is ready.
+    // Logged once everything (listeners, admin, reloader, signal handlers) is in place: tools
+    // and tests take these lines as the sign that the gateway is ready.
     for (name, addr) in &started.listeners {
         tracing::info!(listener = %name, address = %addr, "listening");
     }
     tracing::info!(address = %started.admin, workers, "admin listening");
     on_start(&started);
 
-    wait_for_shutdown_signal().await;
+    shutdown_signal.await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     ready.store(false, Ordering::Release);
     if shutdown_tx.send(true).is_err() {
@@ -128,31 +131,38 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now (when called, not when first polled) and returns a
+/// future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
+                _ => {
+                    tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod health;
 pub mod pool;
 pub mod retry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,8 @@ pub use retry::{Allowance, Failure, RetryPolicy};
 struct PoolKey {
     address: String,
     protocol: Protocol,
+    /// TLS settings and the server name, if TLS.
+    tls: Option<(floodgate_config::model::UpstreamTls, String)>,
     connect: Duration,
     idle: Duration,
     max_idle: usize,
@@ -45,9 +48,10 @@ impl Pools {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.clone())
             .or_insert_with(|| {
-                Arc::new(ConnPool::new(
+                Arc::new(ConnPool::with_tls(
                     &key.address,
                     key.protocol,
+                    key.tls.as_ref().map(|(t, name)| (t, name.as_str())),
                     key.max_idle,
                     key.idle,
                     key.connect,
@@ -144,8 +148,23 @@ fn target_set(
             let Ok(authority) = address.parse::<Authority>() else {
                 continue;
             };
+            // SNI and certificate check: the configured name, else the host as configured
+            // (not the address a name resolved to).
+            let tls = cfg.tls.as_ref().map(|tls| {
+                let host = t
+                    .address()
+                    .rsplit_once(':')
+                    .map_or(t.address(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                (
+                    tls.clone(),
+                    tls.server_name.clone().unwrap_or_else(|| host.to_owned()),
+                )
+            });
             let pool = pools.get(PoolKey {
                 address: address.clone(),
+                tls,
                 protocol: match cfg.protocol {
                     UpstreamProtocol::Http1 => Protocol::Http1,
                     UpstreamProtocol::Http2 => Protocol::Http2,

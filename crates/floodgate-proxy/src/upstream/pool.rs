@@ -24,10 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::tls::{MaybeTls, TlsSetup};
 use crate::body::RequestBody;
 
 type Sender = http1::SendRequest<RequestBody>;
-type Driver = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+type Driver = http1::Connection<TokioIo<MaybeTls>, RequestBody>;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -174,6 +175,8 @@ pub struct ConnPool {
     protocol: Protocol,
     idle: Mutex<Vec<(H1Conn, Instant)>>,
     h2: tokio::sync::Mutex<Option<H2Sender>>,
+    /// TLS to the target, if configured (or why it could not be set up).
+    tls: Option<Result<TlsSetup, String>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -190,7 +193,36 @@ impl ConnPool {
         idle_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
+        Self::with_tls(
+            address,
+            protocol,
+            None,
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        )
+    }
+
+    /// A pool that opens TLS (`tls`: the settings and the server name) to `address`.
+    pub fn with_tls(
+        address: &str,
+        protocol: Protocol,
+        tls: Option<(&floodgate_config::model::UpstreamTls, &str)>,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        let alpn: &[u8] = match protocol {
+            Protocol::Http1 => b"http/1.1",
+            Protocol::Http2 => b"h2",
+        };
+        let tls = tls.map(|(settings, name)| {
+            TlsSetup::new(settings, name, alpn).inspect_err(|e| {
+                tracing::error!(target = address, error = %e, "upstream TLS cannot be set up; connections will fail");
+            })
+        });
         ConnPool {
+            tls,
             stats: Arc::default(),
             address: address.to_owned(),
             protocol,
@@ -266,7 +298,11 @@ impl ConnPool {
             .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
             .or_else(|| http::uri::Authority::try_from(self.address.as_str()).ok());
         let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = authority;
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -382,8 +418,30 @@ impl ConnPool {
         }
     }
 
+    /// A connection to the target (TCP, and TLS if configured), within the connect timeout.
+    async fn tcp(&self) -> Result<MaybeTls, ExchangeError> {
+        let tcp = self.tcp_only().await?;
+        match &self.tls {
+            None => Ok(MaybeTls::Plain(tcp)),
+            Some(Err(_)) => Err(ExchangeError::Connect),
+            Some(Ok(setup)) => {
+                match tokio::time::timeout(self.connect_timeout, setup.connect(tcp)).await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => {
+                        tracing::warn!(target = %self.address, error = %e, "upstream TLS handshake failed");
+                        Err(ExchangeError::Connect)
+                    }
+                    Err(_) => {
+                        tracing::debug!(target = %self.address, "upstream TLS handshake timed out");
+                        Err(ExchangeError::Connect)
+                    }
+                }
+            }
+        }
+    }
+
     /// A TCP connection to the target, within the connect timeout.
-    async fn tcp(&self) -> Result<TcpStream, ExchangeError> {
+    async fn tcp_only(&self) -> Result<TcpStream, ExchangeError> {
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.address.as_str()),

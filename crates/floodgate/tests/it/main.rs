@@ -24,3 +24,4 @@ mod shutdown;
 mod streaming;
 mod traffic;
 mod upstream_h2;
+mod upstream_tls;
