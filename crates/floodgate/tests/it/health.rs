@@ -239,3 +239,83 @@ routes:
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
 }
+
+/// A server that can be killed (listener and every connection dropped at once) and
+/// started again on the same address. Counts the requests it answered.
+struct Killable {
+    addr: SocketAddr,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Killable {
+    async fn start(addr: SocketAddr, served: Arc<AtomicU64>) -> Killable {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (t, s) = (tasks.clone(), served.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let s = s.clone();
+                let conn = tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        s.fetch_add(1, Ordering::Relaxed);
+                        async { Ok::<_, std::convert::Infallible>(Response::new(full("k"))) }
+                    });
+                    let _served = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+                t.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Killable { addr, tasks }
+    }
+
+    fn kill(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_killed_under_load_is_ejected_without_client_errors_and_returns() {
+    let served = Arc::new(AtomicU64::new(0));
+    let a = Killable::start("127.0.0.1:0".parse().unwrap(), served.clone()).await;
+    let b = switchable().await;
+    let gw = pool_gateway(&format!(
+        "    targets: [ \"{}\", \"{}\" ]\n    retries: {{ attempts: 2, retry_on: [ connect_error, reset ] }}\n    outlier_detection: {{ consecutive_failures: 2, base_ejection: 300ms, max_ejection: 1s }}",
+        a.addr, b.addr
+    ));
+    let url = gw.url("/");
+    assert_eq!(statuses(&url, &[], 20).await, [200; 20]);
+    assert!(
+        served.load(Ordering::Relaxed) > 0,
+        "A took its share before"
+    );
+    a.kill();
+    // Under the same load, every request still succeeds: failures on A are retried on B
+    // until A is ejected.
+    assert_eq!(statuses(&url, &[], 40).await, [200; 40]);
+    let ejections = gw
+        .metric(&format!(
+            "floodgate_upstream_ejections_total{{upstream=\"pool\",target=\"{}\"}}",
+            a.addr
+        ))
+        .await;
+    assert!(ejections >= 1.0, "A was ejected");
+    // A heals (starts again on its address) and comes back by itself.
+    let before = served.load(Ordering::Relaxed);
+    let _a = Killable::start(a.addr, served.clone()).await;
+    let mut back = false;
+    for _ in 0..500 {
+        assert_eq!(get(&url).await.0, StatusCode::OK);
+        if served.load(Ordering::Relaxed) > before {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(back, "the healed target never came back");
+}
