@@ -144,3 +144,29 @@ async fn bounded_load_moves_a_hot_key_off_a_full_target() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_keeps_away_from_a_slow_target() {
+    // One target answers after 100 ms, the other at once. Once each has a latency sample,
+    // every choice between them goes to the fast one (its cost is far below the slow one's).
+    let slow = upstream(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut resp = Response::new(full("slow"));
+        resp.headers_mut()
+            .insert("x-target", "slow".parse().unwrap());
+        resp
+    })
+    .await;
+    let fast = named_upstream("fast").await;
+    let gw = pool_gateway(&format!(
+        "    balance: peak_ewma\n    targets: [ \"{slow}\", \"{fast}\" ]"
+    ));
+    let mut to_slow = 0;
+    for _ in 0..50 {
+        if target_of(&gw, &[]).await == "slow" {
+            to_slow += 1;
+        }
+    }
+    // At most the first few, before the slow target's first sample comes back.
+    assert!(to_slow <= 3, "{to_slow} of 50 went to the slow target");
+}
