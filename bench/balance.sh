@@ -9,24 +9,9 @@
 # Needs (Debian): nginx libnginx-mod-http-echo haproxy wrk python3. Ports 127.0.0.1:19201-19239.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-DUR=${DUR:-10}
-REPS=${REPS:-3}
-CONNS=${CONNS:-64}
-WRK_THREADS=${WRK_THREADS:-2}
-WORKERS=${WORKERS:-1}
-BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
+source "$HERE/lib.sh" balance nginx haproxy wrk python3
 ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
-
-for tool in nginx haproxy wrk python3; do
-  command -v "$tool" > /dev/null || { echo "missing $tool: apt-get install -y nginx haproxy wrk python3" >&2; exit 1; }
-done
 [ -f "$ECHO_MODULE" ] || { echo "missing $ECHO_MODULE: apt-get install -y libnginx-mod-http-echo" >&2; exit 1; }
-[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/floodgate-balance-bench.XXXXXX)
-RESULTS=$WORK/results.tsv
-source "$HERE/lib.sh"
 ports_free 19201 19202 19203 19210 19220 19230 19239
 
 # Origins: two fast, one that sleeps 50 ms per request (echo module, no thread blocked).

@@ -8,21 +8,7 @@
 # Needs (Debian): nginx wrk python3. Ports 127.0.0.1:19301-19339.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-DUR=${DUR:-10}
-REPS=${REPS:-3}
-CONNS=${CONNS:-64}
-WRK_THREADS=${WRK_THREADS:-2}
-WORKERS=${WORKERS:-1}
-BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
-for tool in nginx wrk python3; do
-  command -v "$tool" > /dev/null || { echo "missing $tool" >&2; exit 1; }
-done
-[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/floodgate-h2-bench.XXXXXX)
-RESULTS=$WORK/results.tsv
-source "$HERE/lib.sh"
+source "$HERE/lib.sh" h2 nginx wrk python3
 ports_free 19301 19302 19330 19339
 
 nginx_conf origin 1 "    http2_max_requests 10000000;

@@ -1,5 +1,21 @@
-# bench/lib.sh — helpers shared by the benchmark scripts (sourced, not run).
-# Expects WORK (a scratch directory) to be set by the caller.
+# bench/lib.sh — helpers shared by the benchmark scripts (sourced, not run). Sets the common
+# knobs' defaults, checks the tools a script names, makes its scratch directory ($WORK) and
+# stops what it started on exit.
+#   source "$HERE/lib.sh" NAME TOOL...
+
+ROOT=$(cd "$HERE/.." && pwd)
+DUR=${DUR:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-1}   # worker processes / threads of every proxy (origins keep 1)
+BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
+for tool in "${@:2}"; do
+  command -v "$tool" > /dev/null || { echo "missing $tool: install it from Debian's packages" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
+WORK=$(mktemp -d "/tmp/floodgate-$1-bench.XXXXXX")
+RESULTS=$WORK/results.tsv
 
 PIDS=()
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }

@@ -14,25 +14,10 @@
 # Needs (Debian): nginx haproxy wrk python3. All traffic stays on 127.0.0.1 ports 19001-19039.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-DUR=${DUR:-10}
-REPS=${REPS:-3}
-CONNS=${CONNS:-64}
-WRK_THREADS=${WRK_THREADS:-2}
+source "$HERE/lib.sh" proxy nginx haproxy wrk python3
 IDLE_CONNS=${IDLE_CONNS:-10000}
-WORKERS=${WORKERS:-1}   # worker processes / threads of every proxy (the origin keeps 1)
-BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
 HZ=$(getconf CLK_TCK)
-
-for tool in nginx haproxy wrk python3; do
-  command -v "$tool" > /dev/null || { echo "missing $tool: apt-get install -y nginx haproxy wrk python3" >&2; exit 1; }
-done
-[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"  # 10,000 idle clients need more than the usual 1024
-
-WORK=$(mktemp -d /tmp/floodgate-bench.XXXXXX)
-RESULTS=$WORK/results.tsv
-source "$HERE/lib.sh"
 
 descendants() { # pid -> pid and all descendants
   local p=$1 c

@@ -12,23 +12,8 @@
 # Needs (Debian): nginx wrk redis-server (running). Traffic stays on 127.0.0.1:19101-19139.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-DUR=${DUR:-10}
-REPS=${REPS:-3}
-CONNS=${CONNS:-64}
-WRK_THREADS=${WRK_THREADS:-2}
-WORKERS=${WORKERS:-1}
-BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
-
-for tool in nginx wrk python3; do
-  command -v "$tool" > /dev/null || { echo "missing $tool: apt-get install -y nginx wrk python3" >&2; exit 1; }
-done
-[ -x "$BIN" ] || { echo "missing $BIN: run cargo build --release first" >&2; exit 1; }
+source "$HERE/lib.sh" ratelimit nginx wrk python3
 (exec 3<> /dev/tcp/127.0.0.1/6379) 2> /dev/null || { echo "Redis is not running on 127.0.0.1:6379" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/floodgate-ratelimit-bench.XXXXXX)
-RESULTS=$WORK/results.tsv
-source "$HERE/lib.sh"
 ports_free 19101 19110 19130 19139
 
 nginx_conf origin 1 "    server { listen 127.0.0.1:19101 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"
