@@ -134,6 +134,10 @@ fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     Some(copy)
 }
 
+/// Tries of a request on HTTP/2 connections when it is known not to have been processed
+/// (a new connection can itself be going away by the time the request reaches it).
+const H2_ATTEMPTS: u32 = 5;
+
 /// A copy of a request whose body is held in memory.
 fn copy_request(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     let mut copy = Request::new(req.body().try_clone()?);
@@ -312,14 +316,14 @@ impl ConnPool {
         }
         *req.version_mut() = http::Version::HTTP_2;
         // Two cases where a request is known not to have been processed, so it goes out
-        // once more on a new connection whatever its method: hyper hands back a request it
+        // again on a new connection whatever its method: hyper hands back a request it
         // did not send (the connection was closing), or the server refused its stream or
         // sent GOAWAY before processing it (RFC 9113 §8.7). The second needs a copy, so only
-        // requests with a body held in memory (or none) get it.
+        // requests with a body held in memory (or none) get it. At most `H2_ATTEMPTS` tries.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let copy = if attempt < 2 {
+            let copy = if attempt < H2_ATTEMPTS {
                 copy_request(&req)
             } else {
                 None
@@ -346,7 +350,7 @@ impl ConnPool {
                         None => None,
                     };
                     match again {
-                        Some(again) if attempt < 2 => {
+                        Some(again) if attempt < H2_ATTEMPTS => {
                             tracing::debug!(target = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
                             req = again;
                         }
