@@ -51,19 +51,6 @@ async fn switchable() -> Switchable {
     }
 }
 
-fn gateway(upstreams: &str, routes: &str) -> Gateway {
-    Gateway::start(&format!(
-        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
-admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
-upstreams:
-{upstreams}
-routes:
-{routes}
-"
-    ))
-}
-
 /// Waits until `series` reads `value` (bounded).
 async fn wait_metric(gw: &Gateway, series: &str, value: f64) {
     for _ in 0..1000 {
@@ -78,7 +65,7 @@ async fn wait_metric(gw: &Gateway, series: &str, value: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_check_takes_a_failing_target_out_and_brings_it_back() {
     let (a, b) = (switchable().await, switchable().await);
-    let gw = gateway(
+    let gw = gateway_with(
         &format!(
             "  pool:\n    targets: [ \"{}\", \"{}\" ]\n    health_check: {{ path: /healthz, interval: 20ms, timeout: 500ms, healthy_after: 1, unhealthy_after: 2 }}",
             a.addr, b.addr
@@ -111,7 +98,7 @@ async fn an_active_check_takes_a_failing_target_out_and_brings_it_back() {
 async fn a_failing_target_is_ejected_clients_see_no_error_and_it_returns() {
     let (a, b) = (switchable().await, switchable().await);
     a.serving.store(false, Ordering::Relaxed);
-    let gw = gateway(
+    let gw = gateway_with(
         &format!(
             "  pool:\n    targets: [ \"{}\", \"{}\" ]\n    outlier_detection: {{ consecutive_failures: 2, base_ejection: 300ms, max_ejection: 1s }}\n    retries: {{ attempts: 1, retry_on: [ \"502\" ] }}",
             a.addr, b.addr
@@ -152,7 +139,7 @@ async fn with_no_healthy_target_fail_answers_503_and_panic_sends_anyway() {
     let a = switchable().await;
     a.healthy.store(false, Ordering::Relaxed);
     let check = "health_check: { interval: 20ms, unhealthy_after: 1 }";
-    let gw = gateway(
+    let gw = gateway_with(
         &format!(
             "  strict:\n    targets: [ \"{0}\" ]\n    {check}\n  lenient:\n    targets: [ \"{0}\" ]\n    {check}\n    on_all_unhealthy: panic",
             a.addr

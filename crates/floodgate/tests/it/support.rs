@@ -439,19 +439,26 @@ pub async fn named_upstream(name: &'static str) -> SocketAddr {
     .await
 }
 
-/// A gateway with one upstream called `pool` (`upstream_yaml`: its fields, indented four
-/// spaces) that takes every request.
-pub fn pool_gateway(upstream_yaml: &str) -> Gateway {
+/// A gateway with `upstreams` and `routes` (YAML, indented as list items of their
+/// sections), one listener `public`, no access log.
+pub fn gateway_with(upstreams: &str, routes: &str) -> Gateway {
     Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ enabled: false }}
 upstreams:
-  pool:
-{upstream_yaml}
+{upstreams}
 routes:
-  - match: {{ path_prefix: / }}
-    upstream: pool
+{routes}
 "
     ))
+}
+
+/// A gateway with one upstream called `pool` (`upstream_yaml`: its fields, indented four
+/// spaces) that takes every request.
+pub fn pool_gateway(upstream_yaml: &str) -> Gateway {
+    gateway_with(
+        &format!("  pool:\n{upstream_yaml}"),
+        "  - match: { path_prefix: / }\n    upstream: pool",
+    )
 }

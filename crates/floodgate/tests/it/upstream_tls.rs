@@ -83,15 +83,7 @@ fn gateway(upstreams: &str, names: &[&str]) -> Gateway {
         .iter()
         .map(|n| format!("  - {{ match: {{ path: /{n} }}, upstream: {n} }}\n"))
         .collect();
-    Gateway::start(&format!(
-        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
-admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
-upstreams:
-{upstreams}
-routes:
-{routes}"
-    ))
+    gateway_with(upstreams, &routes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
