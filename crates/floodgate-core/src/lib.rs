@@ -5,8 +5,10 @@
 //! - [`ratelimit`]: token bucket, leaky bucket, fixed window, sliding window log, sliding
 //!   window counter and GCRA, plus bounded keyed state ([`ratelimit::KeyedLimiter`]).
 //! - [`concurrency`]: the gradient adaptive concurrency limit.
+//! - [`breaker`]: the circuit breaker, single and keyed.
 
 pub mod balance;
+pub mod breaker;
 pub mod concurrency;
 pub mod outlier;
 pub mod ratelimit;
