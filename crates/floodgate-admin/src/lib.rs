@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (OpenMetrics text), `/healthz` (the process is up),
-//! `/readyz` (it accepts traffic: 503 while starting or draining) and `/status` (the running
-//! config's generation, listeners and routes, as JSON). Read-only for now; the admin API
+//! `/readyz` (it accepts traffic: 503 while starting or draining), `/status` (the running
+//! config's generation, listeners and routes, as JSON) and `/breakers` (every circuit
+//! breaker's state, window counts and time until half-open, as JSON). Read-only for now; the admin API
 //! issue adds authentication, writes and the dashboard here.
 
 use std::convert::Infallible;
@@ -86,10 +87,15 @@ fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response
             });
             text(StatusCode::OK, "application/json", body.to_string())
         }
+        "/breakers" => text(
+            StatusCode::OK,
+            "application/json",
+            breakers_status(gw).to_string(),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz, /readyz, /status\n".into(),
+            "not found: try /metrics, /healthz, /readyz, /status, /breakers\n".into(),
         ),
     }
 }
@@ -119,6 +125,36 @@ fn upstreams_status(snap: &floodgate_proxy::snapshot::Snapshot) -> serde_json::V
         })
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+/// Every circuit breaker (each key of a keyed one) with its state now.
+fn breakers_status(gw: &Gateway) -> serde_json::Value {
+    let ms = |nanos: u64| nanos as f64 / 1e6;
+    let list: Vec<_> = gw
+        .breakers
+        .all()
+        .iter()
+        .flat_map(|b| {
+            b.states().into_iter().map(move |(key, s)| {
+                serde_json::json!({
+                    "scope": b.scope,
+                    "name": &*b.name,
+                    "key": (b.scope == "key").then_some(&*key),
+                    "state": s.state.as_str(),
+                    "window": {
+                        "calls": s.window.calls,
+                        "failures": s.window.failures,
+                        "slow": s.window.slow,
+                    },
+                    "consecutive_failures": s.consecutive_failures,
+                    "half_open_in_ms": s.half_open_in.map(ms),
+                    "trips": s.trips,
+                    "probes_in_flight": s.probes_in_flight,
+                })
+            })
+        })
+        .collect();
+    serde_json::json!({ "breakers": list })
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -13,9 +13,11 @@ pub mod de;
 pub mod error;
 pub mod model;
 pub mod node;
+pub mod resilience;
 pub mod template;
 mod validate;
 mod validate_policies;
+mod validate_resilience;
 pub mod value;
 
 use std::ops::Deref;
@@ -246,6 +248,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
                                 health_check: None,
                                 outlier_detection: None,
                                 on_all_unhealthy: Default::default(),
+                                circuit_breaker: None,
                             };
                             cfg.upstreams.insert(uname.clone(), placeholder);
                             asm.broken_upstreams.push(uname);

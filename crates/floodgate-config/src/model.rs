@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::resilience::{CircuitBreaker, Criticality, Fallback, Fault};
 use crate::value::{ByteSize, Duration, Percent, Rate};
 
 /// A whole Floodgate configuration file.
@@ -135,6 +136,11 @@ pub struct Listener {
     /// proxy. Default: none, the client address is the connection's peer.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// A request header (such as `x-criticality`) whose value (`sheddable`, `normal`,
+    /// `high`, `critical`) overrides the route's criticality, believed only from a trusted
+    /// proxy. Default: none.
+    #[serde(default)]
+    pub criticality_header: Option<String>,
 }
 
 /// Request size limits of a listener; over a limit the request is refused with the status
@@ -281,6 +287,10 @@ pub struct Upstream {
     /// is full goes to the next one on the ring. Default: unbounded.
     #[serde(default)]
     pub hash_bounded_load: Option<f64>,
+    /// A circuit breaker over the upstream (`scope: upstream`, the default) or each of its
+    /// targets (`scope: target`). Absent: none.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// When and how often a failed try is retried (docs/configuration.md).
@@ -561,6 +571,20 @@ pub struct Route {
     /// Requests in flight on this route (a bulkhead, fixed or adaptive). Default: no limit.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
+    /// A circuit breaker over the route (`scope: route`, the default) or each value of a
+    /// key (`scope: key`). Absent: none.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// What to answer instead of an error, and when.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// Faults to inject (delays, errors), for drills.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    /// How much the route's requests matter under overload: `sheddable`, `normal`,
+    /// `high` or `critical`. Default `normal`.
+    #[serde(default)]
+    pub criticality: Criticality,
 }
 
 /// One upstream of a weighted split.

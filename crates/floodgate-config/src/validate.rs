@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
-use crate::validate_policies;
+use crate::{validate_policies, validate_resilience};
 
 /// A problem found by validation, located later through the document tree.
 pub(crate) type Problem = (FieldPath, String);
@@ -49,6 +49,15 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         validate_policies::check_upstream_tls(up, &path, &mut out);
         if let Some(r) = &up.retries {
             validate_policies::check_retries(r, &path.key("retries"), &mut out);
+        }
+        if let Some(cb) = &up.circuit_breaker {
+            validate_resilience::check_breaker(
+                cb,
+                false,
+                &[],
+                &path.key("circuit_breaker"),
+                &mut out,
+            );
         }
         if up.timeouts.connect.0.is_zero() || up.timeouts.request.0.is_zero() {
             out.push((
@@ -97,6 +106,14 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
             &path.key("trusted_proxies"),
             out,
         );
+        if let Some(h) = &l.criticality_header
+            && HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            out.push((
+                path.key("criticality_header"),
+                format!("{h:?} is not a valid header name"),
+            ));
+        }
         if l.name.is_empty() || !names.insert(l.name.as_str()) {
             out.push((
                 path.key("name"),
@@ -327,6 +344,28 @@ fn validate_route(
     );
     if let Some(c) = &route.concurrency {
         validate_policies::check_concurrency(c, &path.key("concurrency"), out);
+    }
+    let proxies = route.redirect.is_none();
+    for (field, given) in [
+        ("circuit_breaker", route.circuit_breaker.is_some()),
+        ("fallback", route.fallback.is_some()),
+        ("fault", route.fault.is_some()),
+    ] {
+        if given && !proxies {
+            out.push((
+                path.key(field),
+                format!("`{field}` has no effect on a redirect route"),
+            ));
+        }
+    }
+    if let Some(cb) = &route.circuit_breaker {
+        validate_resilience::check_breaker(cb, true, &params, &path.key("circuit_breaker"), out);
+    }
+    if let Some(fb) = &route.fallback {
+        validate_resilience::check_fallback(cfg, fb, &path.key("fallback"), out);
+    }
+    if let Some(f) = &route.fault {
+        validate_resilience::check_fault(f, &path.key("fault"), out);
     }
 }
 

@@ -158,7 +158,7 @@ fn check_rate_and_burst(
     }
 }
 
-fn check_key_part(part: &str, params: &[String]) -> Result<(), String> {
+pub(crate) fn check_key_part(part: &str, params: &[String]) -> Result<(), String> {
     match part.split_once(':') {
         None => match part {
             "client_ip" | "route" | "method" | "consumer" => Ok(()),
@@ -272,12 +272,7 @@ pub(crate) fn check_balance(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>
 /// Checks an upstream's retry policy.
 pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) {
     for (i, cond) in r.retry_on.iter().enumerate() {
-        let ok = matches!(cond.as_str(), "connect_error" | "reset" | "timeout")
-            || cond.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s))
-            || (cond.len() == 3
-                && cond.ends_with("xx")
-                && matches!(&cond[..1], "1" | "2" | "3" | "4" | "5"));
-        if !ok {
+        if !crate::validate_resilience::is_condition(cond) {
             out.push((
                 p.key("retry_on").index(i),
                 format!(

@@ -3,7 +3,11 @@
 //! follows measured latency through [`floodgate_core::concurrency::GradientLimit`].
 //!
 //! A waiter is handed its place directly by the request that releases it, so a place
-//! never goes to a request that arrived later while others wait. (Written here rather than
+//! never goes to a request that arrived later while others wait, unless that request is
+//! more critical: places go to the most critical waiter first (then in arrival order).
+//! Under overload the least critical go first (priority load shedding): a `sheddable`
+//! request never waits, and a more critical arrival at a full queue pushes out the least
+//! critical waiter, which is refused at once. (Written here rather than
 //! on `tokio::sync::Semaphore` because the adaptive limit moves while places are held.)
 
 use std::collections::VecDeque;
@@ -11,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use floodgate_config::model::Concurrency;
+use floodgate_config::resilience::Criticality;
 use floodgate_core::concurrency::{GradientConfig, GradientLimit};
 use tokio::sync::oneshot;
 
@@ -28,7 +33,12 @@ pub struct Admission {
 struct State {
     limit: u32,
     in_flight: u32,
-    waiters: VecDeque<oneshot::Sender<()>>,
+    waiters: VecDeque<Waiter>,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<()>,
+    criticality: Criticality,
 }
 
 /// Why a request got no place.
@@ -38,6 +48,9 @@ pub enum Refused {
     QueueFull,
     /// The wait timed out.
     TimedOut,
+    /// Shed for its criticality: `sheddable` at a full bulkhead, or pushed out of the
+    /// queue by a more critical request.
+    Shed,
 }
 
 /// A place in flight; released (and its latency recorded) when dropped.
@@ -48,7 +61,7 @@ pub struct Permit {
 
 impl Admission {
     /// Builds a bulkhead from config.
-    pub fn new(c: &Concurrency, metrics: BulkheadMetrics) -> Arc<Self> {
+    pub fn new(c: &Concurrency, metrics: BulkheadMetrics) -> Self {
         let adaptive = c.adaptive.as_ref().map(|a| {
             GradientLimit::new(GradientConfig {
                 initial_limit: a.initial_limit,
@@ -65,7 +78,7 @@ impl Admission {
             .as_ref()
             .map_or(c.max_in_flight.unwrap_or(1), GradientLimit::limit);
         metrics.limit.set(i64::from(limit));
-        Arc::new(Admission {
+        Admission {
             state: Mutex::new(State {
                 limit,
                 in_flight: 0,
@@ -75,7 +88,7 @@ impl Admission {
             queue: usize::try_from(c.queue).unwrap_or(usize::MAX),
             queue_timeout: c.queue_timeout.0,
             metrics,
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -89,8 +102,14 @@ impl Admission {
         }
     }
 
-    /// Takes a place, waiting in the queue if allowed.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, Refused> {
+    fn shed(&self, c: Criticality) -> Refused {
+        self.metrics.rejected.inc();
+        self.metrics.shed[c as usize].inc();
+        Refused::Shed
+    }
+
+    /// Takes a place for a request of `criticality`, waiting in the queue if allowed.
+    pub async fn acquire(self: &Arc<Self>, criticality: Criticality) -> Result<Permit, Refused> {
         let rx = {
             let mut s = self.lock();
             if s.in_flight < s.limit {
@@ -98,19 +117,39 @@ impl Admission {
                 self.metrics.in_flight.set(i64::from(s.in_flight));
                 return Ok(self.permit());
             }
-            s.waiters.retain(|w| !w.is_closed());
+            if criticality == Criticality::Sheddable {
+                return Err(self.shed(criticality));
+            }
+            s.waiters.retain(|w| !w.tx.is_closed());
             if s.waiters.len() >= self.queue {
-                self.metrics.rejected.inc();
-                return Err(Refused::QueueFull);
+                // Push out the least critical waiter below this request (the latest of
+                // them), if there is one.
+                let lowest = s
+                    .waiters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.criticality < criticality)
+                    .min_by_key(|&(i, w)| (w.criticality, std::cmp::Reverse(i)))
+                    .map(|(i, _)| i);
+                match lowest.and_then(|i| s.waiters.remove(i)) {
+                    // Dropping its sender wakes it with the news.
+                    Some(pushed_out) => drop(pushed_out),
+                    None => {
+                        self.metrics.rejected.inc();
+                        return Err(Refused::QueueFull);
+                    }
+                }
             }
             let (tx, rx) = oneshot::channel();
-            s.waiters.push_back(tx);
+            s.waiters.push_back(Waiter { tx, criticality });
+            self.metrics.queued.set(s.waiters.len() as i64);
             rx
         };
         let mut rx = rx;
         match tokio::time::timeout(self.queue_timeout, &mut rx).await {
             Ok(Ok(())) => Ok(self.permit()),
-            _ => {
+            Ok(Err(_)) => Err(self.shed(criticality)),
+            Err(_) => {
                 // A place may have been handed over just as the wait ended: take it.
                 if rx.try_recv().is_ok() {
                     return Ok(self.permit());
@@ -133,11 +172,21 @@ impl Admission {
             }
         }
         let mut s = self.lock();
-        // Hand the place to the first live waiter, unless the limit shrank below what is
-        // in flight.
+        // Hand the place to the most critical live waiter (the first of them), unless the
+        // limit shrank below what is in flight.
         if s.in_flight <= s.limit {
-            while let Some(w) = s.waiters.pop_front() {
-                if w.send(()).is_ok() {
+            loop {
+                let best = s
+                    .waiters
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|&(i, w)| (w.criticality, std::cmp::Reverse(i)))
+                    .map(|(i, _)| i);
+                let Some(w) = best.and_then(|i| s.waiters.remove(i)) else {
+                    break;
+                };
+                self.metrics.queued.set(s.waiters.len() as i64);
+                if w.tx.send(()).is_ok() {
                     return;
                 }
             }
@@ -156,10 +205,7 @@ impl Drop for Permit {
 /// Bulkheads that outlive snapshots, so a reload neither resets in-flight counts nor
 /// doubles the places; keyed by scope, name and definition.
 #[derive(Default)]
-pub struct AdmissionRegistry {
-    entries: Mutex<std::collections::HashMap<String, Arc<Admission>>>,
-    building: Mutex<std::collections::HashSet<String>>,
-}
+pub struct AdmissionRegistry(crate::kept::Kept<Admission>);
 
 impl AdmissionRegistry {
     /// The bulkhead for `scope`/`name` with definition `c`, made if new.
@@ -170,26 +216,14 @@ impl AdmissionRegistry {
         c: &Concurrency,
         metrics: &crate::metrics::Metrics,
     ) -> Arc<Admission> {
-        let identity = format!("{scope}\u{0}{name}\u{0}{c:?}");
-        self.building
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(identity.clone());
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(identity)
-            .or_insert_with(|| Admission::new(c, metrics.bulkhead(scope, name)))
-            .clone()
+        self.0.get_or_build(scope, name, c, || {
+            Admission::new(c, metrics.bulkhead(scope, name))
+        })
     }
 
     /// Drops the bulkheads the snapshot just built does not use.
     pub fn retain_built(&self) {
-        let used = std::mem::take(&mut *self.building.lock().unwrap_or_else(|p| p.into_inner()));
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| used.contains(k));
+        self.0.retain_built();
     }
 }
 
@@ -204,7 +238,7 @@ mod tests {
 
     fn bulkhead(max: u32, queue: u32, timeout_ms: u64) -> Arc<Admission> {
         let metrics = crate::metrics::Metrics::new().bulkhead("route", "t");
-        Admission::new(
+        Arc::new(Admission::new(
             &Concurrency {
                 max_in_flight: Some(max),
                 adaptive: None,
@@ -212,21 +246,24 @@ mod tests {
                 queue_timeout: CfgDuration(Duration::from_millis(timeout_ms)),
             },
             metrics,
-        )
+        ))
     }
 
     #[tokio::test]
     async fn places_queue_and_refusals() {
         let b = bulkhead(2, 1, 5_000);
-        let p1 = b.acquire().await.unwrap();
-        let _p2 = b.acquire().await.unwrap();
+        let p1 = b.acquire(Criticality::Normal).await.unwrap();
+        let _p2 = b.acquire(Criticality::Normal).await.unwrap();
         // Third waits in the queue, fourth is refused at once.
         let b2 = b.clone();
-        let waiter = tokio::spawn(async move { b2.acquire().await.map(|_| ()) });
+        let waiter = tokio::spawn(async move { b2.acquire(Criticality::Normal).await.map(|_| ()) });
         while b.lock().waiters.is_empty() {
             tokio::task::yield_now().await;
         }
-        assert_eq!(b.acquire().await.err(), Some(Refused::QueueFull));
+        assert_eq!(
+            b.acquire(Criticality::Normal).await.err(),
+            Some(Refused::QueueFull)
+        );
         drop(p1);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         // The waiter's permit was dropped at the end of its task: one in flight remains.
@@ -236,8 +273,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_times_out() {
         let b = bulkhead(1, 4, 100);
-        let _p = b.acquire().await.unwrap();
-        assert_eq!(b.acquire().await.err(), Some(Refused::TimedOut));
+        let _p = b.acquire(Criticality::Normal).await.unwrap();
+        assert_eq!(
+            b.acquire(Criticality::Normal).await.err(),
+            Some(Refused::TimedOut)
+        );
         assert_eq!(b.lock().in_flight, 1);
+    }
+
+    #[tokio::test]
+    async fn the_least_critical_are_shed_first() {
+        let b = bulkhead(1, 1, 5_000);
+        let p = b.acquire(Criticality::Critical).await.unwrap();
+        // Full: a sheddable request does not wait.
+        assert_eq!(
+            b.acquire(Criticality::Sheddable).await.err(),
+            Some(Refused::Shed)
+        );
+        let b2 = b.clone();
+        let normal = tokio::spawn(async move { b2.acquire(Criticality::Normal).await.map(|_| ()) });
+        while b.lock().waiters.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The queue (one place) is full; a high-criticality request pushes the normal one out.
+        let b3 = b.clone();
+        let high = tokio::spawn(async move { b3.acquire(Criticality::High).await.map(|_| ()) });
+        assert_eq!(normal.await.unwrap(), Err(Refused::Shed));
+        // Another normal request finds nobody less critical to push out.
+        assert_eq!(
+            b.acquire(Criticality::Normal).await.err(),
+            Some(Refused::QueueFull)
+        );
+        drop(p);
+        assert_eq!(high.await.unwrap(), Ok(()));
     }
 }

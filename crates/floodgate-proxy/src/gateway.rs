@@ -10,6 +10,7 @@ use floodgate_config::ValidConfig;
 
 use crate::access_log::AccessLog;
 use crate::admission::AdmissionRegistry;
+use crate::breaker::BreakerRegistry;
 use crate::metrics::Metrics;
 use crate::ratelimit::LimiterRegistry;
 use crate::ratelimit::cluster::ClusterClient;
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub health: HealthChecks,
     /// Target-name resolver tasks.
     pub resolvers: Resolvers,
+    /// Circuit breakers, kept across reloads.
+    pub breakers: BreakerRegistry,
 }
 
 impl Gateway {
@@ -63,6 +66,7 @@ impl Gateway {
         let pools = Pools::default();
         let limiters = LimiterRegistry::default();
         let admissions = AdmissionRegistry::default();
+        let breakers = BreakerRegistry::default();
         let snap = Snapshot::build(
             config,
             1,
@@ -71,6 +75,7 @@ impl Gateway {
                 metrics: &metrics,
                 limiters: &limiters,
                 admissions: &admissions,
+                breakers: &breakers,
                 cluster: cluster.as_ref(),
             },
         );
@@ -85,6 +90,7 @@ impl Gateway {
             cluster,
             health: HealthChecks::default(),
             resolvers: Resolvers::default(),
+            breakers,
         }))
     }
 
@@ -105,8 +111,18 @@ impl Gateway {
                 let Some(gw) = gw.upgrade() else { return };
                 gw.pools.sweep();
                 gw.limiters.sweep(crate::ratelimit::now());
+                gw.breakers.sweep();
             }
         });
+    }
+
+    /// The registries upstream targets are built against.
+    pub fn registries(&self) -> crate::upstream::Registries<'_> {
+        crate::upstream::Registries {
+            pools: &self.pools,
+            metrics: &self.metrics,
+            breakers: &self.breakers,
+        }
     }
 
     /// The snapshot in force now.
@@ -152,6 +168,7 @@ impl Gateway {
                 metrics: &self.metrics,
                 limiters: &self.limiters,
                 admissions: &self.admissions,
+                breakers: &self.breakers,
                 cluster: self.cluster.as_ref(),
             },
         );

@@ -19,8 +19,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::{Record, rfc3339};
-use crate::admission::{Admission, Permit};
+use crate::admission::{Admission, Permit, Refused};
 use crate::body::{Completion, RequestBody, ResponseBody};
+use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
+use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::metrics::RouteMetrics;
@@ -35,6 +37,7 @@ use crate::snapshot::{Action, Route, Snapshot};
 use crate::upstream::{
     Allowance, ExchangeError, Failure, InFlight, RetryPolicy, Target, UpstreamConn, UpstreamSet,
 };
+use floodgate_config::resilience::Criticality;
 
 /// What the handler knows about the connection a request came on.
 pub struct ConnInfo {
@@ -84,8 +87,15 @@ pub async fn handle(
         dry_run: false,
         permits: Vec::new(),
         in_flight: None,
+        criticality: Criticality::Normal,
+        compiled_route: None,
+        replay: None,
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
+    let result = match result {
+        Err(problem) => fall_back(problem, &conn, &mut done).await,
+        ok => ok,
+    };
     let mut resp = match result {
         Ok(resp) => resp,
         Err(problem) => {
@@ -106,6 +116,82 @@ pub async fn handle(
     }
     resp.body_mut().on_done(Box::new(done));
     resp
+}
+
+/// The route's fallback for `problem`, if it has one that covers it; else the problem.
+async fn fall_back(
+    problem: Problem,
+    conn: &ConnInfo,
+    done: &mut Done,
+) -> Result<Response<ResponseBody>, Problem> {
+    let Some(route) = done.compiled_route.clone() else {
+        return Err(problem);
+    };
+    let Some(plan) = &route.fallback else {
+        return Err(problem);
+    };
+    let Some(trigger) = plan.covers(problem) else {
+        return Err(problem);
+    };
+    let mut resp = match &plan.action {
+        FallbackAction::Static {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(ResponseBody::full(body.clone()));
+            *resp.status_mut() = *status;
+            *resp.headers_mut() = headers.clone();
+            route.response_headers.apply(resp.headers_mut());
+            resp
+        }
+        FallbackAction::Upstream(upstream) => {
+            // Only a request that can be sent again: one without a body.
+            let Some(replay) = done.replay.take() else {
+                return Err(problem);
+            };
+            let mut req = Request::new(Inbound::Empty);
+            *req.method_mut() = replay.method;
+            *req.uri_mut() = replay.uri;
+            *req.version_mut() = replay.version;
+            *req.headers_mut() = replay.headers;
+            let plan = Forward {
+                hash: None,
+                route: route.clone(),
+                upstream: upstream.clone(),
+                new_path: replay.new_path,
+                host: replay.host,
+                body_limit: replay.body_limit,
+            };
+            done.permits.clear();
+            Box::pin(proxy(req, conn, plan, done)).await?
+        }
+    };
+    done.gw.metrics.fallback(&route.name, trigger.as_str());
+    resp.headers_mut().insert(
+        crate::fallback::HEADER,
+        HeaderValue::from_static(trigger.as_str()),
+    );
+    Ok(resp)
+}
+
+/// What is needed to send a bodiless request again, to a fallback upstream.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    host: HeaderValue,
+    new_path: Option<String>,
+    body_limit: u64,
+}
+
+/// A request body on its way upstream: the client's stream, or none at all.
+pub enum Inbound {
+    /// The client's body.
+    Stream(Incoming),
+    /// No body (a request sent again to a fallback upstream).
+    Empty,
 }
 
 fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
@@ -142,6 +228,14 @@ async fn route_and_send(
     let route: &Arc<Route> = m.value;
     done.route = Some(route.name.clone());
     done.metrics = route.metrics.clone();
+    done.compiled_route = Some(route.clone());
+    done.criticality = plan
+        .criticality_header
+        .as_ref()
+        .filter(|_| plan.trusted_proxies.trusts(conn.remote.ip()))
+        .and_then(|h| req.headers().get(h)?.to_str().ok())
+        .and_then(Criticality::parse)
+        .unwrap_or(route.criticality);
     if !route.limits.is_empty() {
         let facts = RequestFacts {
             client_ip: plan
@@ -211,13 +305,33 @@ async fn route_and_send(
         }
         Action::Proxy(_) | Action::Split(_) => {
             let upstream = route.action.upstream().ok_or(Problem::NoTarget)?;
-            let hash = upstream.hash_on().map(|on| {
-                let client_ip = plan
-                    .trusted_proxies
-                    .client_ip(conn.remote.ip(), req.headers());
-                on.hash(client_ip, req.headers(), &m.params)
-            });
-            let plan = Forward {
+            let client_ip = || {
+                plan.trusted_proxies
+                    .client_ip(conn.remote.ip(), req.headers())
+            };
+            let hash = upstream
+                .hash_on()
+                .map(|on| on.hash(client_ip(), req.headers(), &m.params));
+            let call = match &route.breaker {
+                None => None,
+                Some(b) => {
+                    let mut key = Vec::new();
+                    if let Some(parts) = b.key_parts() {
+                        let facts = RequestFacts {
+                            client_ip: client_ip(),
+                            route: &route.name,
+                            method: req.method(),
+                            headers: req.headers(),
+                            query: req.uri().query(),
+                            params: &m.params,
+                            consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
+                        };
+                        crate::ratelimit::key::render(parts, &facts, &mut key);
+                    }
+                    Some(admit(b, &key)?)
+                }
+            };
+            let forward = Forward {
                 hash,
                 new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
                 body_limit: plan.limits.max_body_bytes.0,
@@ -226,10 +340,72 @@ async fn route_and_send(
                 host: host_value.clone(),
             };
             drop(m);
+            if let Some(fb) = &route.fallback
+                && matches!(fb.action, FallbackAction::Upstream(_))
+                && http_body::Body::is_end_stream(req.body())
+            {
+                done.replay = Some(Replay {
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                    version: req.version(),
+                    headers: req.headers().clone(),
+                    host: forward.host.clone(),
+                    new_path: forward.new_path.clone(),
+                    body_limit: forward.body_limit,
+                });
+            }
+            if let Some(fault) = &route.fault {
+                let injected = fault.draw(req.headers());
+                if let Some(delay) = injected.delay {
+                    done.gw.metrics.fault(&route.name, "delay");
+                    tokio::time::sleep(delay).await;
+                }
+                if let Some(status) = injected.abort {
+                    done.gw.metrics.fault(&route.name, "abort");
+                    if let Some(call) = call {
+                        call.finish(CallOutcome::Status(status));
+                    }
+                    return Err(Problem::FaultAbort(status));
+                }
+            }
+            let req = req.map(Inbound::Stream);
             // Boxed: hyper keeps each connection's request future allocated while the
             // connection idles, so the large proxy state lives only as long as a request.
-            Box::pin(proxy(req, conn, plan, done)).await
+            let result = Box::pin(proxy(req, conn, forward, done)).await;
+            if let Some(call) = call {
+                finish(call, &result);
+            }
+            result
         }
+    }
+}
+
+/// A call through `breaker`, or the problem that answers when it is open.
+fn admit(breaker: &Arc<ScopedBreaker>, key: &[u8]) -> Result<Call, Problem> {
+    breaker.acquire(key).map_err(|r| Problem::CircuitOpen {
+        retry_after_secs: r.retry_after.div_ceil(1_000_000_000).max(1),
+    })
+}
+
+/// Reports a call by how the exchange ended; the gateway's own refusals and client
+/// errors count as neither success nor failure.
+fn finish(call: Call, result: &Result<Response<ResponseBody>, Problem>) {
+    let outcome = match result {
+        Ok(resp) => Some(CallOutcome::Status(resp.status())),
+        Err(p) => outcome_of(*p),
+    };
+    if let Some(o) = outcome {
+        call.finish(o);
+    }
+}
+
+fn outcome_of(p: Problem) -> Option<CallOutcome> {
+    match p {
+        Problem::UpstreamTimeout => Some(CallOutcome::Timeout),
+        Problem::UpstreamConnect | Problem::NoTarget => Some(CallOutcome::Connect),
+        Problem::UpstreamBroken => Some(CallOutcome::Reset),
+        Problem::FaultAbort(status) => Some(CallOutcome::Status(status)),
+        _ => None,
     }
 }
 
@@ -248,7 +424,7 @@ struct Forward {
 }
 
 async fn proxy(
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     conn: &ConnInfo,
     plan: Forward,
     done: &mut Done,
@@ -264,6 +440,11 @@ async fn proxy(
     let (route, upstream, host) = (&*route, &*upstream, &host);
     done.upstream = Some(upstream.name.clone());
     enter(upstream.concurrency.as_ref(), done).await?;
+    let call = upstream
+        .breaker
+        .as_ref()
+        .map(|b| admit(b, b""))
+        .transpose()?;
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
@@ -318,20 +499,29 @@ async fn proxy(
         route.mirror.as_ref(),
         done,
     );
-    let (target, resp, conn) = match upstream.total_timeout {
-        None => exchange.await?,
+    let result = match upstream.total_timeout {
+        None => exchange.await,
         Some(total) => match tokio::time::timeout(total, exchange).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(upstream_failure(
-                    done,
-                    upstream,
-                    Problem::UpstreamTimeout,
-                    "timeout",
-                ));
-            }
+            Ok(result) => result,
+            Err(_) => Err(upstream_failure(
+                done,
+                upstream,
+                Problem::UpstreamTimeout,
+                "timeout",
+            )),
         },
     };
+    if let Some(call) = call {
+        match &result {
+            Ok((_, resp, _)) => call.finish(CallOutcome::Status(resp.status())),
+            Err(p) => {
+                if let Some(o) = outcome_of(*p) {
+                    call.finish(o);
+                }
+            }
+        }
+    }
+    let (target, resp, conn) = result?;
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.append(
@@ -371,7 +561,7 @@ async fn send_with_retries(
     upstream: &UpstreamSet,
     hash: Option<u64>,
     head: UpstreamHead,
-    body: Incoming,
+    body: Inbound,
     body_limit: u64,
     mirror: Option<&MirrorPlan>,
     done: &mut Done,
@@ -384,6 +574,12 @@ async fn send_with_retries(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = match body {
+        Inbound::Stream(b) => b,
+        Inbound::Empty => {
+            return send_again(upstream, hash, head, Bytes::new(), mirror, done).await;
+        }
+    };
     // A body kept for replay, or the stream (sent once).
     let replay: Option<Bytes> = match policy {
         Some(_) if http_body::Body::is_end_stream(&body) => Some(Bytes::new()),
@@ -403,27 +599,45 @@ async fn send_with_retries(
             }
             let exceeded = Arc::new(AtomicBool::new(false));
             let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
-            let target = upstream.pick(hash).ok_or(Problem::NoTarget)?;
-            return match try_once(upstream, &target, req, done).await {
+            let (target, call) = pick_target(upstream, hash, &[])?;
+            return match try_once(upstream, &target, call, req, done).await {
                 Ok((resp, conn)) => Ok((target, resp, conn)),
                 Err(_) if exceeded.load(Ordering::Acquire) => Err(Problem::BodyTooLarge),
                 Err(f) => Err(failure_problem(done, upstream, f)),
             };
         }
     };
-    let replay = replay.unwrap_or_default();
+    send_again(
+        upstream,
+        hash,
+        head,
+        replay.unwrap_or_default(),
+        mirror,
+        done,
+    )
+    .await
+}
+
+/// Sends a request whose whole body is held (`replay`), retrying as the policy allows.
+async fn send_again(
+    upstream: &UpstreamSet,
+    hash: Option<u64>,
+    head: UpstreamHead,
+    replay: Bytes,
+    mirror: Option<&MirrorPlan>,
+    done: &mut Done,
+) -> Result<(Arc<Target>, Response<Incoming>, UpstreamConn), Problem> {
+    let policy = upstream.retry.as_ref();
     if let Some(m) = mirror {
         m.send(&head.method, &head.uri, &head.headers, replay.clone());
     }
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retry = 0;
     loop {
-        let target = upstream
-            .pick_untried(hash, &tried)
-            .ok_or(Problem::NoTarget)?;
+        let (target, call) = pick_target(upstream, hash, &tried)?;
         tried.push(target.address.clone());
         let req = head.request(RequestBody::buffered(replay.clone()));
-        let failure = match try_once(upstream, &target, req, done).await {
+        let failure = match try_once(upstream, &target, call, req, done).await {
             Ok((resp, conn)) => match policy {
                 Some(p) if p.retries_status(resp.status()) => {
                     // Kept in case no retry happens; dropped (with its connection) if one does.
@@ -464,6 +678,40 @@ async fn send_with_retries(
     }
 }
 
+/// The target for the next try, with a call through its breaker if it has one: a target
+/// whose breaker refuses (open, or every half-open probe out) is passed over for another.
+fn pick_target(
+    upstream: &UpstreamSet,
+    hash: Option<u64>,
+    tried: &[Arc<str>],
+) -> Result<(Arc<Target>, Option<Call>), Problem> {
+    let mut refused = None;
+    let mut skipped: Vec<Arc<str>> = tried.to_vec();
+    for _ in 0..=upstream.target_count() {
+        let Some(target) = upstream.pick_untried(hash, &skipped) else {
+            break;
+        };
+        match target.breaker.as_ref().map(|b| admit(b, b"")) {
+            None => return Ok((target, None)),
+            Some(Ok(call)) => return Ok((target, Some(call))),
+            Some(Err(p)) => {
+                refused = Some(p);
+                skipped.push(target.address.clone());
+            }
+        }
+    }
+    // No target: if breakers hold them, say so.
+    Err(refused.unwrap_or_else(|| {
+        if upstream.has_open_target_breaker() {
+            Problem::CircuitOpen {
+                retry_after_secs: 1,
+            }
+        } else {
+            Problem::NoTarget
+        }
+    }))
+}
+
 /// Whether to retry after `failure`; counts a retry the budget refused.
 fn retry_decision(
     p: &RetryPolicy,
@@ -491,6 +739,7 @@ fn retry_decision(
 async fn try_once(
     upstream: &UpstreamSet,
     target: &Target,
+    call: Option<Call>,
     req: Request<RequestBody>,
     done: &mut Done,
 ) -> Result<(Response<Incoming>, UpstreamConn), Failure> {
@@ -518,6 +767,14 @@ async fn try_once(
             Ok(exchange)
         }
     };
+    if let Some(call) = call {
+        call.finish(match &result {
+            Ok((resp, _)) => CallOutcome::Status(resp.status()),
+            Err(Failure::Timeout) => CallOutcome::Timeout,
+            Err(Failure::Connect) => CallOutcome::Connect,
+            Err(Failure::Reset | Failure::Status(_)) => CallOutcome::Reset,
+        });
+    }
     // Outlier detection counts 5xx, connect errors, resets and timeouts as failures.
     let ok = result
         .as_ref()
@@ -547,7 +804,10 @@ fn failure_problem(done: &Done, upstream: &UpstreamSet, f: Failure) -> Problem {
 /// Takes a place in `bulkhead`, if there is one, held until the response ends.
 async fn enter(bulkhead: Option<&Arc<Admission>>, done: &mut Done) -> Result<(), Problem> {
     if let Some(b) = bulkhead {
-        let permit = b.acquire().await.map_err(|_| Problem::ConcurrencyLimited)?;
+        let permit = b.acquire(done.criticality).await.map_err(|r| match r {
+            Refused::Shed => Problem::Shed,
+            Refused::QueueFull | Refused::TimedOut => Problem::ConcurrencyLimited,
+        })?;
         done.permits.push(permit);
     }
     Ok(())
@@ -642,6 +902,12 @@ struct Done {
     permits: Vec<Permit>,
     /// The request counted in flight at its target, until the response ends.
     in_flight: Option<InFlight>,
+    /// How much the request matters under overload.
+    criticality: Criticality,
+    /// The matched route, for its fallback.
+    compiled_route: Option<Arc<Route>>,
+    /// A bodiless request kept to be sent to a fallback upstream.
+    replay: Option<Replay>,
 }
 
 impl Completion for Done {

@@ -13,11 +13,15 @@
 pub mod access_log;
 pub mod admission;
 pub mod body;
+pub mod breaker;
 pub mod client_ip;
 pub mod explain;
+pub mod fallback;
+pub mod fault;
 pub mod gateway;
 pub mod handler;
 pub mod headers;
+pub mod kept;
 pub mod metrics;
 pub mod mirror;
 pub mod problem;

@@ -107,6 +107,105 @@ struct BulkheadLabel {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabel {
+    /// `upstream`, `target`, `route` or `key`.
+    scope: &'static str,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerTransition {
+    scope: &'static str,
+    name: String,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabel {
+    scope: &'static str,
+    name: String,
+    criticality: &'static str,
+}
+
+/// One circuit breaker's series (for a keyed breaker, shared by all its keys).
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    /// 0 closed, 1 open, 2 half-open (single breakers; keyed ones count open keys).
+    pub state: Gauge,
+    /// Transitions into closed, open and half-open.
+    pub to: [Counter; 3],
+    /// Calls refused while open or with every probe out.
+    pub rejected: Counter,
+}
+
+/// The resilience families: breakers, fallbacks, injected faults, load shedding.
+struct Resilience {
+    breaker_state: Family<BreakerLabel, Gauge>,
+    breaker_transitions: Family<BreakerTransition, Counter>,
+    breaker_rejected: Family<BreakerLabel, Counter>,
+    fallbacks: Family<RouteKind, Counter>,
+    faults: Family<RouteKind, Counter>,
+    shed: Family<ShedLabel, Counter>,
+    queued: Family<BulkheadLabel, Gauge>,
+}
+
+impl Resilience {
+    fn register(reg: &mut Registry) -> Self {
+        let r = Resilience {
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_rejected: Family::default(),
+            fallbacks: Family::default(),
+            faults: Family::default(),
+            shed: Family::default(),
+            queued: Family::default(),
+        };
+        reg.register(
+            "circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open (scope `key`: keys not closed)",
+            r.breaker_state.clone(),
+        );
+        reg.register(
+            "circuit_breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            r.breaker_transitions.clone(),
+        );
+        reg.register(
+            "circuit_breaker_rejected",
+            "Calls a circuit breaker refused",
+            r.breaker_rejected.clone(),
+        );
+        reg.register(
+            "fallbacks",
+            "Fallback responses, by route and what triggered them (kind)",
+            r.fallbacks.clone(),
+        );
+        reg.register(
+            "faults_injected",
+            "Faults injected, by route and kind (delay, abort)",
+            r.faults.clone(),
+        );
+        reg.register(
+            "concurrency_queued",
+            "Requests waiting for a place in a bulkhead",
+            r.queued.clone(),
+        );
+        reg.register(
+            "load_shed",
+            "Requests refused or pushed out of a bulkhead queue by criticality",
+            r.shed.clone(),
+        );
+        r
+    }
+}
+
 fn new_histogram() -> Histogram {
     // 0.5 ms to ~65 s in doublings.
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -142,6 +241,7 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Live nodes last counted in the cluster.
     pub cluster_nodes: Gauge,
+    resilience: Resilience,
 }
 
 /// One rate limit's series, resolved once per snapshot.
@@ -170,6 +270,10 @@ pub struct BulkheadMetrics {
     pub in_flight: Gauge,
     /// Requests refused (queue full or wait timed out).
     pub rejected: Counter,
+    /// Requests shed, by criticality (sheddable, normal, high, critical).
+    pub shed: [Counter; 4],
+    /// Requests waiting for a place.
+    pub queued: Gauge,
 }
 
 /// A route's series, resolved once per snapshot.
@@ -356,7 +460,9 @@ impl Metrics {
             cluster_nodes.clone(),
         );
         config_ok.set(1);
+        let resilience = Resilience::register(&mut reg);
         Metrics {
+            resilience,
             upstream_retries,
             ejections,
             target_requests,
@@ -447,7 +553,63 @@ impl Metrics {
             limit: self.bulkhead_limit.get_or_create(&label).clone(),
             in_flight: self.bulkhead_in_flight.get_or_create(&label).clone(),
             rejected: self.bulkhead_rejected.get_or_create(&label).clone(),
+            queued: self.resilience.queued.get_or_create(&label).clone(),
+            shed: ["sheddable", "normal", "high", "critical"].map(|criticality| {
+                self.resilience
+                    .shed
+                    .get_or_create(&ShedLabel {
+                        scope,
+                        name: name.to_owned(),
+                        criticality,
+                    })
+                    .clone()
+            }),
         }
+    }
+
+    /// The series of one circuit breaker.
+    pub fn breaker(&self, scope: &'static str, name: &str) -> BreakerMetrics {
+        let r = &self.resilience;
+        let label = BreakerLabel {
+            scope,
+            name: name.to_owned(),
+        };
+        let to = |to: &'static str| {
+            r.breaker_transitions
+                .get_or_create(&BreakerTransition {
+                    scope,
+                    name: name.to_owned(),
+                    to,
+                })
+                .clone()
+        };
+        BreakerMetrics {
+            state: r.breaker_state.get_or_create(&label).clone(),
+            to: [to("closed"), to("open"), to("half_open")],
+            rejected: r.breaker_rejected.get_or_create(&label).clone(),
+        }
+    }
+
+    /// Counts a fallback response on `route` triggered by `trigger`.
+    pub fn fallback(&self, route: &str, trigger: &'static str) {
+        self.resilience
+            .fallbacks
+            .get_or_create(&RouteKind {
+                route: route.to_owned(),
+                kind: trigger,
+            })
+            .inc();
+    }
+
+    /// Counts an injected fault (`delay` or `abort`) on `route`.
+    pub fn fault(&self, route: &str, kind: &'static str) {
+        self.resilience
+            .faults
+            .get_or_create(&RouteKind {
+                route: route.to_owned(),
+                kind,
+            })
+            .inc();
     }
 
     /// The series of one listener.

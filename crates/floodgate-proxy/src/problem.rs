@@ -34,6 +34,15 @@ pub enum Problem {
     ConcurrencyLimited,
     /// A cluster rate limit that fails closed could not reach Redis.
     LimiterUnavailable,
+    /// A circuit breaker is open; it lets probes through after this many seconds.
+    CircuitOpen {
+        /// `Retry-After`, in whole seconds (rounded up, at least 1).
+        retry_after_secs: u64,
+    },
+    /// The gateway is overloaded and this request's criticality is among the first shed.
+    Shed,
+    /// A fault injected by the route's `fault.abort` (for drills).
+    FaultAbort(StatusCode),
 }
 
 impl Problem {
@@ -47,9 +56,12 @@ impl Problem {
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UpstreamConnect | Problem::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::NoTarget | Problem::ConcurrencyLimited | Problem::LimiterUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Problem::NoTarget
+            | Problem::ConcurrencyLimited
+            | Problem::LimiterUnavailable
+            | Problem::CircuitOpen { .. }
+            | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::FaultAbort(status) => status,
             Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -69,6 +81,9 @@ impl Problem {
             Problem::RateLimited { .. } => "rate-limited",
             Problem::ConcurrencyLimited => "concurrency-limited",
             Problem::LimiterUnavailable => "rate-limiter-unavailable",
+            Problem::CircuitOpen { .. } => "circuit-open",
+            Problem::Shed => "load-shed",
+            Problem::FaultAbort(_) => "fault-injected",
         }
     }
 
@@ -96,6 +111,13 @@ impl Problem {
             Problem::LimiterUnavailable => {
                 "The shared rate-limit store is unavailable and this limit refuses requests until it is back."
             }
+            Problem::CircuitOpen { .. } => {
+                "The upstream service is failing and its circuit breaker is open; retry after the time in Retry-After."
+            }
+            Problem::Shed => {
+                "The gateway is overloaded and sheds less critical requests first; retry shortly."
+            }
+            Problem::FaultAbort(_) => "A fault injected for a drill answered this request.",
         }
     }
 
@@ -128,8 +150,9 @@ impl Problem {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let retry_after = match self {
-            Problem::RateLimited { retry_after_secs } => Some(retry_after_secs),
-            Problem::ConcurrencyLimited | Problem::LimiterUnavailable => Some(1),
+            Problem::RateLimited { retry_after_secs }
+            | Problem::CircuitOpen { retry_after_secs } => Some(retry_after_secs),
+            Problem::ConcurrencyLimited | Problem::LimiterUnavailable | Problem::Shed => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

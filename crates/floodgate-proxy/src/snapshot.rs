@@ -14,14 +14,18 @@ use floodgate_core::balance::SmoothWeighted;
 use http::StatusCode;
 
 use crate::admission::{Admission, AdmissionRegistry};
+use crate::breaker::{BreakerRegistry, ScopedBreaker};
 use crate::client_ip::TrustedProxies;
+use crate::fallback::FallbackPlan;
+use crate::fault::FaultPlan;
 use crate::headers::HeaderEdits;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::mirror::MirrorPlan;
 use crate::ratelimit::cluster::ClusterClient;
 use crate::ratelimit::{LimiterRegistry, RouteLimits};
 use crate::router::{Conditions, RouteSpec, Router};
-use crate::upstream::{Pools, UpstreamSet};
+use crate::upstream::{Pools, Registries, UpstreamSet};
+use floodgate_config::resilience::Criticality;
 
 /// The long-lived state a snapshot is built against and reuses.
 pub struct Shared<'a> {
@@ -33,6 +37,8 @@ pub struct Shared<'a> {
     pub limiters: &'a LimiterRegistry,
     /// Bulkheads.
     pub admissions: &'a AdmissionRegistry,
+    /// Circuit breakers.
+    pub breakers: &'a BreakerRegistry,
     /// The cluster's Redis client, if clustered.
     pub cluster: Option<&'a Arc<ClusterClient>>,
 }
@@ -108,6 +114,14 @@ pub struct Route {
     pub concurrency: Option<Arc<Admission>>,
     /// Where copies of its requests go.
     pub mirror: Option<MirrorPlan>,
+    /// The route's circuit breaker (scope `route` or `key`).
+    pub breaker: Option<Arc<ScopedBreaker>>,
+    /// What to answer instead of an error.
+    pub fallback: Option<FallbackPlan>,
+    /// Faults to inject.
+    pub fault: Option<FaultPlan>,
+    /// How much its requests matter under overload.
+    pub criticality: Criticality,
 }
 
 /// A route's path rewrite, compiled.
@@ -165,6 +179,8 @@ pub struct ListenerPlan {
     pub router: Router<Arc<Route>>,
     /// Proxies whose forwarding fields are believed for the client address.
     pub trusted_proxies: TrustedProxies,
+    /// The header that sets a request's criticality, believed from trusted proxies.
+    pub criticality_header: Option<http::HeaderName>,
 }
 
 /// A compiled route with the listener names it is limited to (`None`: all).
@@ -193,7 +209,12 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let mut set = UpstreamSet::build(name, u, shared.pools, metrics);
+                let registries = Registries {
+                    pools: shared.pools,
+                    metrics,
+                    breakers: shared.breakers,
+                };
+                let mut set = UpstreamSet::build(name, u, &registries);
                 set.concurrency = u
                     .concurrency
                     .as_ref()
@@ -222,6 +243,16 @@ impl Snapshot {
                     (None, None) => return None,
                 };
                 let route = Route {
+                    breaker: r.circuit_breaker.as_ref().map(|c| {
+                        let scope = crate::breaker::scope_of(c, true);
+                        shared.breakers.get_or_build(scope, &name, c, metrics)
+                    }),
+                    fallback: r
+                        .fallback
+                        .as_ref()
+                        .and_then(|f| FallbackPlan::compile(f, &upstreams)),
+                    fault: r.fault.as_ref().map(FaultPlan::compile),
+                    criticality: r.criticality,
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
                         &name,
@@ -270,11 +301,16 @@ impl Snapshot {
                     timeouts: l.timeouts.clone(),
                     router: Router::new(specs),
                     trusted_proxies: TrustedProxies::new(&l.trusted_proxies),
+                    criticality_header: l
+                        .criticality_header
+                        .as_ref()
+                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
                 }
             })
             .collect();
         shared.limiters.retain_built();
         shared.admissions.retain_built();
+        shared.breakers.retain_built();
         Snapshot {
             generation,
             listeners,

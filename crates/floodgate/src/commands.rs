@@ -88,6 +88,7 @@ pub(crate) fn explain(
             metrics: &metrics,
             limiters: &LimiterRegistry::default(),
             admissions: &AdmissionRegistry::default(),
+            breakers: &Default::default(),
             cluster: None,
         },
     );

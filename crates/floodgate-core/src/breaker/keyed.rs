@@ -42,7 +42,7 @@ pub struct KeyedBreakers {
     evicted: AtomicU64,
 }
 
-/// Longest key label kept for display.
+/// Longest key label kept for display, in bytes.
 const LABEL_MAX: usize = 64;
 
 impl KeyedBreakers {
@@ -58,8 +58,8 @@ impl KeyedBreakers {
     }
 
     /// The breaker for `key`, made if new.
-    pub fn get(&self, key: &str) -> Arc<Breaker> {
-        let h = hash_key(&self.hasher, key.as_bytes());
+    pub fn get(&self, key: &[u8]) -> Arc<Breaker> {
+        let h = hash_key(&self.hasher, key);
         let mut t = self.table.lock();
         if let Some(slot) = t.map.get_mut(&h) {
             slot.referenced = true;
@@ -69,16 +69,13 @@ impl KeyedBreakers {
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         let breaker = Arc::new(Breaker::new(self.cfg.clone()));
-        let mut end = key.len().min(LABEL_MAX);
-        while !key.is_char_boundary(end) {
-            end -= 1;
-        }
+        let label = String::from_utf8_lossy(&key[..key.len().min(LABEL_MAX)]);
         t.map.insert(
             h,
             Slot {
                 breaker: breaker.clone(),
                 referenced: false,
-                label: key[..end].into(),
+                label: label.into(),
             },
         );
         t.ring.push_back(h);
@@ -134,7 +131,7 @@ impl KeyedBreakers {
         self.evicted.load(Ordering::Relaxed)
     }
 
-    /// Every breaker with its key label (truncated to 64 bytes).
+    /// Every breaker with its key label (the first 64 bytes, as text).
     pub fn list(&self) -> Vec<(Box<str>, Arc<Breaker>)> {
         self.table
             .lock()
@@ -171,27 +168,27 @@ mod tests {
     #[test]
     fn keys_have_their_own_breakers() {
         let k = KeyedBreakers::new(cfg(), 10);
-        let a = k.get("a");
+        let a = k.get(b"a");
         let t = a.try_acquire(0).0.expect("closed");
         a.record(t, CallResult::Failure(0), 0);
         assert_eq!(a.state(), State::Open);
-        assert_eq!(k.get("b").state(), State::Closed);
-        assert!(Arc::ptr_eq(&a, &k.get("a")));
+        assert_eq!(k.get(b"b").state(), State::Closed);
+        assert!(Arc::ptr_eq(&a, &k.get(b"a")));
     }
 
     #[test]
     fn memory_is_bounded_and_open_breakers_are_kept() {
         let k = KeyedBreakers::new(cfg(), 100);
-        let open = k.get("open");
+        let open = k.get(b"open");
         let t = open.try_acquire(0).0.expect("closed");
         open.record(t, CallResult::Failure(0), 0);
         for i in 0..10_000 {
-            k.get(&i.to_string());
+            k.get(i.to_string().as_bytes());
         }
         assert_eq!(k.len(), 100);
         assert_eq!(k.evicted(), 10_000 + 1 - 100);
         assert!(
-            Arc::ptr_eq(&open, &k.get("open")),
+            Arc::ptr_eq(&open, &k.get(b"open")),
             "the open breaker stayed"
         );
     }
@@ -199,8 +196,8 @@ mod tests {
     #[test]
     fn sweep_keeps_only_breakers_with_state() {
         let k = KeyedBreakers::new(cfg(), 100);
-        k.get("idle");
-        let busy = k.get("busy");
+        k.get(b"idle");
+        let busy = k.get(b"busy");
         let t = busy.try_acquire(0).0.expect("closed");
         busy.record(t, CallResult::Success(0), 0);
         k.sweep(1);

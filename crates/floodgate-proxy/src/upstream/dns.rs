@@ -57,7 +57,7 @@ async fn run(
         }
         if last.as_ref() != Some(&resolved) {
             let Some(gw) = gw.upgrade() else { return };
-            set.apply_resolved(&resolved, &gw.pools, &gw.metrics);
+            set.apply_resolved(&resolved, &gw.registries());
             tracing::info!(upstream = %set.name, targets = set.targets().len(), "target names resolved");
             gw.health.sync(&gw.snapshot(), &gw.metrics);
             last = Some(resolved);

@@ -22,6 +22,8 @@ use floodgate_config::model::{AllUnhealthy, Upstream, UpstreamProtocol};
 use floodgate_core::outlier::OutlierConfig;
 use http::uri::Authority;
 
+use crate::breaker::BreakerRegistry;
+
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
 pub use pool::{ConnPool, ExchangeError, Protocol, UpstreamConn};
 pub use retry::{Allowance, Failure, RetryPolicy};
@@ -91,6 +93,8 @@ pub struct Target {
     pub metrics: crate::metrics::TargetMetrics,
     /// Draining: takes no new requests.
     pub draining: bool,
+    /// The target's own circuit breaker (`circuit_breaker.scope: target`).
+    pub breaker: Option<Arc<crate::breaker::ScopedBreaker>>,
 }
 
 /// The targets of an upstream at one moment, with the balancer built for them. Replaced
@@ -119,6 +123,8 @@ pub struct UpstreamSet {
     pub concurrency: Option<Arc<crate::admission::Admission>>,
     /// The retry policy, if retries are configured.
     pub retry: Option<RetryPolicy>,
+    /// The upstream's circuit breaker (`circuit_breaker.scope: upstream`).
+    pub breaker: Option<Arc<crate::breaker::ScopedBreaker>>,
     /// Passive outlier detection and the most targets it may take out at once.
     outlier: Option<(OutlierConfig, usize)>,
     /// Use every target when none is eligible.
@@ -128,13 +134,22 @@ pub struct UpstreamSet {
 /// Addresses that names resolved to: `name:port` → socket addresses.
 pub type Resolved = HashMap<String, Vec<std::net::SocketAddr>>;
 
-fn target_set(
-    name: &str,
-    cfg: &Upstream,
-    resolved: &Resolved,
-    pools: &Pools,
-    metrics: &crate::metrics::Metrics,
-) -> TargetSet {
+/// The long-lived registries an upstream's targets are built against.
+pub struct Registries<'a> {
+    /// Connection pools.
+    pub pools: &'a Pools,
+    /// Metric families.
+    pub metrics: &'a crate::metrics::Metrics,
+    /// Circuit breakers.
+    pub breakers: &'a BreakerRegistry,
+}
+
+fn target_set(name: &str, cfg: &Upstream, resolved: &Resolved, r: &Registries<'_>) -> TargetSet {
+    let (pools, metrics) = (r.pools, r.metrics);
+    let target_breaker = cfg
+        .circuit_breaker
+        .as_ref()
+        .filter(|c| crate::breaker::scope_of(c, false) == "target");
     let mut targets = Vec::new();
     let mut weights = Vec::new();
     for t in &cfg.targets {
@@ -174,6 +189,10 @@ fn target_set(
                 max_idle: cfg.max_idle_per_target,
             });
             targets.push(Arc::new(Target {
+                breaker: target_breaker.map(|c| {
+                    r.breakers
+                        .get_or_build("target", &format!("{name}/{address}"), c, metrics)
+                }),
                 metrics: metrics.target(name, &address),
                 address: Arc::from(address.as_str()),
                 authority,
@@ -192,19 +211,19 @@ fn target_set(
 
 impl UpstreamSet {
     /// Builds an upstream from validated config (names not resolved yet).
-    pub fn build(
-        name: &str,
-        cfg: &Upstream,
-        pools: &Pools,
-        metrics: &crate::metrics::Metrics,
-    ) -> Self {
+    pub fn build(name: &str, cfg: &Upstream, r: &Registries<'_>) -> Self {
         let has_names = cfg
             .targets
             .iter()
             .any(|t| t.address().parse::<std::net::SocketAddr>().is_err());
         UpstreamSet {
             name: Arc::from(name),
-            current: ArcSwap::from_pointee(target_set(name, cfg, &Resolved::new(), pools, metrics)),
+            current: ArcSwap::from_pointee(target_set(name, cfg, &Resolved::new(), r)),
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .filter(|c| crate::breaker::scope_of(c, false) == "upstream")
+                .map(|c| r.breakers.get_or_build("upstream", name, c, r.metrics)),
             cfg: cfg.clone(),
             has_names,
             resolve_now: tokio::sync::Notify::new(),
@@ -243,15 +262,9 @@ impl UpstreamSet {
     }
 
     /// Replaces the targets with those `resolved` gives.
-    pub fn apply_resolved(
-        &self,
-        resolved: &Resolved,
-        pools: &Pools,
-        metrics: &crate::metrics::Metrics,
-    ) {
-        self.current.store(Arc::new(target_set(
-            &self.name, &self.cfg, resolved, pools, metrics,
-        )));
+    pub fn apply_resolved(&self, resolved: &Resolved, r: &Registries<'_>) {
+        self.current
+            .store(Arc::new(target_set(&self.name, &self.cfg, resolved, r)));
     }
 
     /// What a consistent-hash key is made of, if this upstream hashes.
@@ -266,7 +279,12 @@ impl UpstreamSet {
         let now = crate::ratelimit::now();
         let set = self.current.load();
         let targets = &set.targets;
-        let eligible = |i: usize| !targets[i].draining && targets[i].pool.stats.eligible(now);
+        let eligible = |i: usize| {
+            let t = &targets[i];
+            !t.draining
+                && t.pool.stats.eligible(now)
+                && !t.breaker.as_ref().is_some_and(|b| b.is_open())
+        };
         set.balancer
             .pick(targets, hash, &eligible)
             .or_else(|| {
@@ -311,6 +329,20 @@ impl UpstreamSet {
             first.get_or_insert(t);
         }
         first
+    }
+
+    /// How many targets there are now.
+    pub fn target_count(&self) -> usize {
+        self.current.load().targets.len()
+    }
+
+    /// Whether a target's own breaker is open.
+    pub fn has_open_target_breaker(&self) -> bool {
+        self.current
+            .load()
+            .targets
+            .iter()
+            .any(|t| t.breaker.as_ref().is_some_and(|b| b.is_open()))
     }
 
     /// The targets now.

@@ -1,0 +1,97 @@
+//! Fallbacks (downgrading): what a route answers instead of an error, for the conditions
+//! it lists. A fixed response is built once per snapshot; an alternate upstream gets the
+//! request itself. Every fallback response carries `Floodgate-Fallback: <trigger>`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use floodgate_config::resilience::{Fallback, FallbackTrigger};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use crate::problem::Problem;
+use crate::upstream::UpstreamSet;
+
+/// The header that marks a fallback response.
+pub const HEADER: HeaderName = HeaderName::from_static("floodgate-fallback");
+
+/// What a fallback answers with.
+pub enum FallbackAction {
+    /// A fixed response.
+    Static {
+        /// Its status.
+        status: StatusCode,
+        /// Its headers (with `Content-Type`).
+        headers: HeaderMap,
+        /// Its body.
+        body: Bytes,
+    },
+    /// The request, sent to another upstream.
+    Upstream(Arc<UpstreamSet>),
+}
+
+/// A route's compiled fallback.
+pub struct FallbackPlan {
+    triggers: Vec<FallbackTrigger>,
+    /// What to answer.
+    pub action: FallbackAction,
+}
+
+/// The fallback condition a problem is, if any.
+pub fn trigger_of(p: Problem) -> Option<FallbackTrigger> {
+    Some(match p {
+        Problem::CircuitOpen { .. } => FallbackTrigger::BreakerOpen,
+        Problem::UpstreamConnect | Problem::UpstreamBroken | Problem::NoTarget => {
+            FallbackTrigger::UpstreamError
+        }
+        Problem::UpstreamTimeout => FallbackTrigger::Timeout,
+        Problem::ConcurrencyLimited => FallbackTrigger::BulkheadFull,
+        Problem::RateLimited { .. } => FallbackTrigger::RateLimited,
+        Problem::Shed => FallbackTrigger::Shed,
+        _ => return None,
+    })
+}
+
+impl FallbackPlan {
+    /// Compiles validated config; `None` if its upstream is unknown.
+    pub fn compile(
+        f: &Fallback,
+        upstreams: &std::collections::BTreeMap<String, Arc<UpstreamSet>>,
+    ) -> Option<Self> {
+        let action = match (&f.response, &f.upstream) {
+            (_, Some(u)) => FallbackAction::Upstream(upstreams.get(u)?.clone()),
+            (Some(r), None) => {
+                let mut headers = HeaderMap::new();
+                let (body, content_type) = match (&r.json, &r.body) {
+                    (Some(v), _) => (Bytes::from(v.to_string()), "application/json"),
+                    (None, Some(text)) => (Bytes::from(text.clone()), "text/plain; charset=utf-8"),
+                    (None, None) => (Bytes::new(), "text/plain; charset=utf-8"),
+                };
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                for (name, value) in &r.headers {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(n, v);
+                    }
+                }
+                FallbackAction::Static {
+                    status: StatusCode::from_u16(r.status).ok()?,
+                    headers,
+                    body,
+                }
+            }
+            (None, None) => return None,
+        };
+        Some(FallbackPlan {
+            triggers: f.when.clone(),
+            action,
+        })
+    }
+
+    /// Whether this fallback answers `p`; returns the trigger.
+    pub fn covers(&self, p: Problem) -> Option<FallbackTrigger> {
+        trigger_of(p).filter(|t| self.triggers.contains(t))
+    }
+}

@@ -1,0 +1,98 @@
+//! Fault injection for drills: a route may delay some requests and answer others with an
+//! error instead of sending them upstream, each in a configured share of requests, and
+//! optionally only for requests that carry a given header. Faults act inside the route's
+//! circuit breaker, so an injected error or delay trips it as a real one would.
+
+use std::time::Duration;
+
+use floodgate_config::resilience::Fault;
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// A route's compiled faults.
+pub struct FaultPlan {
+    delay: Option<(Duration, f64)>,
+    abort: Option<(StatusCode, f64)>,
+    header: Option<HeaderName>,
+}
+
+/// The faults drawn for one request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Wait this long first.
+    pub delay: Option<Duration>,
+    /// Then answer this status.
+    pub abort: Option<StatusCode>,
+}
+
+impl FaultPlan {
+    /// Compiles validated config.
+    pub fn compile(f: &Fault) -> Self {
+        FaultPlan {
+            delay: f.delay.as_ref().map(|d| (d.duration.0, d.share.0)),
+            abort: f
+                .abort
+                .as_ref()
+                .and_then(|a| Some((StatusCode::from_u16(a.status).ok()?, a.share.0))),
+            header: f
+                .header
+                .as_ref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        }
+    }
+
+    /// Draws the faults for a request with `headers`.
+    pub fn draw(&self, headers: &HeaderMap) -> Injected {
+        if self
+            .header
+            .as_ref()
+            .is_some_and(|h| !headers.contains_key(h))
+        {
+            return Injected::default();
+        }
+        let hit = |share: f64| share >= 1.0 || fastrand::f64() < share;
+        Injected {
+            delay: self.delay.filter(|&(_, s)| hit(s)).map(|(d, _)| d),
+            abort: self.abort.filter(|&(_, s)| hit(s)).map(|(c, _)| c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodgate_config::resilience::{FaultAbort, FaultDelay};
+    use floodgate_config::value::{Duration as D, Percent};
+
+    fn plan(share: f64, header: Option<&str>) -> FaultPlan {
+        FaultPlan::compile(&Fault {
+            delay: Some(FaultDelay {
+                duration: D(Duration::from_millis(5)),
+                share: Percent(1.0),
+            }),
+            abort: Some(FaultAbort {
+                status: 503,
+                share: Percent(share),
+            }),
+            header: header.map(String::from),
+        })
+    }
+
+    #[test]
+    fn shares_and_header_gate() {
+        let all = plan(1.0, None).draw(&HeaderMap::new());
+        assert_eq!(all.abort, Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(all.delay, Some(Duration::from_millis(5)));
+        assert_eq!(plan(0.0, None).draw(&HeaderMap::new()).abort, None);
+        let gated = plan(1.0, Some("x-drill"));
+        assert_eq!(gated.draw(&HeaderMap::new()), Injected::default());
+        let mut h = HeaderMap::new();
+        h.insert("x-drill", "1".parse().unwrap());
+        assert!(gated.draw(&h).abort.is_some());
+        // About half of 2000 requests at 50%.
+        let half = plan(0.5, None);
+        let n = (0..2000)
+            .filter(|_| half.draw(&HeaderMap::new()).abort.is_some())
+            .count();
+        assert!((850..1150).contains(&n), "{n}");
+    }
+}
