@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod avalanche;
 mod balance;
 mod breaker;
 mod cli;
