@@ -22,7 +22,7 @@ const BROKEN: &[(&str, &[&str])] = &[
     (
         "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
         &[
-            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`",
+            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`",
             "2:5: listeners[0]: missing field `address`",
         ],
     ),
@@ -32,7 +32,7 @@ const BROKEN: &[(&str, &[&str])] = &[
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
         &[
             "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
-            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`",
+            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`",
             "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
         ],
     ),
@@ -86,6 +86,31 @@ const BROKEN: &[(&str, &[&str])] = &[
             "9:66: routes[0].rate_limits[2].nodelay: give either `delay` or `nodelay`, not both",
             "10:47: routes[0].rate_limits[3].per: unknown field `per`, expected one of `name`, `algorithm`, `rate`, `burst`, `delay`, `nodelay`, `max_delay`, `key`, `overrides`, `dry_run`, `scope`, `on_redis_error`, `max_keys`, `headers`",
             "11:18: routes[0].concurrency: give either `max_in_flight` or `adaptive`, not both",
+        ],
+    ),
+    (
+        "upstreams:\n  b:\n    targets: [ \"h:1\" ]\n    circuit_breaker: { scope: route, open_for: 5s, max_open_for: 1s, failure_on: [ 5xy ] }\nlisteners: [ { name: p, address: \"127.0.0.1:0\", criticality_header: \"bad header\" } ]\nroutes:\n  - match: { path: /a }\n    upstream: b\n    criticality: urgent\n",
+        &[
+            "4:22: upstreams.b.circuit_breaker: give at least one trip rule: `consecutive_failures`, `failure_rate` or `slow_call_rate`",
+            "4:31: upstreams.b.circuit_breaker.scope: an upstream's breaker has scope `upstream` or `target`",
+            "4:66: upstreams.b.circuit_breaker.max_open_for: must be at least `open_for`",
+            "4:84: upstreams.b.circuit_breaker.failure_on[0]: unknown condition \"5xy\", expected `connect_error`, `reset`, `timeout`, a status such as `503` or a class such as `5xx`",
+            "5:69: listeners[0].criticality_header: \"bad header\" is not a valid header name",
+            "9:18: routes[0].criticality: unknown variant `urgent`, expected one of `sheddable`, `normal`, `high`, `critical`",
+        ],
+    ),
+    (
+        "routes:\n  - match: { path: \"/p/{id}\" }\n    upstream: app\n    circuit_breaker: { scope: key, key: [ \"path:nope\" ], failure_rate: 0%, half_open_calls: 0 }\n    fallback: { when: [], upstream: gone, response: { status: 99 } }\n    fault: { abort: { status: 200, share: 50% }, header: \"x y\" }\n",
+        &[
+            "4:43: routes[0].circuit_breaker.key[0]: the route's path has no parameter \"nope\" (it has id)",
+            "4:72: routes[0].circuit_breaker.failure_rate: must be more than 0%",
+            "4:93: routes[0].circuit_breaker.half_open_calls: must be at least 1",
+            "5:15: routes[0].fallback: give either `response` or `upstream`, not both",
+            "5:23: routes[0].fallback.when: list at least one condition",
+            "5:37: routes[0].fallback.upstream: no upstream named \"gone\" (defined: app)",
+            "5:63: routes[0].fallback.response.status: must be from 200 to 599",
+            "6:31: routes[0].fault.abort.status: must be from 400 to 599",
+            "6:58: routes[0].fault.header: \"x y\" is not a valid header name",
         ],
     ),
     (
