@@ -218,6 +218,36 @@ pub fn explain(
     Ok(out)
 }
 
+/// A circuit breaker's line: its scope and trip rules.
+fn breaker(on: &str, cb: &floodgate_config::resilience::CircuitBreaker) -> String {
+    let pct = |p: f64| (p * 1000.0).round() / 10.0;
+    let mut rules = Vec::new();
+    if let Some(n) = cb.consecutive_failures {
+        rules.push(format!("{n} failures in a row"));
+    }
+    if let Some(r) = cb.failure_rate {
+        rules.push(format!("failures ≥ {}%", pct(r.0)));
+    }
+    if let Some(r) = cb.slow_call_rate {
+        rules.push(format!("calls over {} ≥ {}%", cb.slow_call, pct(r.0)));
+    }
+    let scope = crate::breaker::scope_of(cb, on == "route");
+    let key = if cb.key.is_empty() {
+        String::new()
+    } else {
+        format!(" per {}", cb.key.join("+"))
+    };
+    format!(
+        "circuit breaker ({scope}{key}): opens on {} (over {}, at least {} calls), open {} growing to {}, {} probes",
+        rules.join(" or "),
+        cb.window,
+        cb.minimum_calls,
+        cb.open_for,
+        cb.max_open_for,
+        cb.half_open_calls
+    )
+}
+
 /// One line per policy that applies, in the order they run.
 fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Action) -> Vec<String> {
     use floodgate_config::model::{Algorithm, Concurrency, Scope};
@@ -279,6 +309,37 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
     if let Some(c) = &cfg.concurrency {
         out.push(bulkhead("route", c));
     }
+    if cfg.criticality != floodgate_config::resilience::Criticality::Normal {
+        out.push(format!("criticality: {}", cfg.criticality.as_str()));
+    }
+    if let Some(cb) = &cfg.circuit_breaker {
+        out.push(breaker("route", cb));
+    }
+    if let Some(f) = &cfg.fault {
+        let share = |p: f64| (p * 1000.0).round() / 10.0;
+        let mut parts = Vec::new();
+        if let Some(d) = &f.delay {
+            parts.push(format!("delay {} for {}%", d.duration, share(d.share.0)));
+        }
+        if let Some(a) = &f.abort {
+            parts.push(format!("abort {} for {}%", a.status, share(a.share.0)));
+        }
+        let gate = f
+            .header
+            .as_ref()
+            .map(|h| format!(" of requests with {h}"))
+            .unwrap_or_default();
+        out.push(format!("fault injection: {}{gate}", parts.join(", ")));
+    }
+    if let Some(fb) = &cfg.fallback {
+        let when: Vec<&str> = fb.when.iter().map(|t| t.as_str()).collect();
+        let what = match (&fb.response, &fb.upstream) {
+            (_, Some(u)) => format!("upstream {u:?}"),
+            (Some(r), None) => format!("a fixed {} response", r.status),
+            (None, None) => "nothing".into(),
+        };
+        out.push(format!("fallback: {what} on {}", when.join(", ")));
+    }
     if let Action::Proxy(up) = action
         && let Some(u) = snap.config.upstreams.get(&*up.name)
     {
@@ -317,6 +378,9 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
                 o.base_ejection,
                 o.max_ejection
             ));
+        }
+        if let Some(cb) = &u.circuit_breaker {
+            out.push(breaker("upstream", cb));
         }
         if let Some(r) = &u.retries {
             out.push(format!(

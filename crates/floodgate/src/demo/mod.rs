@@ -61,7 +61,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
         println!(
             "\nFloodgate demo is running.\n\
              \n  gateway   http://{gw}\
-             \n  admin     http://{admin}/metrics   (also /healthz, /readyz, /status)\
+             \n  admin     http://{admin}/metrics   (also /healthz, /readyz, /status, /breakers)\
              \n  catalog   http://{catalog}   (the demo upstream, {n} products; two more instances, the third degraded)\n\
              \nTry:\
              \n  curl -i http://{gw}/api/products/42            # proxied, rewritten to /products/42\
@@ -84,6 +84,14 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  for i in $(seq 6); do curl -s -o /dev/null -w '%{{http_code}} ' \\\
              \n    'http://{gw}/limited/slow?delay=1500ms' & done; wait   # bulkhead: 2 run, 2 wait, 2 get 503\
              \n  curl -s http://{admin}/metrics | grep -E 'ratelimit_decisions|concurrency_'\n\
+             \nA circuit breaker guards /api/flaky and /api/slow: three failures in a row open it, and\
+             \nfor 5s the route answers its fallback (see the Floodgate-Fallback header); then two\
+             \nprobes close it again, or one failure reopens it for longer:\
+             \n  for i in $(seq 6); do curl -s -o /dev/null -D - 'http://{gw}/api/slow?delay=3s' \\\
+             \n    | grep -iE '^(HTTP|floodgate-fallback)'; done      # 504 ×3, then the fallback\
+             \n  curl -s http://{admin}/breakers                      # state, counts, time to half-open\
+             \n  sleep 5; curl -s http://{gw}/api/slow; curl -s http://{gw}/api/slow   # probes: closed\
+             \n  curl -s http://{admin}/metrics | grep circuit_breaker\n\
              \nAccess log lines follow on stdout. Ctrl-C stops.\n",
             admin = started.admin,
             n = catalog::PRODUCTS,

@@ -167,11 +167,19 @@ async fn with_protections_the_failure_stays_contained() {
     mode.store(DEAD, Ordering::Relaxed);
     let dead = load(&gw, 10, &hits).await;
     let rss_kib = gw.rss_kib();
-    eprintln!("protected drill:\n  warm {warm:?}\n  slow {slow:?}\n  dead {dead:?}\n  rss {rss_kib} KiB");
+    eprintln!(
+        "protected drill:\n  warm {warm:?}\n  slow {slow:?}\n  dead {dead:?}\n  rss {rss_kib} KiB"
+    );
     for (name, p) in [("warm", &warm), ("slow", &slow), ("dead", &dead)] {
         let requests = WORKERS * if name == "warm" { 2 } else { 10 };
-        assert_eq!(p.healthy_ok, requests, "{name}: the healthy route never fails: {p:?}");
-        assert_eq!(p.broken_failed, 0, "{name}: no error reaches a client: {p:?}");
+        assert_eq!(
+            p.healthy_ok, requests,
+            "{name}: the healthy route never fails: {p:?}"
+        );
+        assert_eq!(
+            p.broken_failed, 0,
+            "{name}: no error reaches a client: {p:?}"
+        );
         assert_eq!(p.broken_ok + p.broken_fallback, requests, "{name}");
     }
     assert!(slow.broken_fallback > 0 && dead.broken_fallback > 0);
@@ -182,7 +190,10 @@ async fn with_protections_the_failure_stays_contained() {
         "{} of {broken_requests} requests reached the failing upstream",
         slow.upstream_hits + dead.upstream_hits
     );
-    assert!(rss_kib < 200 * 1024, "gateway memory stays bounded: {rss_kib} KiB");
+    assert!(
+        rss_kib < 200 * 1024,
+        "gateway memory stays bounded: {rss_kib} KiB"
+    );
     let opened = "floodgate_circuit_breaker_transitions_total{scope=\"upstream\",name=\"reviews\",to=\"open\"}";
     assert!(gw.metric(opened).await >= 1.0);
 
@@ -191,7 +202,11 @@ async fn with_protections_the_failure_stays_contained() {
     let closed = "floodgate_circuit_breaker_transitions_total{scope=\"upstream\",name=\"reviews\",to=\"closed\"}";
     let deadline = Instant::now() + PATIENCE;
     while gw.metric(closed).await < 1.0 {
-        assert!(Instant::now() < deadline, "the breaker did not close:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close:\n{}",
+            gw.log()
+        );
         // Probes are let through once the open time is over.
         let (_, h, _) = get(&gw.url("/reviews")).await;
         if h.contains_key("floodgate-fallback") {
@@ -212,7 +227,10 @@ async fn without_protections_the_failure_reaches_every_client() {
     let slow = load(&gw, 2, &hits).await;
     mode.store(DEAD, Ordering::Relaxed);
     let dead = load(&gw, 10, &hits).await;
-    eprintln!("unprotected drill:\n  slow {slow:?}\n  dead {dead:?}\n  rss {} KiB", gw.rss_kib());
+    eprintln!(
+        "unprotected drill:\n  slow {slow:?}\n  dead {dead:?}\n  rss {} KiB",
+        gw.rss_kib()
+    );
     // Every request reached the failing upstream, and while dead every one failed.
     assert_eq!(slow.upstream_hits, WORKERS as u64 * 2);
     assert_eq!(slow.broken_ok, WORKERS * 2, "slow answers arrive, late");

@@ -73,6 +73,19 @@ async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
         StatusCode::SERVICE_UNAVAILABLE,
         "--flaky-rate 1.0 always fails"
     );
+    // Two more failures open the breaker; the route then answers its fallback.
+    for _ in 0..2 {
+        assert_eq!(
+            get(&format!("{gateway}/api/flaky")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let (s, h, body) = get(&format!("{gateway}/api/flaky")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["floodgate-fallback"], "breaker_open");
+    assert_eq!(json(&body)["degraded"], true);
+    let (_, _, breakers) = get(&format!("{admin}/breakers")).await;
+    assert_eq!(json(&breakers)["breakers"][0]["state"], "open");
     let (s, h, _) = get(&format!("{gateway}/v1/products/7?x=1")).await;
     assert_eq!(s, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(h["location"], "/api/products/7?x=1");
