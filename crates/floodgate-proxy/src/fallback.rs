@@ -9,6 +9,9 @@ use floodgate_config::resilience::{Fallback, FallbackTrigger};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::upstream::UpstreamSet;
 
@@ -32,7 +35,8 @@ pub enum FallbackAction {
 
 /// A route's compiled fallback.
 pub struct FallbackPlan {
-    triggers: Vec<FallbackTrigger>,
+    /// The conditions it answers, each with its counter.
+    triggers: Vec<(FallbackTrigger, Counter)>,
     /// What to answer.
     pub action: FallbackAction,
 }
@@ -56,7 +60,9 @@ impl FallbackPlan {
     /// Compiles validated config; `None` if its upstream is unknown.
     pub fn compile(
         f: &Fallback,
+        route: &str,
         upstreams: &std::collections::BTreeMap<String, Arc<UpstreamSet>>,
+        metrics: &Metrics,
     ) -> Option<Self> {
         let action = match (&f.response, &f.upstream) {
             (_, Some(u)) => FallbackAction::Upstream(upstreams.get(u)?.clone()),
@@ -85,13 +91,21 @@ impl FallbackPlan {
             (None, None) => return None,
         };
         Some(FallbackPlan {
-            triggers: f.when.clone(),
+            triggers: f
+                .when
+                .iter()
+                .map(|&t| (t, metrics.fallback(route, t.as_str())))
+                .collect(),
             action,
         })
     }
 
-    /// Whether this fallback answers `p`; returns the trigger.
-    pub fn covers(&self, p: Problem) -> Option<FallbackTrigger> {
-        trigger_of(p).filter(|t| self.triggers.contains(t))
+    /// Whether this fallback answers `p`: the trigger, and its counter.
+    pub fn covers(&self, p: Problem) -> Option<(FallbackTrigger, &Counter)> {
+        let t = trigger_of(p)?;
+        self.triggers
+            .iter()
+            .find(|(c, _)| *c == t)
+            .map(|(t, counter)| (*t, counter))
     }
 }

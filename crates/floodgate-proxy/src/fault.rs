@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use floodgate_config::resilience::Fault;
 use http::{HeaderMap, HeaderName, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 
 /// A route's compiled faults.
 pub struct FaultPlan {
     delay: Option<(Duration, f64)>,
     abort: Option<(StatusCode, f64)>,
     header: Option<HeaderName>,
+    /// Injected delays.
+    pub delays: Counter,
+    /// Injected errors.
+    pub aborts: Counter,
 }
 
 /// The faults drawn for one request.
@@ -25,9 +30,11 @@ pub struct Injected {
 }
 
 impl FaultPlan {
-    /// Compiles validated config.
-    pub fn compile(f: &Fault) -> Self {
+    /// Compiles validated config, counting into `delays` and `aborts`.
+    pub fn compile(f: &Fault, delays: Counter, aborts: Counter) -> Self {
         FaultPlan {
+            delays,
+            aborts,
             delay: f.delay.as_ref().map(|d| (d.duration.0, d.share.0)),
             abort: f
                 .abort
@@ -64,17 +71,21 @@ mod tests {
     use floodgate_config::value::{Duration as D, Percent};
 
     fn plan(share: f64, header: Option<&str>) -> FaultPlan {
-        FaultPlan::compile(&Fault {
-            delay: Some(FaultDelay {
-                duration: D(Duration::from_millis(5)),
-                share: Percent(1.0),
-            }),
-            abort: Some(FaultAbort {
-                status: 503,
-                share: Percent(share),
-            }),
-            header: header.map(String::from),
-        })
+        FaultPlan::compile(
+            &Fault {
+                delay: Some(FaultDelay {
+                    duration: D(Duration::from_millis(5)),
+                    share: Percent(1.0),
+                }),
+                abort: Some(FaultAbort {
+                    status: 503,
+                    share: Percent(share),
+                }),
+                header: header.map(String::from),
+            },
+            Counter::default(),
+            Counter::default(),
+        )
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn fall_back(
     let Some(plan) = &route.fallback else {
         return Err(problem);
     };
-    let Some(trigger) = plan.covers(problem) else {
+    let Some((trigger, counter)) = plan.covers(problem) else {
         return Err(problem);
     };
     let mut resp = match &plan.action {
@@ -157,17 +157,19 @@ async fn fall_back(
             *req.headers_mut() = replay.headers;
             let plan = Forward {
                 hash: None,
+                call: admit_upstream(upstream, done)?,
                 route: route.clone(),
                 upstream: upstream.clone(),
                 new_path: replay.new_path,
                 host: replay.host,
                 body_limit: replay.body_limit,
             };
+            // The places held for the first upstream are not needed for the other one.
             done.permits.clear();
             Box::pin(proxy(req, conn, plan, done)).await?
         }
     };
-    done.gw.metrics.fallback(&route.name, trigger.as_str());
+    counter.inc();
     resp.headers_mut().insert(
         crate::fallback::HEADER,
         HeaderValue::from_static(trigger.as_str()),
@@ -333,6 +335,7 @@ async fn route_and_send(
             };
             let forward = Forward {
                 hash,
+                call: admit_upstream(&upstream, done)?,
                 new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
                 body_limit: plan.limits.max_body_bytes.0,
                 route: route.clone(),
@@ -357,11 +360,11 @@ async fn route_and_send(
             if let Some(fault) = &route.fault {
                 let injected = fault.draw(req.headers());
                 if let Some(delay) = injected.delay {
-                    done.gw.metrics.fault(&route.name, "delay");
+                    fault.delays.inc();
                     tokio::time::sleep(delay).await;
                 }
                 if let Some(status) = injected.abort {
-                    done.gw.metrics.fault(&route.name, "abort");
+                    fault.aborts.inc();
                     if let Some(call) = call {
                         call.finish(CallOutcome::Status(status));
                     }
@@ -385,6 +388,12 @@ fn admit(breaker: &Arc<ScopedBreaker>, key: &[u8]) -> Result<Call, Problem> {
     breaker.acquire(key).map_err(|r| Problem::CircuitOpen {
         retry_after_secs: r.retry_after.div_ceil(1_000_000_000).max(1),
     })
+}
+
+/// A call through `upstream`'s breaker, if it has one (naming the upstream for the log).
+fn admit_upstream(upstream: &UpstreamSet, done: &mut Done) -> Result<Option<Call>, Problem> {
+    done.upstream = Some(upstream.name.clone());
+    upstream.breaker.as_ref().map(|b| admit(b, b"")).transpose()
 }
 
 /// Reports a call by how the exchange ended; the gateway's own refusals and client
@@ -413,6 +422,9 @@ fn outcome_of(p: Problem) -> Option<CallOutcome> {
 struct Forward {
     /// The request's consistent-hash key hash, if the upstream hashes.
     hash: Option<u64>,
+    /// The call through the upstream's breaker, admitted before anything else is spent on
+    /// the request.
+    call: Option<Call>,
     route: Arc<Route>,
     upstream: Arc<UpstreamSet>,
     /// The rewritten path, if the route rewrites.
@@ -431,6 +443,7 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, Problem> {
     let Forward {
         hash,
+        call,
         route,
         upstream,
         new_path,
@@ -438,13 +451,7 @@ async fn proxy(
         body_limit,
     } = plan;
     let (route, upstream, host) = (&*route, &*upstream, &host);
-    done.upstream = Some(upstream.name.clone());
     enter(upstream.concurrency.as_ref(), done).await?;
-    let call = upstream
-        .breaker
-        .as_ref()
-        .map(|b| admit(b, b""))
-        .transpose()?;
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers

@@ -590,26 +590,26 @@ impl Metrics {
         }
     }
 
-    /// Counts a fallback response on `route` triggered by `trigger`.
-    pub fn fallback(&self, route: &str, trigger: &'static str) {
+    /// The counter of fallback responses on `route` triggered by `trigger`.
+    pub fn fallback(&self, route: &str, trigger: &'static str) -> Counter {
         self.resilience
             .fallbacks
             .get_or_create(&RouteKind {
                 route: route.to_owned(),
                 kind: trigger,
             })
-            .inc();
+            .clone()
     }
 
-    /// Counts an injected fault (`delay` or `abort`) on `route`.
-    pub fn fault(&self, route: &str, kind: &'static str) {
+    /// The counter of injected faults (`delay` or `abort`) on `route`.
+    pub fn fault(&self, route: &str, kind: &'static str) -> Counter {
         self.resilience
             .faults
             .get_or_create(&RouteKind {
                 route: route.to_owned(),
                 kind,
             })
-            .inc();
+            .clone()
     }
 
     /// The series of one listener.

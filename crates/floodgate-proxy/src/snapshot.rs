@@ -250,8 +250,14 @@ impl Snapshot {
                     fallback: r
                         .fallback
                         .as_ref()
-                        .and_then(|f| FallbackPlan::compile(f, &upstreams)),
-                    fault: r.fault.as_ref().map(FaultPlan::compile),
+                        .and_then(|f| FallbackPlan::compile(f, &name, &upstreams, metrics)),
+                    fault: r.fault.as_ref().map(|f| {
+                        FaultPlan::compile(
+                            f,
+                            metrics.fault(&name, "delay"),
+                            metrics.fault(&name, "abort"),
+                        )
+                    }),
                     criticality: r.criticality,
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(

@@ -234,6 +234,7 @@ async fn fallbacks_for_each_trigger() {
         &format!(
             "  dead:\n    targets: [ \"{dead}\" ]
   slow:\n    targets: [ \"{slow}\" ]\n    timeouts: {{ request: 100ms }}
+  held:\n    targets: [ \"{slow}\" ]\n    timeouts: {{ request: 1s }}
   ok:\n    targets: [ \"{ok}\" ]
   spare:\n    targets: [ \"{spare}\" ]"
         ),
@@ -254,9 +255,15 @@ async fn fallbacks_for_each_trigger() {
     fallback: { when: [ rate_limited ], response: { body: try later } }
   - name: full
     match: { path: /full }
-    upstream: slow
+    upstream: held
     concurrency: { max_in_flight: 1 }
-    fallback: { when: [ bulkhead_full ], response: { status: 503, body: busy } }",
+    fallback: { when: [ bulkhead_full ], response: { status: 503, body: busy } }
+  - name: batch
+    match: { path: /batch }
+    upstream: held
+    criticality: sheddable
+    concurrency: { max_in_flight: 1, queue: 5 }
+    fallback: { when: [ shed ], response: { status: 202, body: later } }",
     );
     let (s, h, body) = get(&gw.url("/error")).await;
     assert_eq!((s, &body[..]), (StatusCode::OK, &b"spare"[..]));
@@ -278,29 +285,37 @@ async fn fallbacks_for_each_trigger() {
     assert_eq!((s, &body[..]), (StatusCode::OK, &b"try later"[..]));
     assert_eq!(h["floodgate-fallback"], "rate_limited");
 
-    // One request holds the only place (the slow upstream times out after 100 ms, so
-    // it ends by itself); one more at the same time gets the bulkhead fallback.
-    let first = tokio::spawn(get(gw.url("/full").leak()));
-    let mut saw_full = false;
-    for _ in 0..50 {
-        let (s, h, body) = get(&gw.url("/full")).await;
-        if h.get("floodgate-fallback").is_some() {
-            assert_eq!(
-                (s, &body[..]),
-                (StatusCode::SERVICE_UNAVAILABLE, &b"busy"[..])
-            );
-            assert_eq!(h["floodgate-fallback"], "bulkhead_full");
-            saw_full = true;
-            break;
+    // One request holds the only place (the slow upstream times out after 1 s, so it ends
+    // by itself); one more meanwhile gets the fallback. A sheddable request at a full
+    // bulkhead is shed at once, even with room to queue.
+    for (path, status, body, trigger) in [
+        (
+            "/full",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "bulkhead_full",
+        ),
+        ("/batch", StatusCode::ACCEPTED, "later", "shed"),
+    ] {
+        let first = tokio::spawn(get(gw.url(path).leak()));
+        let in_flight = format!(
+            "floodgate_concurrency_in_flight{{scope=\"route\",name=\"{}\"}}",
+            path.trim_start_matches('/')
+        );
+        while gw.metric(&in_flight).await < 1.0 {
+            tokio::task::yield_now().await;
         }
+        let (s, h, b) = get(&gw.url(path)).await;
+        assert_eq!((s, &b[..]), (status, body.as_bytes()));
+        assert_eq!(h["floodgate-fallback"], trigger);
+        assert_eq!(first.await.unwrap().0, StatusCode::GATEWAY_TIMEOUT);
     }
-    first.await.unwrap();
-    assert!(saw_full, "a second request while the first held the place");
     for (route, kind) in [
         ("to-spare", "upstream_error"),
         ("on-timeout", "timeout"),
         ("limited", "rate_limited"),
         ("full", "bulkhead_full"),
+        ("batch", "shed"),
     ] {
         let series = format!("floodgate_fallbacks_total{{route=\"{route}\",kind=\"{kind}\"}}");
         assert!(gw.metric(&series).await >= 1.0, "{series}");
@@ -428,5 +443,94 @@ routes:
         )
         .await,
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_whose_client_leaves_gives_its_place_back() {
+    // The first request after the breaker opens hangs at the upstream; its client gives up.
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (h, f) = (hang.clone(), failing.clone());
+    let addr = upstream(move |_req| {
+        let (h, f) = (h.clone(), f.clone());
+        async move {
+            if h.swap(false, Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            let mut resp = Response::new(full("ok"));
+            if f.load(Ordering::SeqCst) {
+                *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            }
+            resp
+        }
+    })
+    .await;
+    let gw = pool_gateway(&format!(
+        "    targets: [ \"{addr}\" ]
+    circuit_breaker: {{ consecutive_failures: 1, open_for: 200ms, half_open_calls: 1, probe_timeout: 60s }}"
+    ));
+    assert_eq!(get(&gw.url("/")).await.0, StatusCode::BAD_GATEWAY);
+    wait_half_open(&gw, "upstream", "pool", None).await;
+    hang.store(true, Ordering::SeqCst);
+    failing.store(false, Ordering::SeqCst);
+    // The probe: its client leaves after a moment, while the upstream still holds it.
+    let probe = tokio::time::timeout(Duration::from_millis(300), get(gw.url("/").leak())).await;
+    assert!(probe.is_err(), "the probe hangs");
+    let b = breaker_state(&gw, "upstream", "pool", None).await;
+    assert_eq!(b["state"], "half_open");
+    // Its place came back when the client left (the probe timeout is a minute away): the
+    // next request is the probe that closes the breaker.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (s, h, _) = get(&gw.url("/")).await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert_eq!(h["content-type"], "application/problem+json", "{s}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe's place never came back"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        breaker_state(&gw, "upstream", "pool", None).await["state"],
+        "closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_breaker_open() {
+    let (addr, status, _) = switchable().await;
+    status.store(500, Ordering::Relaxed);
+    let upstreams = format!(
+        "  pool:\n    targets: [ \"{addr}\" ]\n    circuit_breaker: {{ consecutive_failures: 2, open_for: 60s }}"
+    );
+    let config = |extra_route: &str| {
+        format!(
+            "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+{upstreams}
+routes:
+  - match: {{ path_prefix: / }}
+    upstream: pool
+{extra_route}"
+        )
+    };
+    let gw = Gateway::start(&config(""));
+    assert_eq!(statuses(&gw.url("/"), &[], 2).await, [500, 500]);
+    assert_eq!(get(&gw.url("/")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    gw.write_config(&config("  - match: { path: /new }\n    upstream: pool"));
+    gw.wait_log("\"configuration reloaded\"").expect("reloaded");
+    let (s, h, body) = get(&gw.url("/new")).await;
+    assert_problem(
+        s,
+        &h,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "circuit-open",
     );
 }
