@@ -43,8 +43,11 @@ pub struct Record<'a> {
     pub target: Option<&'a str>,
     /// Response body bytes sent.
     pub bytes_sent: u64,
-    /// Why the gateway answered itself, if it did.
+    /// Why the gateway answered itself, if it did (also when a fallback answered instead).
     pub error: Option<&'a str>,
+    /// The condition a route's fallback answered, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<&'static str>,
     /// The rate limit that refused the request, or (dry run) would have; absent if none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<&'a str>,

@@ -90,6 +90,7 @@ pub async fn handle(
         criticality: Criticality::Normal,
         compiled_route: None,
         replay: None,
+        fallback: None,
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
@@ -170,6 +171,8 @@ async fn fall_back(
         }
     };
     counter.inc();
+    done.error = Some(problem.code());
+    done.fallback = Some(trigger.as_str());
     resp.headers_mut().insert(
         crate::fallback::HEADER,
         HeaderValue::from_static(trigger.as_str()),
@@ -915,6 +918,8 @@ struct Done {
     compiled_route: Option<Arc<Route>>,
     /// A bodiless request kept to be sent to a fallback upstream.
     replay: Option<Replay>,
+    /// The condition a fallback answered.
+    fallback: Option<&'static str>,
 }
 
 impl Completion for Done {
@@ -942,6 +947,7 @@ impl Completion for Done {
                 target: self.target_addr.as_deref(),
                 bytes_sent,
                 error: self.error,
+                fallback: self.fallback,
                 rate_limit: self.rate_limit.as_deref(),
                 dry_run: self.dry_run,
             };

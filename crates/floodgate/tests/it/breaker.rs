@@ -534,3 +534,21 @@ routes:
         "circuit-open",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_fallback_and_the_error_it_replaced() {
+    let gw = Gateway::start(&config(
+        closed_port(),
+        "  - name: down
+    match: { path: /down }
+    upstream: backend
+    fallback: { when: [ upstream_error ], response: { body: sorry } }",
+        "",
+    ));
+    assert_eq!(get(&gw.url("/down")).await.0, StatusCode::OK);
+    let line = gw.access_line("\"route\":\"down\"").await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["fallback"], "upstream_error");
+    assert_eq!(line["error"], "upstream-connect-failed");
+    assert_eq!(line["upstream"], "backend");
+}
