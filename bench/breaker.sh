@@ -40,7 +40,7 @@ start floodgate env BENCH_WORKERS="$WORKERS" "$BIN" run -c "$HERE/breaker.yaml"
 for port in 19201 19202 19210 19230; do wait_port "$port"; done
 sleep 1
 
-hits() { wc -c < "$WORK/failing-hits.log" 2> /dev/null || echo 0; }
+hits() { wc -l < "$WORK/failing-hits.log" 2> /dev/null || echo 0; }
 printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
 : > "$WORK/hits.tsv"
 F=http://127.0.0.1:19230
