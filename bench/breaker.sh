@@ -51,31 +51,23 @@ for rep in $(seq 1 "$REPS"); do
   before=$(hits); measure nginx-fallback http://127.0.0.1:19210/failing; printf 'nginx-fallback\t%s\n' $(( $(hits) - before )) >> "$WORK/hits.tsv"
 done
 
-python3 - "$RESULTS" "$WORK/hits.tsv" << PY
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+PYTHONPATH=$HERE python3 - "$RESULTS" "$WORK/hits.tsv" << PY
+import sys
+from results import Results
+res = Results(sys.argv[1])
 hits = {}
 for line in open(sys.argv[2]):
     case, n = line.split()
-    hits.setdefault(case, []).append(int(n))
-by = {}
-for r in rows:
-    by.setdefault(r["case"], {})[r["rep"]] = r
-med = statistics.median
-def m(case, f): return med(float(r[f]) for r in by[case].values())
-def paired(a, b, f="rps"): return med(float(by[a][k][f]) / float(by[b][k][f]) for k in by[a])
+    hits.setdefault(case, []).append(n)
 print("| case | req/s median | p50 ms | p99 ms | non-2xx | reached the failing origin | ratio |")
 print("|---|---|---|---|---|---|---|")
-lines = [
+for label, case, ratio in [
   ("no breaker (/open)", "open", ""),
-  ("closed breakers, upstream + route (/guarded)", "guarded", f"{paired('guarded', 'open'):.3f} of no breaker (paired)"),
-  ("Floodgate, failing origin, breaker open + fallback", "floodgate-fallback", f"{paired('floodgate-fallback', 'nginx-fallback'):.2f} of nginx (paired)"),
+  ("closed breakers, upstream + route (/guarded)", "guarded", f"{res.paired('guarded', 'open'):.3f} of no breaker (paired)"),
+  ("Floodgate, failing origin, breaker open + fallback", "floodgate-fallback", f"{res.paired('floodgate-fallback', 'nginx-fallback'):.2f} of nginx (paired)"),
   ("nginx, failing origin, max_fails + error_page", "nginx-fallback", ""),
-]
-for label, case, ratio in lines:
-    non = sum(int(r["non2xx"] or 0) for r in by[case].values())
-    h = ", ".join(str(n) for n in hits.get(case, [])) or "–"
-    print(f"| {label} | {m(case,'rps'):,.0f} | {m(case,'p50_ms'):.3f} | {m(case,'p99_ms'):.3f} | {non:,} | {h} | {ratio} |")
+]:
+    print(res.row(label, case, ", ".join(hits.get(case, [])) or "–", ratio))
 print()
 print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS} WORKERS=${WORKERS}.")
 PY

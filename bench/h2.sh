@@ -25,20 +25,14 @@ for rep in $(seq 1 "$REPS"); do
     measure "$c" "http://127.0.0.1:19330/$c"
   done
 done
-python3 - "$RESULTS" << PY
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-by = {}
-for r in rows:
-    by.setdefault(r["case"], {})[r["rep"]] = r
-med = statistics.median
+PYTHONPATH=$HERE python3 - "$RESULTS" << PY
+import sys
+from results import Results
+res = Results(sys.argv[1])
 print("| upstream protocol | req/s median | p50 ms | p99 ms | non-2xx | vs HTTP/1.1 (paired) |")
 print("|---|---|---|---|---|---|")
 for c, label in [("h1", "HTTP/1.1, pooled connections"), ("h2", "HTTP/2, one connection")]:
-    rs = by[c].values()
-    ratio = med(float(by[c][k]["rps"]) / float(by["h1"][k]["rps"]) for k in by[c])
-    print(f"| {label} | {med(float(r['rps']) for r in rs):,.0f} | {med(float(r['p50_ms']) for r in rs):.2f} | "
-          f"{med(float(r['p99_ms']) for r in rs):.2f} | {sum(int(r['non2xx'] or 0) for r in rs)} | {ratio:.2f} |")
+    print(res.row(label, c, f"{res.paired(c, 'h1'):.2f}", digits=2))
 print()
 print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS} WORKERS=${WORKERS}.")
 PY

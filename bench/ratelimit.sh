@@ -43,29 +43,23 @@ for rep in $(seq 1 "$REPS"); do
   measure cluster-c1 "$F/cluster" 1 1
 done
 
-python3 - "$RESULTS" << PY
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-by = {}
-for r in rows:
-    by.setdefault(r["case"], {})[r["rep"]] = r
-med = statistics.median
-def m(case, f): return med(float(r[f]) for r in by[case].values())
-def paired(a, b, f="rps"): return med(float(by[a][k][f]) / float(by[b][k][f]) for k in by[a])
+PYTHONPATH=$HERE python3 - "$RESULTS" << PY
+import sys
+from results import Results
+res = Results(sys.argv[1])
+m = res.median
 print("| case | req/s median | p50 ms | p99 ms | non-2xx | ratio |")
 print("|---|---|---|---|---|---|")
-lines = [
+for label, case, ratio in [
   ("no limit (/open)", "open", ""),
-  ("limit that never refuses (/limited)", "limited", f"{paired('limited', 'open'):.3f} of no limit (paired)"),
-  ("Floodgate refusing (/reject, 429)", "floodgate-reject", f"{paired('floodgate-reject', 'nginx-reject'):.2f} of nginx (paired)"),
+  ("limit that never refuses (/limited)", "limited", f"{res.paired('limited', 'open'):.3f} of no limit (paired)"),
+  ("Floodgate refusing (/reject, 429)", "floodgate-reject", f"{res.paired('floodgate-reject', 'nginx-reject'):.2f} of nginx (paired)"),
   ("nginx limit_req refusing (429)", "nginx-reject", ""),
   ("no limit, 1 connection", "open-c1", ""),
   ("cluster limit (Redis), 1 connection", "cluster-c1",
    f"{(m('cluster-c1','p50_ms') - m('open-c1','p50_ms')) * 1000:+.0f} µs p50, {(m('cluster-c1','p99_ms') - m('open-c1','p99_ms')) * 1000:+.0f} µs p99"),
-]
-for label, case, ratio in lines:
-    non = sum(int(r["non2xx"] or 0) for r in by[case].values())
-    print(f"| {label} | {m(case,'rps'):,.0f} | {m(case,'p50_ms'):.3f} | {m(case,'p99_ms'):.3f} | {non:,} | {ratio} |")
+]:
+    print(res.row(label, case, ratio))
 print()
 print(f"Settings: DUR=${DUR}s REPS=${REPS} CONNS=${CONNS} WRK_THREADS=${WRK_THREADS} WORKERS=${WORKERS}.")
 PY

@@ -242,17 +242,10 @@ async fn route_and_send(
         .and_then(Criticality::parse)
         .unwrap_or(route.criticality);
     if !route.limits.is_empty() {
-        let facts = RequestFacts {
-            client_ip: plan
-                .trusted_proxies
-                .client_ip(conn.remote.ip(), req.headers()),
-            route: &route.name,
-            method: req.method(),
-            headers: req.headers(),
-            query: req.uri().query(),
-            params: &m.params,
-            consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
-        };
+        let client_ip = plan
+            .trusted_proxies
+            .client_ip(conn.remote.ip(), req.headers());
+        let facts = request_facts(&req, route, &m.params, client_ip);
         match route.limits.check(&facts).await {
             Outcome::Admitted {
                 delay,
@@ -322,15 +315,7 @@ async fn route_and_send(
                 Some(b) => {
                     let mut key = Vec::new();
                     if let Some(parts) = b.key_parts() {
-                        let facts = RequestFacts {
-                            client_ip: client_ip(),
-                            route: &route.name,
-                            method: req.method(),
-                            headers: req.headers(),
-                            query: req.uri().query(),
-                            params: &m.params,
-                            consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
-                        };
+                        let facts = request_facts(&req, route, &m.params, client_ip());
                         crate::ratelimit::key::render(parts, &facts, &mut key);
                     }
                     Some(admit(b, &key)?)
@@ -383,6 +368,24 @@ async fn route_and_send(
             }
             result
         }
+    }
+}
+
+/// What policy keys (rate limits, keyed breakers) are made of, for one request.
+fn request_facts<'a>(
+    req: &'a Request<Incoming>,
+    route: &'a Route,
+    params: &'a [(String, &'a str)],
+    client_ip: std::net::IpAddr,
+) -> RequestFacts<'a> {
+    RequestFacts {
+        client_ip,
+        route: &route.name,
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+        params,
+        consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
     }
 }
 

@@ -508,16 +508,9 @@ async fn a_reload_keeps_an_unchanged_breaker_open() {
         "  pool:\n    targets: [ \"{addr}\" ]\n    circuit_breaker: {{ consecutive_failures: 2, open_for: 60s }}"
     );
     let config = |extra_route: &str| {
-        format!(
-            "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
-admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
-upstreams:
-{upstreams}
-routes:
-  - match: {{ path_prefix: / }}
-    upstream: pool
-{extra_route}"
+        config_with(
+            &upstreams,
+            &format!("  - match: {{ path_prefix: / }}\n    upstream: pool\n{extra_route}"),
         )
     };
     let gw = Gateway::start(&config(""));

@@ -442,7 +442,12 @@ pub async fn named_upstream(name: &'static str) -> SocketAddr {
 /// A gateway with `upstreams` and `routes` (YAML, indented as list items of their
 /// sections), one listener `public`, no access log.
 pub fn gateway_with(upstreams: &str, routes: &str) -> Gateway {
-    Gateway::start(&format!(
+    Gateway::start(&config_with(upstreams, routes))
+}
+
+/// The config [`gateway_with`] runs (for tests that rewrite it to reload).
+pub fn config_with(upstreams: &str, routes: &str) -> String {
+    format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ enabled: false }}
@@ -451,7 +456,7 @@ upstreams:
 routes:
 {routes}
 "
-    ))
+    )
 }
 
 /// A gateway with one upstream called `pool` (`upstream_yaml`: its fields, indented four
