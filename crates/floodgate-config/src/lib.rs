@@ -15,9 +15,11 @@ pub mod model;
 pub mod node;
 pub mod resilience;
 pub mod template;
+pub mod tls;
 mod validate;
 mod validate_policies;
 mod validate_resilience;
+mod validate_tls;
 pub mod value;
 
 use std::ops::Deref;

@@ -141,6 +141,17 @@ pub struct Listener {
     /// proxy. Default: none.
     #[serde(default)]
     pub criticality_header: Option<String>,
+    /// TLS (HTTPS) on this listener: HTTP/1.1 and HTTP/2 chosen by ALPN. Absent:
+    /// cleartext HTTP/1.1 and h2c.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ListenerTls>,
+    /// Answer every request on this listener with a redirect to the same URL over HTTPS
+    /// (for a cleartext listener next to a TLS one). Absent: requests are routed.
+    #[serde(default)]
+    pub redirect_to_https: Option<crate::tls::HttpsRedirect>,
+    /// `Strict-Transport-Security` on every response (TLS listeners only).
+    #[serde(default)]
+    pub hsts: Option<crate::tls::Hsts>,
 }
 
 /// Request size limits of a listener; over a limit the request is refused with the status

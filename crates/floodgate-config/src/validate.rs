@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
-use crate::{validate_policies, validate_resilience};
+use crate::{validate_policies, validate_resilience, validate_tls};
 
 /// A problem found by validation, located later through the document tree.
 pub(crate) type Problem = (FieldPath, String);
@@ -106,6 +106,7 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
             &path.key("trusted_proxies"),
             out,
         );
+        validate_tls::check_listener_tls(l, &path, out);
         if let Some(h) = &l.criticality_header
             && HeaderName::from_bytes(h.as_bytes()).is_err()
         {

@@ -295,6 +295,29 @@ pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) 
     }
 }
 
+/// How many PEM certificates the file at `path` holds (at least one).
+pub(crate) fn pem_certs(path: &str) -> Result<usize, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let n = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {path:?}: {e}"))?
+        .filter(Result::is_ok)
+        .count();
+    if n == 0 {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(n)
+}
+
+/// Whether the file at `path` holds a PEM private key.
+pub(crate) fn pem_key(path: &str) -> Result<(), String> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path)
+        .map(|_| ())
+        .map_err(|_| format!("{path:?} holds no readable PEM private key"))
+}
+
 /// Checks an upstream's health check and outlier detection.
 pub(crate) fn check_health(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>) {
     if let Some(h) = &up.health_check {
@@ -336,20 +359,10 @@ pub(crate) fn check_health(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>)
 
 /// Checks an upstream's TLS settings: the files exist and hold what they should.
 pub(crate) fn check_upstream_tls(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>) {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls_pki_types::ServerName;
     let Some(tls) = &up.tls else { return };
     let tp = p.key("tls");
-    let certs = |path: &str| -> Result<usize, String> {
-        let n = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {path:?}: {e}"))?
-            .filter(Result::is_ok)
-            .count();
-        if n == 0 {
-            return Err(format!("{path:?} holds no PEM certificate"));
-        }
-        Ok(n)
-    };
+    let certs = pem_certs;
     if let Some(ca) = &tls.ca_file
         && let Err(msg) = certs(ca)
     {
@@ -360,11 +373,8 @@ pub(crate) fn check_upstream_tls(up: &Upstream, p: &FieldPath, out: &mut Vec<Pro
             if let Err(msg) = certs(cert) {
                 out.push((tp.key("client_cert"), msg));
             }
-            if PrivateKeyDer::from_pem_file(key).is_err() {
-                out.push((
-                    tp.key("client_key"),
-                    format!("{key:?} holds no readable PEM private key"),
-                ));
+            if let Err(msg) = pem_key(key) {
+                out.push((tp.key("client_key"), msg));
             }
         }
         (None, None) => {}

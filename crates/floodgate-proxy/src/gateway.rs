@@ -25,6 +25,26 @@ pub enum ReloadError {
     /// The change needs a restart (listeners are bound once).
     #[error("{0} (this change needs a restart; the running configuration is kept)")]
     NeedsRestart(String),
+    /// A file the config names could not be used.
+    #[error("{0} (the running configuration is kept)")]
+    Unusable(String),
+}
+
+/// Each listener's TLS server configuration, read from its files.
+fn listener_tls(config: &ValidConfig) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+    config
+        .listeners
+        .iter()
+        .map(|l| {
+            l.tls
+                .as_ref()
+                .map(|t| {
+                    crate::tls_server::server_config(t)
+                        .map_err(|e| format!("listener {:?}: TLS: {e}", l.name))
+                })
+                .transpose()
+        })
+        .collect()
 }
 
 /// Shared state of a running gateway.
@@ -67,6 +87,7 @@ impl Gateway {
         let limiters = LimiterRegistry::default();
         let admissions = AdmissionRegistry::default();
         let breakers = BreakerRegistry::default();
+        let tls = listener_tls(&config)?;
         let snap = Snapshot::build(
             config,
             1,
@@ -76,6 +97,7 @@ impl Gateway {
                 limiters: &limiters,
                 admissions: &admissions,
                 breakers: &breakers,
+                listener_tls: &tls,
                 cluster: cluster.as_ref(),
             },
         );
@@ -159,6 +181,7 @@ impl Gateway {
                 "the admin address changed".into(),
             ));
         }
+        let tls = listener_tls(&config).map_err(ReloadError::Unusable)?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let snap = Snapshot::build(
             config,
@@ -169,6 +192,7 @@ impl Gateway {
                 limiters: &self.limiters,
                 admissions: &self.admissions,
                 breakers: &self.breakers,
+                listener_tls: &tls,
                 cluster: self.cluster.as_ref(),
             },
         );

@@ -51,6 +51,8 @@ pub struct ConnInfo {
     pub client: ClientAddr,
     /// In-flight and activity tracking for idle timeouts.
     pub state: Arc<ConnState>,
+    /// What the TLS handshake established, on a TLS listener.
+    pub tls: Option<crate::tls_server::TlsInfo>,
 }
 
 const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
@@ -107,6 +109,14 @@ pub async fn handle(
     done.status = resp.status();
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
+    if let Some(hsts) = snap
+        .listeners
+        .get(conn.listener)
+        .and_then(|l| l.hsts.as_ref())
+    {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     if let Some((policy, state)) = done
         .limit_headers
         .take()
@@ -180,6 +190,27 @@ async fn fall_back(
     Ok(resp)
 }
 
+/// The same URL over HTTPS (the port left out when it is 443).
+fn https_redirect(
+    host: &str,
+    port: u16,
+    status: StatusCode,
+    uri: &Uri,
+) -> Result<Response<ResponseBody>, Problem> {
+    let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let value = HeaderValue::from_str(&location)
+        .map_err(|_| Problem::BadRequest("The redirect target is not a valid header value."))?;
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, value);
+    Ok(resp)
+}
+
 /// What is needed to send a bodiless request again, to a fallback upstream.
 struct Replay {
     method: Method,
@@ -221,6 +252,9 @@ async fn route_and_send(
         .to_str()
         .map_err(|_| Problem::BadRequest("The Host header is not valid text."))?;
     let host = normalize_host(host_text);
+    if let Some((port, status)) = plan.redirect_to_https {
+        return https_redirect(&host, port, status, req.uri());
+    }
     let path = req.uri().path();
     let view = RequestView {
         host: &host,
@@ -491,7 +525,7 @@ async fn proxy(
         &Forwarding {
             client: &conn.client,
             host: Some(host),
-            proto: "http",
+            proto: if conn.tls.is_some() { "https" } else { "http" },
             via: via_for(parts.version),
         },
     );
@@ -951,6 +985,11 @@ impl Completion for Done {
                 bytes_sent,
                 error: self.error,
                 fallback: self.fallback,
+                tls_client: self
+                    .conn
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_identity.as_deref()),
                 rate_limit: self.rate_limit.as_deref(),
                 dry_run: self.dry_run,
             };

@@ -30,6 +30,7 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod tls_server;
 pub mod upstream;
 
 pub use gateway::Gateway;

@@ -1,6 +1,6 @@
 //! Listeners and connections: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge)
-//! on the same port (told apart by the first bytes), close idle connections, and drain on
-//! shutdown.
+//! on the same port (told apart by the first bytes) or over TLS (told apart by ALPN; see
+//! [`crate::tls_server`]), close idle connections, and drain on shutdown.
 //!
 //! Each connection task watches three things: the connection itself, the shutdown signal
 //! (then it asks hyper for a graceful close: HTTP/1 finishes the request in flight, HTTP/2
@@ -154,69 +154,137 @@ async fn serve_conn(
     };
     let limits = plan.limits.clone();
     let timeouts = plan.timeouts.clone();
+    let tls = plan.tls.clone();
     drop(snap);
-
-    let state = Arc::new(ConnState::new());
-    let info = Arc::new(ConnInfo {
-        client: crate::headers::ClientAddr::new(remote.ip()),
-        listener: index,
+    let first_bytes = timeouts.header_read.0.min(timeouts.idle.0);
+    let served = Served {
+        gw,
+        remote,
+        index,
         listener_name,
-        remote,
-        state: state.clone(),
-    });
-    let svc_gw = gw.clone();
-    let svc = service_fn(move |req| {
-        let gw = svc_gw.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(handler::handle(gw, info, req).await) }
-    });
-
-    // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
-    // handler answers with problem+json, so hyper's cap sits above the configured limit.
-    let head_cap = usize::try_from(limits.max_header_bytes.0)
-        .unwrap_or(usize::MAX)
-        .saturating_add(limits.max_uri_bytes.0 as usize)
-        .saturating_add(8192)
-        .max(8192);
-    let idle = timeouts.idle.0;
-    let protocol = tokio::select! {
-        p = sniff(&stream) => p,
-        _ = tokio::time::sleep(timeouts.header_read.0.min(idle)) => return,
-        _ = stopped(&mut shutdown) => return,
+        limits,
+        timeouts,
     };
-    let io = TokioIo::new(stream);
-    let watch = Watch {
-        state: &state,
-        idle,
-        shutdown,
-        remote,
-    };
-    match protocol {
-        Ok(Protocol::Http1) => {
-            let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header_read.0)
-                .max_buf_size(head_cap)
-                .max_headers(limits.max_headers.saturating_mul(2).max(100))
-                .keep_alive(true);
-            // Boxed: the connection task then holds a pointer instead of room for the larger
-            // of the two protocols' states (8 KiB per idle connection otherwise).
-            drive(Box::pin(b.serve_connection(io, svc)), watch).await;
+    match tls {
+        None => {
+            let protocol = tokio::select! {
+                p = sniff(&stream) => p,
+                _ = tokio::time::sleep(first_bytes) => return,
+                _ = stopped(&mut shutdown) => return,
+            };
+            match protocol {
+                Ok(p) => served.serve(stream, p, None, shutdown).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, client = %remote, "connection closed before a request")
+                }
+            }
         }
-        Ok(Protocol::Http2) => {
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .max_concurrent_streams(256)
-                .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
-            drive(Box::pin(b.serve_connection(io, svc)), watch).await;
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, client = %remote, "connection closed before a request")
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                r = acceptor.accept(stream) => r,
+                _ = tokio::time::sleep(first_bytes) => return,
+                _ = stopped(&mut shutdown) => return,
+            };
+            match handshake {
+                Ok(stream) => {
+                    let conn = stream.get_ref().1;
+                    let protocol = match conn.alpn_protocol() {
+                        Some(b"h2") => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    let info = crate::tls_server::info(conn);
+                    // Boxed: a TLS session's state is large, and idle connections keep it.
+                    served
+                        .serve(Box::new(stream), protocol, Some(info), shutdown)
+                        .await;
+                }
+                Err(e) => tracing::debug!(error = %e, client = %remote, "TLS handshake failed"),
+            }
         }
     }
 }
 
-/// Which protocol a client speaks on a cleartext connection.
+/// A connection's settings, to serve HTTP on it once its protocol is known.
+struct Served {
+    gw: Arc<Gateway>,
+    remote: SocketAddr,
+    index: usize,
+    listener_name: Arc<str>,
+    limits: floodgate_config::model::Limits,
+    timeouts: floodgate_config::model::ListenerTimeouts,
+}
+
+impl Served {
+    /// Serves HTTP over `io` (cleartext or TLS) until the connection ends.
+    async fn serve<I>(
+        self,
+        io: I,
+        protocol: Protocol,
+        tls: Option<crate::tls_server::TlsInfo>,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Served {
+            gw,
+            remote,
+            index,
+            listener_name,
+            limits,
+            timeouts,
+        } = self;
+        let state = Arc::new(ConnState::new());
+        let info = Arc::new(ConnInfo {
+            client: crate::headers::ClientAddr::new(remote.ip()),
+            listener: index,
+            listener_name,
+            remote,
+            state: state.clone(),
+            tls,
+        });
+        let svc = service_fn(move |req| {
+            let gw = gw.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(handler::handle(gw, info, req).await) }
+        });
+        // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
+        // handler answers with problem+json, so hyper's cap sits above the configured limit.
+        let head_cap = usize::try_from(limits.max_header_bytes.0)
+            .unwrap_or(usize::MAX)
+            .saturating_add(limits.max_uri_bytes.0 as usize)
+            .saturating_add(8192)
+            .max(8192);
+        let io = TokioIo::new(io);
+        let watch = Watch {
+            state: &state,
+            idle: timeouts.idle.0,
+            shutdown,
+            remote,
+        };
+        match protocol {
+            Protocol::Http1 => {
+                let mut b = http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(timeouts.header_read.0)
+                    .max_buf_size(head_cap)
+                    .max_headers(limits.max_headers.saturating_mul(2).max(100))
+                    .keep_alive(true);
+                // Boxed: the connection task then holds a pointer instead of room for the
+                // larger of the two protocols' states (8 KiB per idle connection otherwise).
+                drive(Box::pin(b.serve_connection(io, svc)), watch).await;
+            }
+            Protocol::Http2 => {
+                let mut b = http2::Builder::new(TokioExecutor::new());
+                b.timer(TokioTimer::new())
+                    .max_concurrent_streams(256)
+                    .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
+                drive(Box::pin(b.serve_connection(io, svc)), watch).await;
+            }
+        }
+    }
+}
+
+/// Which protocol a client speaks: by its first bytes (cleartext) or ALPN (TLS).
 enum Protocol {
     Http1,
     /// HTTP/2 with prior knowledge: the connection starts with the client preface.

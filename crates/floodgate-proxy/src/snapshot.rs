@@ -39,6 +39,9 @@ pub struct Shared<'a> {
     pub admissions: &'a AdmissionRegistry,
     /// Circuit breakers.
     pub breakers: &'a BreakerRegistry,
+    /// Each listener's TLS server configuration (by index; none for cleartext), built from
+    /// its files beforehand because that can fail.
+    pub listener_tls: &'a [Option<Arc<rustls::ServerConfig>>],
     /// The cluster's Redis client, if clustered.
     pub cluster: Option<&'a Arc<ClusterClient>>,
 }
@@ -181,6 +184,12 @@ pub struct ListenerPlan {
     pub trusted_proxies: TrustedProxies,
     /// The header that sets a request's criticality, believed from trusted proxies.
     pub criticality_header: Option<http::HeaderName>,
+    /// TLS: the handshake's configuration.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `Strict-Transport-Security` for every response.
+    pub hsts: Option<http::HeaderValue>,
+    /// Redirect every request to HTTPS: the port and the status.
+    pub redirect_to_https: Option<(u16, StatusCode)>,
 }
 
 /// A compiled route with the listener names it is limited to (`None`: all).
@@ -295,7 +304,8 @@ impl Snapshot {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 let specs = routes
                     .iter()
                     .filter(|(only, _)| only.as_ref().is_none_or(|names| names.contains(&l.name)))
@@ -311,6 +321,20 @@ impl Snapshot {
                         .criticality_header
                         .as_ref()
                         .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                    tls: shared
+                        .listener_tls
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map(tokio_rustls::TlsAcceptor::from),
+                    hsts: l
+                        .hsts
+                        .as_ref()
+                        .and_then(|h| http::HeaderValue::from_str(&h.header_value()).ok()),
+                    redirect_to_https: l
+                        .redirect_to_https
+                        .as_ref()
+                        .and_then(|r| Some((r.port, StatusCode::from_u16(r.status).ok()?))),
                 }
             })
             .collect();

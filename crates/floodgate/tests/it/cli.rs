@@ -22,7 +22,7 @@ const BROKEN: &[(&str, &[&str])] = &[
     (
         "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
         &[
-            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`",
+            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`",
             "2:5: listeners[0]: missing field `address`",
         ],
     ),
@@ -32,7 +32,7 @@ const BROKEN: &[(&str, &[&str])] = &[
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
         &[
             "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
-            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`",
+            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`",
             "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
         ],
     ),
@@ -111,6 +111,18 @@ const BROKEN: &[(&str, &[&str])] = &[
             "5:63: routes[0].fallback.response.status: must be from 200 to 599",
             "6:31: routes[0].fault.abort.status: must be from 400 to 599",
             "6:58: routes[0].fault.header: \"x y\" is not a valid header name",
+        ],
+    ),
+    (
+        "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls: { certificates: [ { cert: /nonexistent.pem, key: Cargo.toml } ] }\n  - name: b\n    address: 127.0.0.1:2\n    redirect_to_https: { status: 303 }\n    tls: { certificates: [] }\n  - name: c\n    address: 127.0.0.1:3\n    hsts: {}\n  - name: d\n    address: 127.0.0.1:4\n    tls: { certificates: [], min_version: \"1.1\" }\n",
+        &[
+            "4:36: listeners[0].tls.certificates[0].cert: cannot read \"/nonexistent.pem\": I/O error: No such file or directory (os error 2)",
+            "4:59: listeners[0].tls.certificates[0].key: \"Cargo.toml\" holds no readable PEM private key",
+            "7:24: listeners[1].redirect_to_https: a TLS listener serves HTTPS itself; redirect from a cleartext listener",
+            "7:34: listeners[1].redirect_to_https.status: 303 is not 301, 302, 307 or 308",
+            "8:26: listeners[1].tls.certificates: give at least one `{ cert, key }`",
+            "11:11: listeners[2].hsts: HSTS is only sent over HTTPS: give the listener `tls`",
+            "14:43: listeners[3].tls.min_version: unknown variant `1.1`, expected `1.2` or `1.3`",
         ],
     ),
     (

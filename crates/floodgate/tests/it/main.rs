@@ -24,6 +24,7 @@ mod retries;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tls_listener;
 mod traffic;
 mod upstream_h2;
 mod upstream_tls;
