@@ -110,6 +110,9 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certs }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's order of suites, not the client's: a client cannot steer the choice to
+    // the weakest suite both support.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
