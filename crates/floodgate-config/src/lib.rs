@@ -9,6 +9,7 @@
 //! `value` (durations, sizes, rates, percentages), `template` (path and text templates),
 //! `validate` (cross-field rules), `error` (located errors).
 
+pub mod auth;
 pub mod de;
 pub mod error;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod resilience;
 pub mod template;
 pub mod tls;
 mod validate;
+mod validate_auth;
 mod validate_policies;
 mod validate_resilience;
 mod validate_tls;
@@ -158,6 +160,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         routes: Vec::new(),
         cluster: None,
         dns: Default::default(),
+        consumers: Vec::new(),
     };
     let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
@@ -171,7 +174,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         ));
         return (cfg, asm);
     };
-    const SECTIONS: [&str; 8] = [
+    const SECTIONS: [&str; 9] = [
         "runtime",
         "listeners",
         "admin",
@@ -180,6 +183,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         "routes",
         "cluster",
         "dns",
+        "consumers",
     ];
     let top = FieldPath::root();
     for (key, value) in sections {
@@ -194,6 +198,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             "access_log" => cfg.access_log = de::decode(value, path, sink).unwrap_or_default(),
             "cluster" => cfg.cluster = de::decode(value, path, sink),
             "dns" => cfg.dns = de::decode(value, path, sink).unwrap_or_default(),
+            "consumers" => cfg.consumers = de::decode(value, path, sink).unwrap_or_default(),
             "listeners" | "routes" => {
                 let Value::Seq(items) = &value.value else {
                     let found = value.value.kind();

@@ -40,6 +40,9 @@ pub struct Config {
     /// How target host names are resolved.
     #[serde(default)]
     pub dns: Dns,
+    /// Identities requests can authenticate as (docs/security.md).
+    #[serde(default)]
+    pub consumers: Vec<crate::auth::Consumer>,
 }
 
 /// Name resolution for upstream targets given as `name:port`: each address a name resolves
@@ -596,6 +599,12 @@ pub struct Route {
     /// `high` or `critical`. Default `normal`.
     #[serde(default)]
     pub criticality: Criticality,
+    /// The authentication the route requires, and who may pass. Absent: anyone.
+    #[serde(default)]
+    pub auth: Option<crate::auth::RouteAuth>,
+    /// Client addresses allowed and denied. Absent: all.
+    #[serde(default)]
+    pub ip: Option<crate::auth::IpRules>,
 }
 
 /// One upstream of a weighted split.

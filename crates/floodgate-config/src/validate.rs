@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
-use crate::{validate_policies, validate_resilience, validate_tls};
+use crate::{validate_auth, validate_policies, validate_resilience, validate_tls};
 
 /// A problem found by validation, located later through the document tree.
 pub(crate) type Problem = (FieldPath, String);
@@ -19,6 +19,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
+    validate_auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
     if let Some(c) = &cfg.cluster {
         validate_policies::check_cluster(c, &root.key("cluster"), &mut out);
     }
@@ -367,6 +368,12 @@ fn validate_route(
     }
     if let Some(f) = &route.fault {
         validate_resilience::check_fault(f, &path.key("fault"), out);
+    }
+    if let Some(a) = &route.auth {
+        validate_auth::check_route_auth(a, &cfg.consumers, &path.key("auth"), out);
+    }
+    if let Some(ip) = &route.ip {
+        validate_auth::check_ip_rules(ip, &path.key("ip"), out);
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Record<'a> {
     pub bytes_sent: u64,
     /// Why the gateway answered itself, if it did (also when a fallback answered instead).
     pub error: Option<&'a str>,
+    /// The authenticated consumer, if the route requires authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
     /// The verified client certificate's identity (its first DNS name), on mTLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client: Option<&'a str>,

@@ -309,6 +309,54 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
     if let Some(c) = &cfg.concurrency {
         out.push(bulkhead("route", c));
     }
+    if let Some(ip) = &cfg.ip {
+        out.push(format!(
+            "ip: allow {}; deny {}",
+            if ip.allow.is_empty() {
+                "all".into()
+            } else {
+                ip.allow.join(", ")
+            },
+            if ip.deny.is_empty() {
+                "none".into()
+            } else {
+                ip.deny.join(", ")
+            }
+        ));
+    }
+    if let Some(a) = &cfg.auth {
+        let mut methods = Vec::new();
+        if let Some(k) = &a.api_key {
+            methods.push(match (&k.header, &k.query) {
+                (Some(h), _) => format!("API key in {h}"),
+                (None, Some(q)) => format!("API key in ?{q}"),
+                (None, None) => "API key in x-api-key".into(),
+            });
+        }
+        if a.basic.is_some() {
+            methods.push("Basic".into());
+        }
+        let join = match a.require {
+            floodgate_config::auth::AuthCombine::Any => " or ",
+            floodgate_config::auth::AuthCombine::All => " and ",
+        };
+        let mut who = Vec::new();
+        if !a.consumers.is_empty() {
+            who.push(format!("consumers {}", a.consumers.join(", ")));
+        }
+        if !a.groups.is_empty() {
+            who.push(format!("groups {}", a.groups.join(", ")));
+        }
+        out.push(format!(
+            "auth: {}; allowed: {}",
+            methods.join(join),
+            if who.is_empty() {
+                "any consumer".into()
+            } else {
+                who.join(" and ")
+            }
+        ));
+    }
     if cfg.criticality != floodgate_config::resilience::Criticality::Normal {
         out.push(format!("criticality: {}", cfg.criticality.as_str()));
     }

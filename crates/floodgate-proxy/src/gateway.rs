@@ -69,6 +69,8 @@ pub struct Gateway {
     pub resolvers: Resolvers,
     /// Circuit breakers, kept across reloads.
     pub breakers: BreakerRegistry,
+    /// Basic-auth password checks (bounded, with remembered successes).
+    pub basic: crate::auth::BasicVerifier,
 }
 
 impl Gateway {
@@ -113,6 +115,7 @@ impl Gateway {
             health: HealthChecks::default(),
             resolvers: Resolvers::default(),
             breakers,
+            basic: crate::auth::BasicVerifier::default(),
         }))
     }
 

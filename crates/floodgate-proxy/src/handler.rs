@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::{Record, rfc3339};
 use crate::admission::{Admission, Permit, Refused};
+use crate::auth::Denied;
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
 use crate::fallback::FallbackAction;
@@ -28,7 +29,7 @@ use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::metrics::RouteMetrics;
 use crate::mirror::MirrorPlan;
 use crate::problem::Problem;
-use crate::ratelimit::key::{Consumer, RequestFacts};
+use crate::ratelimit::key::RequestFacts;
 use crate::ratelimit::{LimitHeaders, Outcome};
 use crate::request_id;
 use crate::router::RequestView;
@@ -93,6 +94,7 @@ pub async fn handle(
         compiled_route: None,
         replay: None,
         fallback: None,
+        consumer: None,
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
@@ -103,7 +105,14 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(problem) => {
             done.error = Some(problem.code());
-            problem_response(problem, &done)
+            let mut resp = problem_response(problem, &done);
+            if problem == Problem::Unauthorized
+                && let Some(access) = done.compiled_route.as_ref().and_then(|r| r.access.as_ref())
+            {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, access.challenge.clone());
+            }
+            resp
         }
     };
     done.status = resp.status();
@@ -275,11 +284,36 @@ async fn route_and_send(
         .and_then(|h| req.headers().get(h)?.to_str().ok())
         .and_then(Criticality::parse)
         .unwrap_or(route.criticality);
+    if let Some(ip) = &route.ip
+        && !ip.permits(
+            plan.trusted_proxies
+                .client_ip(conn.remote.ip(), req.headers()),
+        )
+    {
+        return Err(Problem::Forbidden);
+    }
+    if let Some(access) = &route.access {
+        let gw = done.gw.clone();
+        let who = access
+            .check(
+                &snap.identities,
+                &gw.basic,
+                req.headers(),
+                req.uri().query(),
+            )
+            .await
+            .map_err(|d| match d {
+                Denied::Unauthenticated => Problem::Unauthorized,
+                Denied::Forbidden => Problem::Forbidden,
+            })?;
+        done.consumer = Some(who.name.clone());
+    }
+    let consumer = done.consumer.clone();
     if !route.limits.is_empty() {
         let client_ip = plan
             .trusted_proxies
             .client_ip(conn.remote.ip(), req.headers());
-        let facts = request_facts(&req, route, &m.params, client_ip);
+        let facts = request_facts(&req, route, &m.params, client_ip, consumer.as_deref());
         match route.limits.check(&facts).await {
             Outcome::Admitted {
                 delay,
@@ -349,7 +383,8 @@ async fn route_and_send(
                 Some(b) => {
                     let mut key = Vec::new();
                     if let Some(parts) = b.key_parts() {
-                        let facts = request_facts(&req, route, &m.params, client_ip());
+                        let facts =
+                            request_facts(&req, route, &m.params, client_ip(), consumer.as_deref());
                         crate::ratelimit::key::render(parts, &facts, &mut key);
                     }
                     Some(admit(b, &key)?)
@@ -411,6 +446,7 @@ fn request_facts<'a>(
     route: &'a Route,
     params: &'a [(String, &'a str)],
     client_ip: std::net::IpAddr,
+    consumer: Option<&'a str>,
 ) -> RequestFacts<'a> {
     RequestFacts {
         client_ip,
@@ -419,7 +455,7 @@ fn request_facts<'a>(
         headers: req.headers(),
         query: req.uri().query(),
         params,
-        consumer: req.extensions().get::<Consumer>().map(|c| &*c.0),
+        consumer,
     }
 }
 
@@ -520,6 +556,11 @@ async fn proxy(
     let uri = Uri::from(pq);
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);
+    if let Some(access) = &route.access {
+        for name in &access.hide {
+            headers.remove(name);
+        }
+    }
     add_forwarding(
         &mut headers,
         &Forwarding {
@@ -957,6 +998,8 @@ struct Done {
     replay: Option<Replay>,
     /// The condition a fallback answered.
     fallback: Option<&'static str>,
+    /// The authenticated consumer.
+    consumer: Option<Arc<str>>,
 }
 
 impl Completion for Done {
@@ -965,6 +1008,12 @@ impl Completion for Done {
         self.metrics
             .record(self.status.as_u16(), elapsed.as_secs_f64());
         if self.gw.access_log.enabled() {
+            // An API key in the query string is not written to the log.
+            let redacted = self
+                .compiled_route
+                .as_ref()
+                .and_then(|r| r.access.as_ref()?.key_query())
+                .map(|q| crate::auth::redact_query(self.target.as_str(), q));
             let record = Record {
                 time: rfc3339(SystemTime::now() - elapsed),
                 request_id: self.request_id.to_str().unwrap_or_default(),
@@ -972,7 +1021,8 @@ impl Completion for Done {
                 listener: &self.conn.listener_name,
                 route: self.route.as_deref(),
                 method: self.method.as_str(),
-                path: self.target.as_str(),
+                path: redacted.as_deref().unwrap_or(self.target.as_str()),
+                consumer: self.consumer.as_deref(),
                 protocol: match self.version {
                     Version::HTTP_2 => "HTTP/2.0",
                     Version::HTTP_10 => "HTTP/1.0",

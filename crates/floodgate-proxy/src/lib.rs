@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod client_ip;

@@ -43,6 +43,10 @@ pub enum Problem {
     Shed,
     /// A fault injected by the route's `fault.abort` (for drills).
     FaultAbort(StatusCode),
+    /// The route requires authentication and the request has no valid credentials.
+    Unauthorized,
+    /// The request may not use the route (its consumer, group or address).
+    Forbidden,
 }
 
 impl Problem {
@@ -62,6 +66,8 @@ impl Problem {
             | Problem::CircuitOpen { .. }
             | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Problem::FaultAbort(status) => status,
+            Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::Forbidden => StatusCode::FORBIDDEN,
             Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -84,6 +90,8 @@ impl Problem {
             Problem::CircuitOpen { .. } => "circuit-open",
             Problem::Shed => "load-shed",
             Problem::FaultAbort(_) => "fault-injected",
+            Problem::Unauthorized => "unauthorized",
+            Problem::Forbidden => "forbidden",
         }
     }
 
@@ -118,6 +126,10 @@ impl Problem {
                 "The gateway is overloaded and sheds less critical requests first; retry shortly."
             }
             Problem::FaultAbort(_) => "A fault injected for a drill answered this request.",
+            Problem::Unauthorized => {
+                "This route requires authentication: send valid credentials (see WWW-Authenticate)."
+            }
+            Problem::Forbidden => "These credentials or this address may not use this route.",
         }
     }
 

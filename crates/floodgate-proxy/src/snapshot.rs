@@ -125,6 +125,10 @@ pub struct Route {
     pub fault: Option<FaultPlan>,
     /// How much its requests matter under overload.
     pub criticality: Criticality,
+    /// The authentication it requires, and who may pass.
+    pub access: Option<crate::auth::RouteAccess>,
+    /// Client addresses allowed and denied.
+    pub ip: Option<crate::auth::IpAccess>,
 }
 
 /// A route's path rewrite, compiled.
@@ -207,6 +211,8 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<String, Arc<UpstreamSet>>,
     /// Series for requests that matched no route.
     pub unmatched: RouteMetrics,
+    /// The consumers' credentials.
+    pub identities: crate::auth::Identities,
 }
 
 impl Snapshot {
@@ -268,6 +274,8 @@ impl Snapshot {
                         )
                     }),
                     criticality: r.criticality,
+                    access: r.auth.as_ref().map(crate::auth::RouteAccess::compile),
+                    ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
                         &name,
@@ -346,6 +354,7 @@ impl Snapshot {
             listeners,
             upstreams,
             unmatched: metrics.route("(none)"),
+            identities: crate::auth::Identities::build(&config.consumers),
             config,
         }
     }

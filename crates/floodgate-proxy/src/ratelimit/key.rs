@@ -45,11 +45,6 @@ impl KeyPart {
     }
 }
 
-/// The consumer an authentication policy identified, put into the request's extensions
-/// by that policy; rate-limit keys read it.
-#[derive(Debug, Clone)]
-pub struct Consumer(pub std::sync::Arc<str>);
-
 /// What a key can be made of, for one request.
 pub struct RequestFacts<'a> {
     /// The client address.

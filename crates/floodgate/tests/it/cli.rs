@@ -71,7 +71,7 @@ const BROKEN: &[(&str, &[&str])] = &[
             "1:1: listeners: at least one listener is required",
             "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
             "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
-            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`",
+            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`",
         ],
     ),
     (
@@ -123,6 +123,20 @@ const BROKEN: &[(&str, &[&str])] = &[
             "8:26: listeners[1].tls.certificates: give at least one `{ cert, key }`",
             "11:11: listeners[2].hsts: HSTS is only sent over HTTPS: give the listener `tls`",
             "14:43: listeners[3].tls.min_version: unknown variant `1.1`, expected `1.2` or `1.3`",
+        ],
+    ),
+    (
+        "consumers:\n  - { name: a, api_keys: [ plaintext-key ], basic: { username: \"u:1\", password_hash: \"$2b$12$bcrypt\" } }\n  - { name: a, groups: [ g ], api_keys: [ \"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\" ] }\nroutes:\n  - match: { path: /a }\n    upstream: app\n    auth: { consumers: [ zed ], groups: [ nobody ] }\n    ip: { allow: [ 10.0.0.0/40 ] }\n",
+        &[
+            "2:28: consumers[0].api_keys[0]: expected `sha256:` and the 64 hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum); never the key itself",
+            "2:64: consumers[0].basic.username: a username is not empty and has no `:`",
+            "2:86: consumers[0].basic.password_hash: expected an argon2id PHC string: $argon2id$v=19$m=…,t=…,p=…$salt$hash",
+            "3:13: consumers[1].name: duplicate consumer \"a\" (also consumers[0])",
+            "3:118: consumers[1].api_keys[1]: this key is listed twice",
+            "7:11: routes[0].auth: give at least one method: `api_key` or `basic`",
+            "7:26: routes[0].auth.consumers[0]: no consumer named \"zed\"",
+            "7:43: routes[0].auth.groups[0]: no consumer is in group \"nobody\"",
+            "8:20: routes[0].ip.allow[0]: \"10.0.0.0/40\" is not an IP address or CIDR block (such as 10.0.0.0/8)",
         ],
     ),
     (

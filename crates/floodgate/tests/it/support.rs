@@ -467,3 +467,59 @@ pub fn pool_gateway(upstream_yaml: &str) -> Gateway {
         "  - match: { path_prefix: / }\n    upstream: pool",
     )
 }
+
+/// The Python of a venv holding the independent peers listed in tests/it/python-peers.txt,
+/// made once per target directory (and again when the list changes), from PyPI. Test
+/// processes take a file lock so only one builds it.
+pub fn python_peers() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let wanted = include_str!("python-peers.txt");
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-peers");
+            let python = dir.join("bin/python3");
+            std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("target tmp dir");
+            let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
+            lock.lock().expect("lock");
+            let marker = dir.join("installed.txt");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted) {
+                let _ = std::fs::remove_dir_all(&dir);
+                let ok = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&dir)
+                    .status()
+                    .expect("python3 -m venv")
+                    .success();
+                assert!(ok, "python3 -m venv failed");
+                let list = dir.join("requirements.txt");
+                std::fs::write(&list, wanted).expect("requirements");
+                let ok = Command::new(dir.join("bin/pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(&list)
+                    .status()
+                    .expect("pip install")
+                    .success();
+                assert!(
+                    ok,
+                    "pip install of the Python peers failed (PyPI reachable?)"
+                );
+                std::fs::write(&marker, wanted).expect("marker");
+            }
+            python
+        })
+        .clone()
+}
+
+/// Runs `code` with the peers' Python; its standard output, trimmed.
+pub fn run_python(code: &str) -> String {
+    let out = Command::new(python_peers())
+        .args(["-c", code])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -1,0 +1,128 @@
+//! Validation rules for consumers and route access: unique names and credentials,
+//! well-formed key digests and password hashes, and routes that name what exists.
+
+use std::collections::{HashMap, HashSet};
+
+use http::HeaderName;
+
+use crate::auth::{Consumer, IpRules, RouteAuth};
+use crate::error::FieldPath;
+use crate::validate::Problem;
+
+/// Checks the consumers.
+pub(crate) fn check_consumers(consumers: &[Consumer], p: &FieldPath, out: &mut Vec<Problem>) {
+    let mut names = HashMap::new();
+    let mut keys = HashMap::new();
+    let mut users = HashMap::new();
+    for (i, c) in consumers.iter().enumerate() {
+        let cp = p.index(i);
+        if c.name.is_empty() {
+            out.push((cp.key("name"), "a consumer needs a name".into()));
+        } else if let Some(prev) = names.insert(c.name.as_str(), i) {
+            out.push((
+                cp.key("name"),
+                format!("duplicate consumer {:?} (also consumers[{prev}])", c.name),
+            ));
+        }
+        for (k, key) in c.api_keys.iter().enumerate() {
+            let kp = cp.key("api_keys").index(k);
+            match key.strip_prefix("sha256:") {
+                Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    if let Some(prev) = keys.insert(hex.to_ascii_lowercase(), i) {
+                        let msg = if prev == i {
+                            "this key is listed twice".to_owned()
+                        } else {
+                            format!("the same key is also given to consumers[{prev}]")
+                        };
+                        out.push((kp, msg));
+                    }
+                }
+                _ => out.push((
+                    kp,
+                    "expected `sha256:` and the 64 hex digits of the key's SHA-256 \
+                     (printf %s \"$KEY\" | sha256sum); never the key itself"
+                        .into(),
+                )),
+            }
+        }
+        if let Some(b) = &c.basic {
+            let bp = cp.key("basic");
+            if b.username.is_empty() || b.username.contains(':') {
+                out.push((
+                    bp.key("username"),
+                    "a username is not empty and has no `:`".into(),
+                ));
+            } else if let Some(prev) = users.insert(b.username.as_str(), i) {
+                out.push((
+                    bp.key("username"),
+                    format!("username {:?} is also consumers[{prev}]'s", b.username),
+                ));
+            }
+            if !is_argon2id_phc(&b.password_hash) {
+                out.push((
+                    bp.key("password_hash"),
+                    "expected an argon2id PHC string: $argon2id$v=19$m=…,t=…,p=…$salt$hash".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// `$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>` in shape (the runtime parses it fully).
+fn is_argon2id_phc(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('$').collect();
+    matches!(parts.as_slice(), ["", "argon2id", v, params, salt, hash]
+        if v.starts_with("v=") && params.contains("m=") && params.contains("t=")
+            && params.contains("p=") && !salt.is_empty() && !hash.is_empty())
+}
+
+/// Checks a route's `auth`.
+pub(crate) fn check_route_auth(
+    auth: &RouteAuth,
+    consumers: &[Consumer],
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    if auth.api_key.is_none() && auth.basic.is_none() {
+        out.push((
+            p.clone(),
+            "give at least one method: `api_key` or `basic`".into(),
+        ));
+    }
+    if let Some(k) = &auth.api_key
+        && let Some(h) = &k.header
+        && HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        out.push((
+            p.key("api_key").key("header"),
+            format!("{h:?} is not a valid header name"),
+        ));
+    }
+    let known: HashSet<&str> = consumers.iter().map(|c| c.name.as_str()).collect();
+    for (i, c) in auth.consumers.iter().enumerate() {
+        if !known.contains(c.as_str()) {
+            out.push((
+                p.key("consumers").index(i),
+                format!("no consumer named {c:?}"),
+            ));
+        }
+    }
+    let groups: HashSet<&str> = consumers
+        .iter()
+        .flat_map(|c| c.groups.iter().map(String::as_str))
+        .collect();
+    for (i, g) in auth.groups.iter().enumerate() {
+        if !groups.contains(g.as_str()) {
+            out.push((
+                p.key("groups").index(i),
+                format!("no consumer is in group {g:?}"),
+            ));
+        }
+    }
+}
+
+/// Checks a route's `ip` rules.
+pub(crate) fn check_ip_rules(rules: &IpRules, p: &FieldPath, out: &mut Vec<Problem>) {
+    crate::validate_policies::check_trusted_proxies(&rules.allow, &p.key("allow"), out);
+    crate::validate_policies::check_trusted_proxies(&rules.deny, &p.key("deny"), out);
+}
