@@ -47,6 +47,13 @@ pub struct RouteAuth {
     /// Accept HTTP Basic authentication.
     #[serde(default)]
     pub basic: Option<BasicAuth>,
+    /// Accept JWTs (`Authorization: Bearer`), verified with configured keys or a JWKS.
+    #[serde(default)]
+    pub jwt: Option<JwtAuth>,
+    /// Only tokens whose `scope` claim (space-separated) holds all of these pass (403
+    /// for others). Default: none required.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// Only these consumers may pass (403 for others). Default: any consumer.
     #[serde(default)]
     pub consumers: Vec<String>,
@@ -91,6 +98,105 @@ pub struct BasicAuth {
     pub realm: String,
 }
 
+/// JWT validation. At least one of `keys` and `jwks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Keys given here. Each fixes the one algorithm it accepts.
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    /// Keys from a JWKS URL, fetched on first use, every `refresh`, and when a token
+    /// names a key id not seen yet (at most once per `min_refetch`).
+    #[serde(default)]
+    pub jwks: Option<Jwks>,
+    /// The `iss` a token must have. Default: any.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// A token's `aud` must include one of these. Default: any.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Clock skew allowed for `exp` and `nbf`. Default 60s.
+    #[serde(default = "default_leeway")]
+    pub leeway: crate::value::Duration,
+    /// Claims every token must carry (`exp` is always required).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// The claim naming the consumer (a configured consumer of that name lends its
+    /// groups). Default `sub`.
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    /// Claims forwarded to the upstream as request headers: `{ claim: header }`. Such
+    /// headers sent by the client are removed first.
+    #[serde(default)]
+    pub claims_to_headers: std::collections::BTreeMap<String, String>,
+}
+
+/// One verification key.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// The key id (`kid`) tokens name it by. Default: tried for tokens without `kid`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The only algorithm this key accepts.
+    pub algorithm: JwtAlgorithm,
+    /// HS*: the shared secret (use `${ENV}`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// RS*, PS*, ES*, EdDSA: the public key's PEM file.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+}
+
+/// A JWT signature algorithm (RFC 7518, RFC 8037).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// Whether the algorithm is an HMAC (a shared secret).
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
+        )
+    }
+}
+
+/// A JWKS source.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwks {
+    /// `https://…` (or `http://` on loopback) serving `{"keys": [...]}`.
+    pub url: String,
+    /// How often it is fetched again. Default 5m.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh: crate::value::Duration,
+    /// The shortest time between fetches for unknown key ids (so made-up ids cannot
+    /// hammer the JWKS server). Default 10s.
+    #[serde(default = "default_min_refetch")]
+    pub min_refetch: crate::value::Duration,
+    /// The algorithm of keys that do not name one (`alg`). Default: such keys are skipped.
+    #[serde(default)]
+    pub algorithm: Option<JwtAlgorithm>,
+    /// PEM file of the authorities for an `https` URL. Default: the Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
 /// Client addresses allowed and denied on a route (after `trusted_proxies`).
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +209,18 @@ pub struct IpRules {
     pub deny: Vec<String>,
 }
 
+fn default_leeway() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(60))
+}
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+fn default_jwks_refresh() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(300))
+}
+fn default_min_refetch() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(10))
+}
 fn default_true() -> bool {
     true
 }

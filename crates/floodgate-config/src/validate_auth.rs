@@ -83,11 +83,14 @@ pub(crate) fn check_route_auth(
     p: &FieldPath,
     out: &mut Vec<Problem>,
 ) {
-    if auth.api_key.is_none() && auth.basic.is_none() {
+    if auth.api_key.is_none() && auth.basic.is_none() && auth.jwt.is_none() {
         out.push((
             p.clone(),
-            "give at least one method: `api_key` or `basic`".into(),
+            "give at least one method: `api_key`, `basic` or `jwt`".into(),
         ));
+    }
+    if let Some(j) = &auth.jwt {
+        check_jwt(j, &p.key("jwt"), out);
     }
     if let Some(k) = &auth.api_key
         && let Some(h) = &k.header
@@ -125,4 +128,62 @@ pub(crate) fn check_route_auth(
 pub(crate) fn check_ip_rules(rules: &IpRules, p: &FieldPath, out: &mut Vec<Problem>) {
     crate::validate_policies::check_trusted_proxies(&rules.allow, &p.key("allow"), out);
     crate::validate_policies::check_trusted_proxies(&rules.deny, &p.key("deny"), out);
+}
+
+fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
+    if j.keys.is_empty() && j.jwks.is_none() {
+        out.push((p.clone(), "give `keys`, `jwks` or both".into()));
+    }
+    for (i, k) in j.keys.iter().enumerate() {
+        let kp = p.key("keys").index(i);
+        match (k.algorithm.is_hmac(), &k.secret, &k.public_key_file) {
+            (true, Some(s), None) => {
+                if s.len() < 32 {
+                    out.push((
+                        kp.key("secret"),
+                        "an HMAC secret needs at least 32 bytes".into(),
+                    ));
+                }
+            }
+            (true, _, _) => out.push((
+                kp,
+                "HS* keys take `secret` (and no `public_key_file`)".into(),
+            )),
+            (false, None, Some(file)) => {
+                if std::fs::read_to_string(file)
+                    .map(|t| !t.contains("-----BEGIN"))
+                    .unwrap_or(true)
+                {
+                    out.push((
+                        kp.key("public_key_file"),
+                        format!("{file:?} holds no PEM key"),
+                    ));
+                }
+            }
+            (false, _, _) => out.push((
+                kp,
+                "RS*, PS*, ES* and EdDSA keys take `public_key_file` (and no `secret`)".into(),
+            )),
+        }
+    }
+    if let Some(jwks) = &j.jwks {
+        let ok = jwks.url.starts_with("https://")
+            || jwks.url.starts_with("http://127.")
+            || jwks.url.starts_with("http://localhost")
+            || jwks.url.starts_with("http://[::1]");
+        if !ok || jwks.url.parse::<http::Uri>().is_err() {
+            out.push((
+                p.key("jwks").key("url"),
+                "expected an https:// URL (http:// only on loopback)".into(),
+            ));
+        }
+    }
+    for (claim, header) in &j.claims_to_headers {
+        if HeaderName::from_bytes(header.as_bytes()).is_err() {
+            out.push((
+                p.key("claims_to_headers").key(claim),
+                format!("{header:?} is not a valid header name"),
+            ));
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Authentication and authorization on routes: who a request is (a consumer, by API key
-//! or HTTP Basic), whether that consumer may use the route, and IP allow/deny rules.
+//! Authentication and authorization on routes: who a request is (a consumer, by API key,
+//! HTTP Basic or JWT), whether that consumer may use the route, and IP allow/deny rules.
 //!
 //! - API keys are stored as SHA-256 digests only. A presented key is hashed and looked up
 //!   by digest; the found digest is then compared in constant time. Looking up by digest
@@ -9,6 +9,8 @@
 //! - Basic passwords are argon2id PHC strings, verified with the parameters inside each
 //!   string, on the blocking thread pool and at most a few at a time ([`BasicVerifier`]), so
 //!   a flood of logins cannot take the async workers; a success is remembered for a minute.
+//! - JWTs are checked by [`crate::jwt`]; the token's claim (`sub` by default) names the
+//!   consumer, and a configured consumer of that name lends its groups.
 //! - No credential is ever logged: the access log shows the consumer's name, and an API
 //!   key passed in the query string is redacted from the logged path.
 
@@ -57,6 +59,8 @@ fn same(a: &Digest, b: &Digest) -> bool {
 pub struct Identities {
     keys: HashMap<Digest, Arc<Identity>>,
     users: HashMap<String, (Arc<Identity>, Arc<str>)>,
+    /// By name, for identities a token names.
+    names: HashMap<String, Arc<Identity>>,
 }
 
 impl Identities {
@@ -68,6 +72,7 @@ impl Identities {
                 name: Arc::from(c.name.as_str()),
                 groups: c.groups.clone(),
             });
+            ids.names.insert(c.name.clone(), id.clone());
             for key in &c.api_keys {
                 if let Some(d) = key.strip_prefix("sha256:").and_then(hex_digest) {
                     ids.keys.insert(d, id.clone());
@@ -173,14 +178,27 @@ pub enum Denied {
     Forbidden,
 }
 
+/// Who passed, and what to tell the upstream about it.
+pub struct Authenticated {
+    /// The consumer.
+    pub identity: Arc<Identity>,
+    /// Headers from token claims (`claims_to_headers`), for the upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
 /// A route's compiled `auth`.
 pub struct RouteAccess {
     combine: AuthCombine,
     key_header: Option<HeaderName>,
     key_query: Option<String>,
     basic: bool,
+    /// JWT validation; an error (a key that could not be read) refuses every token.
+    jwt: Option<Result<crate::jwt::JwtVerifier, String>>,
     consumers: Vec<String>,
     groups: Vec<String>,
+    scopes: Vec<String>,
+    /// Headers always removed from the client's request (those claims are sent in).
+    pub strip: Vec<HeaderName>,
     /// The `WWW-Authenticate` challenge for 401s.
     pub challenge: HeaderValue,
     /// Headers removed before proxying (the credentials), if `hide_credentials`.
@@ -203,6 +221,9 @@ impl RouteAccess {
             let realm = b.realm.replace(['"', '\\'], "");
             challenges.push(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""));
         }
+        if a.jwt.is_some() {
+            challenges.push("Bearer realm=\"floodgate\"".to_owned());
+        }
         if let Some(h) = &key_header {
             challenges.push(format!("ApiKey header=\"{h}\""));
         } else if let Some(q) = a.api_key.as_ref().and_then(|k| k.query.as_ref()) {
@@ -210,7 +231,7 @@ impl RouteAccess {
         }
         let mut hide = Vec::new();
         if a.hide_credentials {
-            if a.basic.is_some() {
+            if a.basic.is_some() || a.jwt.is_some() {
                 hide.push(header::AUTHORIZATION);
             }
             hide.extend(key_header.clone());
@@ -220,8 +241,20 @@ impl RouteAccess {
             key_query: a.api_key.as_ref().and_then(|k| k.query.clone()),
             key_header,
             basic: a.basic.is_some(),
+            jwt: a.jwt.as_ref().map(|j| {
+                crate::jwt::JwtVerifier::compile(j).inspect_err(|e| {
+                    tracing::error!(error = %e, "JWT keys unusable: this route refuses every token");
+                })
+            }),
+            strip: a
+                .jwt
+                .iter()
+                .flat_map(|j| j.claims_to_headers.values())
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
             consumers: a.consumers.clone(),
             groups: a.groups.clone(),
+            scopes: a.scopes.clone(),
             challenge: HeaderValue::from_str(&challenges.join(", "))
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic")),
             hide,
@@ -240,8 +273,9 @@ impl RouteAccess {
         verifier: &BasicVerifier,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Arc<Identity>, Denied> {
-        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(2);
+    ) -> Result<Authenticated, Denied> {
+        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(3);
+        let mut claims = None;
         if self.key_header.is_some() || self.key_query.is_some() {
             let key = self
                 .key_header
@@ -257,24 +291,54 @@ impl RouteAccess {
         if self.basic {
             found.push(self.basic_identity(ids, verifier, headers).await);
         }
+        if let Some(jwt) = &self.jwt {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim());
+            let verified = match (jwt, token) {
+                (Ok(v), Some(t)) => v.verify(t).await.map(|c| (v, c)),
+                _ => None,
+            };
+            found.push(verified.and_then(|(v, c)| {
+                let name = c.get(&v.consumer_claim)?.as_str()?.to_owned();
+                let id = ids.names.get(&name).cloned().unwrap_or_else(|| {
+                    Arc::new(Identity {
+                        name: Arc::from(name.as_str()),
+                        groups: Vec::new(),
+                    })
+                });
+                claims = Some((v, c));
+                Some(id)
+            }));
+        }
         let who = match self.combine {
             AuthCombine::Any => found.into_iter().flatten().next(),
             AuthCombine::All => {
                 let all: Option<Vec<Arc<Identity>>> = found.into_iter().collect();
                 all.and_then(|ids| {
                     let first = ids.first()?.clone();
-                    ids.iter().all(|i| Arc::ptr_eq(i, &first)).then_some(first)
+                    ids.iter().all(|i| i.name == first.name).then_some(first)
                 })
             }
         };
         let who = who.ok_or(Denied::Unauthenticated)?;
         let by_name = self.consumers.is_empty() || self.consumers.iter().any(|c| **c == *who.name);
         let by_group = self.groups.is_empty() || self.groups.iter().any(|g| who.groups.contains(g));
-        if by_name && by_group {
-            Ok(who)
-        } else {
-            Err(Denied::Forbidden)
+        let granted = claims
+            .as_ref()
+            .map(|(_, c)| crate::jwt::scopes(c))
+            .unwrap_or_default();
+        let by_scope = self.scopes.iter().all(|s| granted.contains(&s.as_str()));
+        if !(by_name && by_group && by_scope) {
+            return Err(Denied::Forbidden);
         }
+        Ok(Authenticated {
+            identity: who,
+            headers: claims.map(|(v, c)| v.headers(&c)).unwrap_or_default(),
+        })
     }
 
     async fn basic_identity(

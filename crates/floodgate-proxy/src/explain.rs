@@ -336,6 +336,21 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
         if a.basic.is_some() {
             methods.push("Basic".into());
         }
+        if let Some(j) = &a.jwt {
+            let mut from = Vec::new();
+            if !j.keys.is_empty() {
+                let algs: Vec<String> = j
+                    .keys
+                    .iter()
+                    .map(|k| format!("{:?}", k.algorithm))
+                    .collect();
+                from.push(algs.join("/"));
+            }
+            if let Some(s) = &j.jwks {
+                from.push(format!("JWKS {}", s.url));
+            }
+            methods.push(format!("JWT ({})", from.join(", ")));
+        }
         let join = match a.require {
             floodgate_config::auth::AuthCombine::Any => " or ",
             floodgate_config::auth::AuthCombine::All => " and ",
@@ -346,6 +361,9 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
         }
         if !a.groups.is_empty() {
             who.push(format!("groups {}", a.groups.join(", ")));
+        }
+        if !a.scopes.is_empty() {
+            who.push(format!("scopes {}", a.scopes.join(" ")));
         }
         out.push(format!(
             "auth: {}; allowed: {}",

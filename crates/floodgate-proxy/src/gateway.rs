@@ -30,6 +30,17 @@ pub enum ReloadError {
     Unusable(String),
 }
 
+/// Reads every route's JWT key files, so an unusable one refuses the configuration.
+fn check_jwt_keys(config: &ValidConfig) -> Result<(), String> {
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(j) = r.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+            crate::jwt::JwtVerifier::compile(j)
+                .map_err(|e| format!("routes[{i}].auth.jwt: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Each listener's TLS server configuration, read from its files.
 fn listener_tls(config: &ValidConfig) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
     config
@@ -90,6 +101,7 @@ impl Gateway {
         let admissions = AdmissionRegistry::default();
         let breakers = BreakerRegistry::default();
         let tls = listener_tls(&config)?;
+        check_jwt_keys(&config)?;
         let snap = Snapshot::build(
             config,
             1,
@@ -185,6 +197,7 @@ impl Gateway {
             ));
         }
         let tls = listener_tls(&config).map_err(ReloadError::Unusable)?;
+        check_jwt_keys(&config).map_err(ReloadError::Unusable)?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let snap = Snapshot::build(
             config,

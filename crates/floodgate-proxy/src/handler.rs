@@ -95,6 +95,7 @@ pub async fn handle(
         replay: None,
         fallback: None,
         consumer: None,
+        claim_headers: Vec::new(),
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
@@ -294,7 +295,7 @@ async fn route_and_send(
     }
     if let Some(access) = &route.access {
         let gw = done.gw.clone();
-        let who = access
+        let passed = access
             .check(
                 &snap.identities,
                 &gw.basic,
@@ -306,7 +307,8 @@ async fn route_and_send(
                 Denied::Unauthenticated => Problem::Unauthorized,
                 Denied::Forbidden => Problem::Forbidden,
             })?;
-        done.consumer = Some(who.name.clone());
+        done.consumer = Some(passed.identity.name.clone());
+        done.claim_headers = passed.headers;
     }
     let consumer = done.consumer.clone();
     if !route.limits.is_empty() {
@@ -557,8 +559,11 @@ async fn proxy(
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);
     if let Some(access) = &route.access {
-        for name in &access.hide {
+        for name in access.hide.iter().chain(&access.strip) {
             headers.remove(name);
+        }
+        for (name, value) in &done.claim_headers {
+            headers.insert(name.clone(), value.clone());
         }
     }
     add_forwarding(
@@ -1000,6 +1005,8 @@ struct Done {
     fallback: Option<&'static str>,
     /// The authenticated consumer.
     consumer: Option<Arc<str>>,
+    /// Headers for the upstream from the token's claims.
+    claim_headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Completion for Done {

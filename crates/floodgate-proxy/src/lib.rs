@@ -22,6 +22,7 @@ pub mod fault;
 pub mod gateway;
 pub mod handler;
 pub mod headers;
+pub mod jwt;
 pub mod kept;
 pub mod metrics;
 pub mod mirror;

@@ -133,10 +133,20 @@ const BROKEN: &[(&str, &[&str])] = &[
             "2:86: consumers[0].basic.password_hash: expected an argon2id PHC string: $argon2id$v=19$m=…,t=…,p=…$salt$hash",
             "3:13: consumers[1].name: duplicate consumer \"a\" (also consumers[0])",
             "3:118: consumers[1].api_keys[1]: this key is listed twice",
-            "7:11: routes[0].auth: give at least one method: `api_key` or `basic`",
+            "7:11: routes[0].auth: give at least one method: `api_key`, `basic` or `jwt`",
             "7:26: routes[0].auth.consumers[0]: no consumer named \"zed\"",
             "7:43: routes[0].auth.groups[0]: no consumer is in group \"nobody\"",
             "8:20: routes[0].ip.allow[0]: \"10.0.0.0/40\" is not an IP address or CIDR block (such as 10.0.0.0/8)",
+        ],
+    ),
+    (
+        "routes:\n  - match: { path: /a }\n    upstream: app\n    auth:\n      jwt:\n        keys:\n          - { algorithm: HS256, secret: short }\n          - { algorithm: RS256, secret: \"a-shared-secret-of-at-least-32-bytes!\" }\n          - { algorithm: ES256, public_key_file: Cargo.toml }\n        jwks: { url: \"http://example.com/jwks\" }\n        claims_to_headers: { sub: \"x user\" }\n",
+        &[
+            "7:41: routes[0].auth.jwt.keys[0].secret: an HMAC secret needs at least 32 bytes",
+            "8:13: routes[0].auth.jwt.keys[1]: RS*, PS*, ES* and EdDSA keys take `public_key_file` (and no `secret`)",
+            "9:50: routes[0].auth.jwt.keys[2].public_key_file: \"Cargo.toml\" holds no PEM key",
+            "10:22: routes[0].auth.jwt.jwks.url: expected an https:// URL (http:// only on loopback)",
+            "11:35: routes[0].auth.jwt.claims_to_headers.sub: \"x user\" is not a valid header name",
         ],
     ),
     (

@@ -17,6 +17,7 @@ mod dns;
 mod errors;
 mod headers;
 mod health;
+mod jwt;
 mod limits;
 mod pool;
 mod ratelimit;

@@ -1,0 +1,428 @@
+//! JWT validation for routes (RFC 7519), with the `jsonwebtoken` crate for signatures.
+//!
+//! The algorithm is fixed by the key, never taken from the token: every key (configured
+//! or from a JWKS) carries the one algorithm it accepts, and a token is only checked
+//! against keys whose algorithm equals its header's. So `alg: none` (not an algorithm the
+//! crate parses), an HS256 token "signed" with an RSA public key, and tokens for any
+//! algorithm a key does not name are all refused.
+//!
+//! JWKS keys are fetched on first use, again after `refresh` (in the background, the old
+//! keys serving meanwhile), and when a token names an unknown key id, at most once per
+//! `min_refetch`, so made-up ids cannot be used to hammer the JWKS server.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use floodgate_config::auth::{JwtAlgorithm, JwtAuth};
+use http::Uri;
+use http::header::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use jsonwebtoken::jwk::{Jwk, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// The largest JWKS document read.
+const JWKS_MAX_BYTES: usize = 1 << 20;
+
+/// A token's claims.
+pub type Claims = serde_json::Map<String, serde_json::Value>;
+
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+fn jwk_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// A configured key as a decoding key.
+fn configured_key(k: &floodgate_config::auth::JwtKey) -> Result<Key, String> {
+    let alg = algorithm(k.algorithm);
+    let key = match (&k.secret, &k.public_key_file) {
+        (Some(secret), _) => DecodingKey::from_secret(secret.as_bytes()),
+        (None, Some(file)) => {
+            let pem = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+            match alg {
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            }
+            .map_err(|e| format!("{file}: {e}"))?
+        }
+        (None, None) => return Err("a key needs `secret` or `public_key_file`".into()),
+    };
+    Ok(Key {
+        kid: k.kid.clone(),
+        alg,
+        key,
+    })
+}
+
+/// Keys from a JWK set document; keys without a usable algorithm are skipped.
+fn jwks_keys(doc: &[u8], default_alg: Option<Algorithm>) -> Result<Vec<Key>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(doc).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let list = v
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("the JWKS has no `keys` list")?;
+    let mut keys = Vec::new();
+    for item in list {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(item.clone()) else {
+            continue;
+        };
+        let Some(alg) = jwk
+            .common
+            .key_algorithm
+            .and_then(jwk_algorithm)
+            .or(default_alg)
+        else {
+            continue;
+        };
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        });
+    }
+    Ok(keys)
+}
+
+/// Where JWKS keys come from, and the keys last fetched.
+struct JwksSource {
+    url: Uri,
+    refresh: Duration,
+    min_refetch: Duration,
+    default_alg: Option<Algorithm>,
+    tls: Option<floodgate_config::model::UpstreamTls>,
+    keys: ArcSwap<Vec<Key>>,
+    fetched: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl JwksSource {
+    async fn fetch(&self) -> Result<Vec<Key>, String> {
+        let host = self.url.host().ok_or("the JWKS URL has no host")?;
+        let https = self.url.scheme_str() == Some("https");
+        let port = self.url.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_port = if host.contains(':') {
+            format!("[{}]:{port}", host.trim_matches(['[', ']']))
+        } else {
+            format!("{host}:{port}")
+        };
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&host_port),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
+        let io = if https {
+            let tls = self
+                .tls
+                .clone()
+                .unwrap_or(floodgate_config::model::UpstreamTls {
+                    ca_file: None,
+                    server_name: None,
+                    client_cert: None,
+                    client_key: None,
+                });
+            crate::upstream::tls::TlsSetup::new(&tls, host.trim_matches(['[', ']']), b"http/1.1")?
+                .connect(tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?
+        } else {
+            crate::upstream::tls::MaybeTls::Plain(tcp)
+        };
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .map_err(|e| format!("HTTP: {e}"))?;
+        tokio::spawn(conn);
+        let path = self.url.path_and_query().map_or("/", |p| p.as_str());
+        let req = http::Request::get(path)
+            .header(
+                http::header::HOST,
+                self.url.authority().map_or(host, |a| a.as_str()),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+            .map_err(|e| format!("HTTP: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), JWKS_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        jwks_keys(&body, self.default_alg)
+    }
+
+    /// Fetches now (one fetch at a time), keeping the old keys on failure.
+    async fn update(&self) {
+        let _one = self.fetching.lock().await;
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::debug!(url = %self.url, keys = keys.len(), "JWKS fetched");
+                self.keys.store(Arc::new(keys));
+            }
+            Err(e) => tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed"),
+        }
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn fetched_within(&self, d: Duration) -> bool {
+        self.fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < d)
+    }
+}
+
+/// A route's JWT validation.
+pub struct JwtVerifier {
+    fixed: Vec<Key>,
+    jwks: Option<Arc<JwksSource>>,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: u64,
+    required: Vec<String>,
+    /// The claim naming the consumer.
+    pub consumer_claim: String,
+    /// Claims forwarded as headers.
+    pub to_headers: Vec<(String, HeaderName)>,
+}
+
+impl JwtVerifier {
+    /// Compiles validated config (reads key files).
+    pub fn compile(j: &JwtAuth) -> Result<Self, String> {
+        let fixed = j
+            .keys
+            .iter()
+            .map(configured_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        let jwks = match &j.jwks {
+            None => None,
+            Some(s) => Some(Arc::new(JwksSource {
+                url: s
+                    .url
+                    .parse()
+                    .map_err(|_| format!("bad JWKS URL {:?}", s.url))?,
+                refresh: s.refresh.0,
+                min_refetch: s.min_refetch.0,
+                default_alg: s.algorithm.map(algorithm),
+                tls: s
+                    .ca_file
+                    .as_ref()
+                    .map(|ca| floodgate_config::model::UpstreamTls {
+                        ca_file: Some(ca.clone()),
+                        server_name: None,
+                        client_cert: None,
+                        client_key: None,
+                    }),
+                keys: ArcSwap::from_pointee(Vec::new()),
+                fetched: Mutex::new(None),
+                fetching: tokio::sync::Mutex::new(()),
+            })),
+        };
+        Ok(JwtVerifier {
+            fixed,
+            jwks,
+            issuer: j.issuer.clone(),
+            audience: j.audience.clone(),
+            leeway: j.leeway.0.as_secs(),
+            required: j.required_claims.clone(),
+            consumer_claim: j.consumer_claim.clone(),
+            to_headers: j
+                .claims_to_headers
+                .iter()
+                .filter_map(|(c, h)| Some((c.clone(), HeaderName::from_bytes(h.as_bytes()).ok()?)))
+                .collect(),
+        })
+    }
+
+    /// The token's claims if it is valid now.
+    pub async fn verify(&self, token: &str) -> Option<Claims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if let Some(src) = &self.jwks {
+            let empty = src.keys.load().is_empty();
+            if empty && !src.fetched_within(src.min_refetch) {
+                src.update().await;
+            } else if !empty && !src.fetched_within(src.refresh) {
+                let src = src.clone();
+                tokio::spawn(async move { src.update().await });
+            }
+        }
+        if let Some(claims) = self.try_keys(token, &header) {
+            return Some(claims);
+        }
+        // A key id not seen yet: the issuer may have rotated its keys.
+        let src = self.jwks.as_ref()?;
+        let kid = header.kid.as_deref()?;
+        let known = self
+            .fixed
+            .iter()
+            .chain(src.keys.load().iter())
+            .any(|k| k.kid.as_deref() == Some(kid));
+        if known || src.fetched_within(src.min_refetch) {
+            return None;
+        }
+        src.update().await;
+        self.try_keys(token, &header)
+    }
+
+    fn try_keys(&self, token: &str, header: &jsonwebtoken::Header) -> Option<Claims> {
+        let jwks = self.jwks.as_ref().map(|s| s.keys.load_full());
+        let all: Vec<&Key> = self
+            .fixed
+            .iter()
+            .chain(jwks.iter().flat_map(|k| k.iter()))
+            .collect();
+        // A token naming a key id is checked with that key; failing such a key (or
+        // naming none), with the keys that have no id.
+        let named: Vec<&Key> = all
+            .iter()
+            .copied()
+            .filter(|k| header.kid.is_some() && k.kid == header.kid)
+            .collect();
+        let candidates: Vec<&Key> = if named.is_empty() {
+            all.into_iter()
+                .filter(|k| header.kid.is_none() || k.kid.is_none())
+                .collect()
+        } else {
+            named
+        };
+        candidates
+            .into_iter()
+            // The key's algorithm decides, never the token's.
+            .filter(|k| k.alg == header.alg)
+            .find_map(|k| self.check(token, k))
+    }
+
+    fn check(&self, token: &str, key: &Key) -> Option<Claims> {
+        let mut v = Validation::new(key.alg);
+        v.leeway = self.leeway;
+        v.validate_nbf = true;
+        let mut spec = vec!["exp"];
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            spec.push("iss");
+        }
+        if self.audience.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&self.audience);
+            spec.push("aud");
+        }
+        v.set_required_spec_claims(&spec);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &v).ok()?;
+        let claims = data.claims;
+        self.required
+            .iter()
+            .all(|c| claims.contains_key(c))
+            .then_some(claims)
+    }
+
+    /// The headers to send upstream for `claims` (strings as they are, other values as
+    /// JSON).
+    pub fn headers(&self, claims: &Claims) -> Vec<(HeaderName, HeaderValue)> {
+        self.to_headers
+            .iter()
+            .filter_map(|(claim, name)| {
+                let v = claims.get(claim)?;
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((name.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect()
+    }
+}
+
+/// The scopes a token grants: `scope` (space-separated) or `scp` (a list).
+pub fn scopes(claims: &Claims) -> Vec<&str> {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(serde_json::Value::String(s)), _) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        (_, Some(serde_json::Value::Array(list))) => {
+            list.iter().filter_map(|v| v.as_str()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7515 appendix A.1: the HS256 example, its key given as a JWK. Its `exp` (2011) is
+    /// long past, so only the signature is checked here.
+    #[test]
+    fn rfc7515_a1_hs256_example_verifies() {
+        let jwk = r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"a1",
+            "k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}]}"#;
+        let keys = jwks_keys(jwk.as_bytes(), None).unwrap();
+        assert_eq!(keys.len(), 1);
+        let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9\
+            .eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ\
+            .dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Claims>(token, &keys[0].key, &v).unwrap();
+        assert_eq!(data.claims["iss"], "joe");
+        assert_eq!(data.claims["http://example.com/is_root"], true);
+        // One changed signature byte fails.
+        let bad = token.replace("dBjftJeZ4CVP", "dBjftJeZ4CVQ");
+        assert!(jsonwebtoken::decode::<Claims>(&bad, &keys[0].key, &v).is_err());
+    }
+
+    #[test]
+    fn scopes_from_either_claim() {
+        let c: Claims = serde_json::from_str(r#"{"scope":"read write"}"#).unwrap();
+        assert_eq!(scopes(&c), ["read", "write"]);
+        let c: Claims = serde_json::from_str(r#"{"scp":["admin"]}"#).unwrap();
+        assert_eq!(scopes(&c), ["admin"]);
+    }
+}

@@ -1,0 +1,193 @@
+//! JWT validation through the binary, with keys and tokens made by an independent
+//! implementation (PyJWT and cryptography, tests/it/peers/jwt_tokens.py): every algorithm
+//! verifies; `alg: none`, HS256 keyed with an RSA public key, an algorithm the key does not
+//! name, tampered, expired, early, wrong-issuer, wrong-audience and exp-less tokens are all
+//! refused; claims reach the upstream as headers; scopes authorize; a JWKS is fetched and
+//! fetched again when a token names a rotated-in key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::{Response, StatusCode};
+
+use crate::support::*;
+
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers");
+const ALGORITHMS: [&str; 12] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let tokens = run_python(&format!(
+        "import runpy, sys; sys.argv = ['jwt_tokens.py', {d:?}]; runpy.run_path('{PEERS}/jwt_tokens.py', run_name='__main__')"
+    ));
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    let token = |name: &str| tokens[name].as_str().unwrap().to_owned();
+
+    // The JWKS server: k1 until the rotation, then k1 and k2; counts fetches.
+    let rotated = Arc::new(AtomicBool::new(false));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (r, f, jd) = (rotated.clone(), fetches.clone(), d.clone());
+    let jwks = upstream(move |_req| {
+        let (r, f, jd) = (r.clone(), f.clone(), jd.clone());
+        async move {
+            f.fetch_add(1, Ordering::SeqCst);
+            let file = if r.load(Ordering::SeqCst) {
+                "jwks-k2.json"
+            } else {
+                "jwks-k1.json"
+            };
+            Response::new(full(std::fs::read(format!("{jd}/{file}")).unwrap()))
+        }
+    })
+    .await;
+    let echo = echo_upstream().await;
+
+    let mut keys = String::new();
+    for alg in ALGORITHMS {
+        if alg.starts_with("HS") {
+            keys.push_str(&format!(
+                "        - {{ kid: {alg}, algorithm: {alg}, secret: \"a-shared-secret-of-at-least-32-bytes!\" }}\n"
+            ));
+        } else {
+            keys.push_str(&format!(
+                "        - {{ kid: {alg}, algorithm: {alg}, public_key_file: \"{d}/{alg}.pem\" }}\n"
+            ));
+        }
+    }
+    let gw = gateway_with(
+        &format!("  echo:\n    targets: [ \"{echo}\" ]"),
+        &format!(
+            "  - name: jwt
+    match: {{ path: /jwt }}
+    upstream: echo
+    auth:
+      jwt:
+        issuer: https://issuer.test
+        audience: [ shop ]
+        claims_to_headers: {{ sub: x-user, scope: x-scope }}
+        keys:
+{keys}  - name: admin
+    match: {{ path: /admin }}
+    upstream: echo
+    auth:
+      scopes: [ admin ]
+      jwt:
+        issuer: https://issuer.test
+        audience: [ shop ]
+        keys:
+          - {{ kid: ES256, algorithm: ES256, public_key_file: \"{d}/ES256.pem\" }}
+  - name: jwks
+    match: {{ path: /jwks }}
+    upstream: echo
+    auth:
+      jwt:
+        audience: [ shop ]
+        jwks: {{ url: \"http://{jwks}/keys\", min_refetch: 1ms }}
+"
+        ),
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // Every algorithm verifies; the claims reach the upstream, a forged x-user does not.
+    for alg in ALGORITHMS {
+        let auth = bearer(&token(alg));
+        let (s, _, b) = get_with(
+            &gw.url("/jwt"),
+            &[("authorization", &auth), ("x-user", "forged")],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{alg}");
+        let echo = json(&b);
+        assert_eq!(
+            echo["headers"]["x-user"],
+            serde_json::json!(["alice"]),
+            "{alg}"
+        );
+        assert_eq!(echo["headers"]["x-scope"][0], "read admin");
+        assert!(
+            echo["headers"].get("authorization").is_none(),
+            "the token is not forwarded"
+        );
+    }
+    // No token, and every attack or invalid claim: 401 with a Bearer challenge.
+    let (s, h, b) = get(&gw.url("/jwt")).await;
+    assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"floodgate\"");
+    for name in [
+        "none",
+        "confusion",
+        "wrong_alg",
+        "tampered",
+        "expired",
+        "not_yet",
+        "wrong_iss",
+        "wrong_aud",
+        "no_exp",
+    ] {
+        let auth = bearer(&token(name));
+        let (s, _, _) = get_with(&gw.url("/jwt"), &[("authorization", &auth)]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{name} must be refused");
+    }
+    // Within the 60 s leeway, an expired token still passes.
+    let auth = bearer(&token("within_leeway"));
+    assert_eq!(
+        get_with(&gw.url("/jwt"), &[("authorization", &auth)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // Scopes: alice's token has `admin`; bob's only `read`.
+    let auth = bearer(&token("ES256"));
+    assert_eq!(
+        get_with(&gw.url("/admin"), &[("authorization", &auth)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let auth = bearer(&token("no_admin_scope"));
+    let (s, h, b) = get_with(&gw.url("/admin"), &[("authorization", &auth)]).await;
+    assert_problem(s, &h, &b, StatusCode::FORBIDDEN, "forbidden");
+
+    // JWKS: fetched on first use; a token for a key rotated in later triggers a new fetch.
+    let auth = bearer(&token("jwks_k1"));
+    assert_eq!(
+        get_with(&gw.url("/jwks"), &[("authorization", &auth)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    let k2 = bearer(&token("jwks_k2"));
+    assert_eq!(
+        get_with(&gw.url("/jwks"), &[("authorization", &k2)])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "k2 is not published yet"
+    );
+    rotated.store(true, Ordering::SeqCst);
+    let (s, _, b) = get_with(&gw.url("/jwks"), &[("authorization", &k2)]).await;
+    assert_eq!(s, StatusCode::OK, "k2 after the rotation");
+    assert!(json(&b)["headers"].get("x-user").is_none());
+    assert!(fetches.load(Ordering::SeqCst) >= 3);
+    // A known key needs no fetch.
+    let before = fetches.load(Ordering::SeqCst);
+    assert_eq!(
+        get_with(&gw.url("/jwks"), &[("authorization", &auth)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), before);
+    // No token is written to the gateway's log.
+    let log = gw.log();
+    for alg in ALGORITHMS {
+        assert!(!log.contains(&token(alg)), "{alg} token logged");
+    }
+}
