@@ -87,7 +87,7 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
     auth:
       jwt:
         audience: [ shop ]
-        jwks: {{ url: \"http://{jwks}/keys\", min_refetch: 1ms }}
+        jwks: {{ url: \"http://{jwks}/keys\", min_refetch: 0s }}
 "
         ),
     );
