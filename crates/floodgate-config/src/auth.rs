@@ -105,6 +105,10 @@ pub struct JwtAuth {
     /// Keys given here. Each fixes the one algorithm it accepts.
     #[serde(default)]
     pub keys: Vec<JwtKey>,
+    /// Accept tokens from the built-in token endpoint (`oauth2`): its key, and its issuer
+    /// and audience unless `issuer`/`audience` are given. Default false.
+    #[serde(default)]
+    pub local_issuer: bool,
     /// Keys from a JWKS URL, fetched on first use, every `refresh`, and when a token
     /// names a key id not seen yet (at most once per `min_refetch`).
     #[serde(default)]
@@ -226,4 +230,53 @@ fn default_true() -> bool {
 }
 fn default_realm() -> String {
     "floodgate".into()
+}
+
+/// The built-in OAuth2 authorization server for machine-to-machine clients: a token
+/// endpoint for the client-credentials grant (RFC 6749 §4.4) issuing signed JWTs, and the
+/// JWKS to check them, served on every listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    /// The `iss` of issued tokens (a URL naming this gateway).
+    pub issuer: String,
+    /// The `aud` of issued tokens. Default: the issuer.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The signing key: a PKCS#8 PEM file of a P-256 (ES256) or Ed25519 (EdDSA) key.
+    pub signing_key_file: String,
+    /// How long tokens are valid. Default 15m.
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: crate::value::Duration,
+    /// The token endpoint's path. Default `/oauth2/token`.
+    #[serde(default = "default_token_path")]
+    pub token_path: String,
+    /// The JWKS path. Default `/.well-known/jwks.json`.
+    #[serde(default = "default_jwks_path")]
+    pub jwks_path: String,
+    /// The clients allowed to get tokens.
+    pub clients: Vec<OAuth2Client>,
+}
+
+/// A client of the token endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Client {
+    /// The `client_id` (and the tokens' `sub`).
+    pub id: String,
+    /// The client secret as an argon2id PHC string.
+    pub secret_hash: String,
+    /// Scopes it may ask for; a request without `scope` gets all of them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn default_token_lifetime() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(900))
+}
+fn default_token_path() -> String {
+    "/oauth2/token".into()
+}
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".into()
 }

@@ -161,6 +161,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         cluster: None,
         dns: Default::default(),
         consumers: Vec::new(),
+        oauth2: None,
     };
     let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
@@ -174,7 +175,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         ));
         return (cfg, asm);
     };
-    const SECTIONS: [&str; 9] = [
+    const SECTIONS: [&str; 10] = [
         "runtime",
         "listeners",
         "admin",
@@ -184,6 +185,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         "cluster",
         "dns",
         "consumers",
+        "oauth2",
     ];
     let top = FieldPath::root();
     for (key, value) in sections {
@@ -199,6 +201,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             "cluster" => cfg.cluster = de::decode(value, path, sink),
             "dns" => cfg.dns = de::decode(value, path, sink).unwrap_or_default(),
             "consumers" => cfg.consumers = de::decode(value, path, sink).unwrap_or_default(),
+            "oauth2" => cfg.oauth2 = de::decode(value, path, sink),
             "listeners" | "routes" => {
                 let Value::Seq(items) = &value.value else {
                     let found = value.value.kind();

@@ -43,6 +43,9 @@ pub struct Config {
     /// Identities requests can authenticate as (docs/security.md).
     #[serde(default)]
     pub consumers: Vec<crate::auth::Consumer>,
+    /// The built-in OAuth2 token endpoint (client credentials). Absent: none.
+    #[serde(default)]
+    pub oauth2: Option<crate::auth::OAuth2>,
 }
 
 /// Name resolution for upstream targets given as `name:port`: each address a name resolves

@@ -20,6 +20,9 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
     validate_auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
+    if let Some(o) = &cfg.oauth2 {
+        validate_auth::check_oauth2(o, &root.key("oauth2"), &mut out);
+    }
     if let Some(c) = &cfg.cluster {
         validate_policies::check_cluster(c, &root.key("cluster"), &mut out);
     }
@@ -370,7 +373,13 @@ fn validate_route(
         validate_resilience::check_fault(f, &path.key("fault"), out);
     }
     if let Some(a) = &route.auth {
-        validate_auth::check_route_auth(a, &cfg.consumers, &path.key("auth"), out);
+        validate_auth::check_route_auth(
+            a,
+            &cfg.consumers,
+            cfg.oauth2.is_some(),
+            &path.key("auth"),
+            out,
+        );
     }
     if let Some(ip) = &route.ip {
         validate_auth::check_ip_rules(ip, &path.key("ip"), out);

@@ -68,6 +68,52 @@ pub(crate) fn check_consumers(consumers: &[Consumer], p: &FieldPath, out: &mut V
     }
 }
 
+/// Checks the `oauth2` section.
+pub(crate) fn check_oauth2(o: &crate::auth::OAuth2, p: &FieldPath, out: &mut Vec<Problem>) {
+    if std::fs::read_to_string(&o.signing_key_file)
+        .map(|t| !t.contains("-----BEGIN PRIVATE KEY-----"))
+        .unwrap_or(true)
+    {
+        out.push((
+            p.key("signing_key_file"),
+            format!(
+                "{:?} holds no PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----); make one with \
+                 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256",
+                o.signing_key_file
+            ),
+        ));
+    }
+    for (field, path) in [("token_path", &o.token_path), ("jwks_path", &o.jwks_path)] {
+        if !path.starts_with('/') {
+            out.push((p.key(field), format!("{path:?} must start with `/`")));
+        }
+    }
+    if o.token_lifetime.0.is_zero() {
+        out.push((p.key("token_lifetime"), "must be greater than zero".into()));
+    }
+    let mut ids = HashMap::new();
+    for (i, c) in o.clients.iter().enumerate() {
+        let cp = p.key("clients").index(i);
+        if c.id.is_empty() || c.id.contains(':') {
+            out.push((
+                cp.key("id"),
+                "a client id is not empty and has no `:`".into(),
+            ));
+        } else if let Some(prev) = ids.insert(c.id.as_str(), i) {
+            out.push((
+                cp.key("id"),
+                format!("duplicate client {:?} (also clients[{prev}])", c.id),
+            ));
+        }
+        if !is_argon2id_phc(&c.secret_hash) {
+            out.push((
+                cp.key("secret_hash"),
+                "expected an argon2id PHC string: $argon2id$v=19$m=…,t=…,p=…$salt$hash".into(),
+            ));
+        }
+    }
+}
+
 /// `$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>` in shape (the runtime parses it fully).
 fn is_argon2id_phc(s: &str) -> bool {
     let parts: Vec<&str> = s.split('$').collect();
@@ -80,6 +126,7 @@ fn is_argon2id_phc(s: &str) -> bool {
 pub(crate) fn check_route_auth(
     auth: &RouteAuth,
     consumers: &[Consumer],
+    has_oauth2: bool,
     p: &FieldPath,
     out: &mut Vec<Problem>,
 ) {
@@ -91,6 +138,12 @@ pub(crate) fn check_route_auth(
     }
     if let Some(j) = &auth.jwt {
         check_jwt(j, &p.key("jwt"), out);
+        if j.local_issuer && !has_oauth2 {
+            out.push((
+                p.key("jwt").key("local_issuer"),
+                "needs a top-level `oauth2` section (the token endpoint)".into(),
+            ));
+        }
     }
     if let Some(k) = &auth.api_key
         && let Some(h) = &k.header
@@ -131,8 +184,11 @@ pub(crate) fn check_ip_rules(rules: &IpRules, p: &FieldPath, out: &mut Vec<Probl
 }
 
 fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
-    if j.keys.is_empty() && j.jwks.is_none() {
-        out.push((p.clone(), "give `keys`, `jwks` or both".into()));
+    if j.keys.is_empty() && j.jwks.is_none() && !j.local_issuer {
+        out.push((
+            p.clone(),
+            "give `keys`, `jwks` or `local_issuer: true`".into(),
+        ));
     }
     for (i, k) in j.keys.iter().enumerate() {
         let kp = p.key("keys").index(i);

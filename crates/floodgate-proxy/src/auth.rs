@@ -206,8 +206,8 @@ pub struct RouteAccess {
 }
 
 impl RouteAccess {
-    /// Compiles validated config.
-    pub fn compile(a: &RouteAuth) -> Self {
+    /// Compiles validated config; `local` is the built-in token endpoint, if any.
+    pub fn compile(a: &RouteAuth, local: Option<&crate::oauth2::TokenIssuer>) -> Self {
         let key_header = a
             .api_key
             .as_ref()
@@ -242,7 +242,7 @@ impl RouteAccess {
             key_header,
             basic: a.basic.is_some(),
             jwt: a.jwt.as_ref().map(|j| {
-                crate::jwt::JwtVerifier::compile(j).inspect_err(|e| {
+                crate::jwt::JwtVerifier::compile(j, local).inspect_err(|e| {
                     tracing::error!(error = %e, "JWT keys unusable: this route refuses every token");
                 })
             }),

@@ -32,9 +32,13 @@ pub enum ReloadError {
 
 /// Reads every route's JWT key files, so an unusable one refuses the configuration.
 fn check_jwt_keys(config: &ValidConfig) -> Result<(), String> {
+    let local = match &config.oauth2 {
+        Some(o) => Some(crate::oauth2::TokenIssuer::build(o).map_err(|e| format!("oauth2: {e}"))?),
+        None => None,
+    };
     for (i, r) in config.routes.iter().enumerate() {
         if let Some(j) = r.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
-            crate::jwt::JwtVerifier::compile(j)
+            crate::jwt::JwtVerifier::compile(j, local.as_ref())
                 .map_err(|e| format!("routes[{i}].auth.jwt: {e}"))?;
         }
     }

@@ -265,6 +265,18 @@ async fn route_and_send(
     if let Some((port, status)) = plan.redirect_to_https {
         return https_redirect(&host, port, status, req.uri());
     }
+    if let Some(issuer) = &snap.oauth2 {
+        let path = req.uri().path();
+        if path == issuer.token_path {
+            done.route = Some(Arc::from("(oauth2 token)"));
+            let gw = done.gw.clone();
+            return Ok(issuer.token(req, &gw.basic).await.map(ResponseBody::full));
+        }
+        if path == issuer.jwks_path {
+            done.route = Some(Arc::from("(oauth2 jwks)"));
+            return Ok(issuer.jwks_response().map(ResponseBody::full));
+        }
+    }
     let path = req.uri().path();
     let view = RequestView {
         host: &host,

@@ -235,13 +235,28 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
-    /// Compiles validated config (reads key files).
-    pub fn compile(j: &JwtAuth) -> Result<Self, String> {
-        let fixed = j
+    /// Compiles validated config (reads key files); `local` is the built-in token
+    /// endpoint, for `local_issuer`.
+    pub fn compile(
+        j: &JwtAuth,
+        local: Option<&crate::oauth2::TokenIssuer>,
+    ) -> Result<Self, String> {
+        let mut fixed = j
             .keys
             .iter()
             .map(configured_key)
             .collect::<Result<Vec<_>, _>>()?;
+        let local = if j.local_issuer {
+            let issuer = local.ok_or("`local_issuer` needs the `oauth2` section")?;
+            fixed.push(Key {
+                kid: Some(issuer.kid.clone()),
+                alg: issuer.algorithm,
+                key: issuer.decoding.clone(),
+            });
+            Some(issuer)
+        } else {
+            None
+        };
         let jwks = match &j.jwks {
             None => None,
             Some(s) => Some(Arc::new(JwksSource {
@@ -269,8 +284,12 @@ impl JwtVerifier {
         Ok(JwtVerifier {
             fixed,
             jwks,
-            issuer: j.issuer.clone(),
-            audience: j.audience.clone(),
+            issuer: j.issuer.clone().or_else(|| local.map(|l| l.issuer.clone())),
+            audience: if j.audience.is_empty() {
+                local.map(|l| vec![l.audience.clone()]).unwrap_or_default()
+            } else {
+                j.audience.clone()
+            },
             leeway: j.leeway.0.as_secs(),
             required: j.required_claims.clone(),
             consumer_claim: j.consumer_claim.clone(),

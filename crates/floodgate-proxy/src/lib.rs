@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod kept;
 pub mod metrics;
 pub mod mirror;
+pub mod oauth2;
 pub mod problem;
 pub mod ratelimit;
 pub mod request_id;

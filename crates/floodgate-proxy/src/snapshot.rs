@@ -213,6 +213,8 @@ pub struct Snapshot {
     pub unmatched: RouteMetrics,
     /// The consumers' credentials.
     pub identities: crate::auth::Identities,
+    /// The built-in token endpoint.
+    pub oauth2: Option<Arc<crate::oauth2::TokenIssuer>>,
 }
 
 impl Snapshot {
@@ -220,6 +222,12 @@ impl Snapshot {
     /// `shared`.
     pub fn build(config: ValidConfig, generation: u64, shared: &Shared<'_>) -> Self {
         let metrics = shared.metrics;
+        let oauth2 = config.oauth2.as_ref().and_then(|o| {
+            crate::oauth2::TokenIssuer::build(o)
+                .inspect_err(|e| tracing::error!(error = %e, "the token endpoint is off"))
+                .ok()
+                .map(Arc::new)
+        });
         let upstreams: BTreeMap<String, Arc<UpstreamSet>> = config
             .upstreams
             .iter()
@@ -274,7 +282,10 @@ impl Snapshot {
                         )
                     }),
                     criticality: r.criticality,
-                    access: r.auth.as_ref().map(crate::auth::RouteAccess::compile),
+                    access: r
+                        .auth
+                        .as_ref()
+                        .map(|a| crate::auth::RouteAccess::compile(a, oauth2.as_deref())),
                     ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
@@ -355,6 +366,7 @@ impl Snapshot {
             upstreams,
             unmatched: metrics.route("(none)"),
             identities: crate::auth::Identities::build(&config.consumers),
+            oauth2,
             config,
         }
     }

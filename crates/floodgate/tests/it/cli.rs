@@ -71,7 +71,7 @@ const BROKEN: &[(&str, &[&str])] = &[
             "1:1: listeners: at least one listener is required",
             "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
             "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
-            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`",
+            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`, `oauth2`",
         ],
     ),
     (

@@ -19,6 +19,7 @@ mod headers;
 mod health;
 mod jwt;
 mod limits;
+mod oauth2;
 mod pool;
 mod ratelimit;
 mod reload;
