@@ -286,6 +286,24 @@ impl TokenIssuer {
     }
 }
 
+/// A new P-256 signing key as PKCS#8 PEM (for the demo, and for trying the endpoint out).
+pub fn generate_p256_pem() -> Result<String, String> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &rng,
+    )
+    .map_err(|_| "key generation failed".to_owned())?;
+    let b64 = Base64::encode_string(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    Ok(pem)
+}
+
 fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;

@@ -33,7 +33,26 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
         }
     }
     let catalog = instances[0];
+    // A signing key for the token endpoint, made now and kept in a private temporary file.
+    let key_file = std::env::temp_dir().join(format!("floodgate-demo-{}.pem", std::process::id()));
+    let written = floodgate_proxy::oauth2::generate_p256_pem().and_then(|pem| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_file)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .map_err(|e| format!("{}: {e}", key_file.display()))
+    });
+    if let Err(e) = written {
+        eprintln!("cannot make the demo signing key: {e}");
+        return ExitCode::from(1);
+    }
     let vars = [
+        ("DEMO_SIGNING_KEY", key_file.display().to_string()),
         ("DEMO_CATALOG", catalog.to_string()),
         ("DEMO_CATALOG_2", instances[1].to_string()),
         ("DEMO_CATALOG_3", instances[2].to_string()),
@@ -52,7 +71,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    run::run_config(cfg, None, |started| {
+    let code = run::run_config(cfg, None, |started| {
         let gw = started
             .listeners
             .first()
@@ -92,10 +111,19 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  curl -s http://{admin}/breakers                      # state, counts, time to half-open\
              \n  sleep 5; curl -s http://{gw}/api/slow; curl -s http://{gw}/api/slow   # probes: closed\
              \n  curl -s http://{admin}/metrics | grep circuit_breaker\n\
+             \nMachine-to-machine auth: Floodgate issues tokens (OAuth2 client credentials) and checks\
+             \nthem on /secure (scope catalog:read; the client id reaches the catalog as X-Client):\
+             \n  curl -i http://{gw}/secure/products/1                      # 401: no token\
+             \n  TOKEN=$(curl -s -u demo-client:demo-secret -d grant_type=client_credentials \\\
+             \n    http://{gw}/oauth2/token | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\
+             \n  curl -i -H \"Authorization: Bearer $TOKEN\" http://{gw}/secure/products/1\
+             \n  curl -s http://{gw}/.well-known/jwks.json                  # the key to check tokens\n\
              \nAccess log lines follow on stdout. Ctrl-C stops.\n",
             admin = started.admin,
             n = catalog::PRODUCTS,
             pct = (args.flaky_rate * 100.0).round(),
         );
-    })
+    });
+    let _gone = std::fs::remove_file(&key_file);
+    code
 }

@@ -86,6 +86,29 @@ async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
     assert_eq!(json(&body)["degraded"], true);
     let (_, _, breakers) = get(&format!("{admin}/breakers")).await;
     assert_eq!(json(&breakers)["breakers"][0]["state"], "open");
+    // The token endpoint and the route that checks its tokens.
+    let (s, _, _) = get(&format!("{gateway}/secure/products/1")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, body) = send(
+        http::Request::post(format!("{gateway}/oauth2/token"))
+            .header("authorization", "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ=")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"grant_type=client_credentials",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let token = json(&body)["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let (s, _, body) = get_with(
+        &format!("{gateway}/secure/products/1"),
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)["id"], 1);
     let (s, h, _) = get(&format!("{gateway}/v1/products/7?x=1")).await;
     assert_eq!(s, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(h["location"], "/api/products/7?x=1");
