@@ -6,6 +6,10 @@
 //! crate parses), an HS256 token "signed" with an RSA public key, and tokens for any
 //! algorithm a key does not name are all refused.
 //!
+//! A verified token is remembered (by its SHA-256) for [`CACHE_FOR`], so a client that
+//! sends the same token on every request pays for one signature check a minute; its
+//! times are still checked on every request.
+//!
 //! JWKS keys are fetched on first use, again after `refresh` (in the background, the old
 //! keys serving meanwhile), and when a token names an unknown key id, at most once per
 //! `min_refetch`, so made-up ids cannot be used to hammer the JWKS server.
@@ -20,6 +24,21 @@ use http::header::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// How long a verified token is trusted without checking its signature again (its `exp`
+/// and `nbf` are still checked on every request). A key removed from the JWKS stops
+/// being honoured within this time.
+pub const CACHE_FOR: Duration = Duration::from_secs(60);
+
+/// Verified tokens remembered at most, per route.
+const CACHE_MAX: usize = 10_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
 
 /// The largest JWKS document read.
 const JWKS_MAX_BYTES: usize = 1 << 20;
@@ -232,6 +251,8 @@ pub struct JwtVerifier {
     pub consumer_claim: String,
     /// Claims forwarded as headers.
     pub to_headers: Vec<(String, HeaderName)>,
+    /// Tokens verified lately: digest → claims, when verified.
+    cache: Mutex<std::collections::HashMap<[u8; 32], (Arc<Claims>, Instant)>>,
 }
 
 impl JwtVerifier {
@@ -298,11 +319,48 @@ impl JwtVerifier {
                 .iter()
                 .filter_map(|(c, h)| Some((c.clone(), HeaderName::from_bytes(h.as_bytes()).ok()?)))
                 .collect(),
+            cache: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
-    /// The token's claims if it is valid now.
-    pub async fn verify(&self, token: &str) -> Option<Claims> {
+    /// The token's claims if it is valid now. A token verified in the last
+    /// [`CACHE_FOR`] is not checked again, only its times.
+    pub async fn verify(&self, token: &str) -> Option<Arc<Claims>> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let digest: [u8; 32] = digest.as_ref().try_into().ok()?;
+        if let Some(claims) = self.cached(&digest) {
+            return Some(claims);
+        }
+        let claims = Arc::new(self.verify_fresh(token).await?);
+        self.remember(digest, &claims);
+        Some(claims)
+    }
+
+    fn cached(&self, digest: &[u8; 32]) -> Option<Arc<Claims>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (claims, at) = cache.get(digest)?;
+        if at.elapsed() >= CACHE_FOR {
+            return None;
+        }
+        let now = unix_now();
+        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+        let live = time("exp").is_some_and(|exp| now < exp.saturating_add(self.leeway))
+            && time("nbf").is_none_or(|nbf| nbf <= now.saturating_add(self.leeway));
+        live.then(|| claims.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], claims: &Arc<Claims>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (claims.clone(), Instant::now()));
+    }
+
+    async fn verify_fresh(&self, token: &str) -> Option<Claims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if let Some(src) = &self.jwks {
             let empty = src.keys.load().is_empty();
@@ -435,6 +493,35 @@ mod tests {
         // One changed signature byte fails.
         let bad = token.replace("dBjftJeZ4CVP", "dBjftJeZ4CVQ");
         assert!(jsonwebtoken::decode::<Claims>(&bad, &keys[0].key, &v).is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let v = JwtVerifier::compile(
+            &serde_json::from_value(serde_json::json!({
+                "keys": [{ "algorithm": "HS256", "secret": "a-shared-secret-of-at-least-32-bytes!" }],
+                "leeway": "1s",
+            }))
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        let now = unix_now();
+        let live: Claims = serde_json::from_value(serde_json::json!({ "exp": now + 100 })).unwrap();
+        let dead: Claims = serde_json::from_value(serde_json::json!({ "exp": now - 5 })).unwrap();
+        let early: Claims =
+            serde_json::from_value(serde_json::json!({ "exp": now + 100, "nbf": now + 50 }))
+                .unwrap();
+        for (d, c) in [(1u8, live), (2, dead), (3, early)] {
+            v.remember([d; 32], &Arc::new(c));
+        }
+        assert!(v.cached(&[1; 32]).is_some());
+        assert!(
+            v.cached(&[2; 32]).is_none(),
+            "expired since it was verified"
+        );
+        assert!(v.cached(&[3; 32]).is_none(), "not valid yet");
+        assert!(v.cached(&[4; 32]).is_none());
     }
 
     #[test]
