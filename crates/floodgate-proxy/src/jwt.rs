@@ -6,7 +6,7 @@
 //! crate parses), an HS256 token "signed" with an RSA public key, and tokens for any
 //! algorithm a key does not name are all refused.
 //!
-//! A verified token is remembered (by its SHA-256) for [`CACHE_FOR`], so a client that
+//! A verified token is remembered for [`CACHE_FOR`], so a client that
 //! sends the same token on every request pays for one signature check a minute; its
 //! times are still checked on every request.
 //!
@@ -251,8 +251,9 @@ pub struct JwtVerifier {
     pub consumer_claim: String,
     /// Claims forwarded as headers.
     pub to_headers: Vec<(String, HeaderName)>,
-    /// Tokens verified lately: digest → claims, when verified.
-    cache: Mutex<std::collections::HashMap<[u8; 32], (Arc<Claims>, Instant)>>,
+    /// Tokens verified lately → their claims and when they were verified. Keyed by the
+    /// whole token (std's SipHash with a per-process key: not steerable into collisions).
+    cache: Mutex<std::collections::HashMap<Box<str>, (Arc<Claims>, Instant)>>,
 }
 
 impl JwtVerifier {
@@ -326,19 +327,17 @@ impl JwtVerifier {
     /// The token's claims if it is valid now. A token verified in the last
     /// [`CACHE_FOR`] is not checked again, only its times.
     pub async fn verify(&self, token: &str) -> Option<Arc<Claims>> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        let digest: [u8; 32] = digest.as_ref().try_into().ok()?;
-        if let Some(claims) = self.cached(&digest) {
+        if let Some(claims) = self.cached(token) {
             return Some(claims);
         }
         let claims = Arc::new(self.verify_fresh(token).await?);
-        self.remember(digest, &claims);
+        self.remember(token, &claims);
         Some(claims)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Arc<Claims>> {
+    fn cached(&self, token: &str) -> Option<Arc<Claims>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (claims, at) = cache.get(digest)?;
+        let (claims, at) = cache.get(token)?;
         if at.elapsed() >= CACHE_FOR {
             return None;
         }
@@ -349,7 +348,7 @@ impl JwtVerifier {
         live.then(|| claims.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], claims: &Arc<Claims>) {
+    fn remember(&self, token: &str, claims: &Arc<Claims>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
@@ -357,7 +356,7 @@ impl JwtVerifier {
                 cache.clear();
             }
         }
-        cache.insert(digest, (claims.clone(), Instant::now()));
+        cache.insert(Box::from(token), (claims.clone(), Instant::now()));
     }
 
     async fn verify_fresh(&self, token: &str) -> Option<Claims> {
@@ -512,16 +511,13 @@ mod tests {
         let early: Claims =
             serde_json::from_value(serde_json::json!({ "exp": now + 100, "nbf": now + 50 }))
                 .unwrap();
-        for (d, c) in [(1u8, live), (2, dead), (3, early)] {
-            v.remember([d; 32], &Arc::new(c));
+        for (t, c) in [("live", live), ("dead", dead), ("early", early)] {
+            v.remember(t, &Arc::new(c));
         }
-        assert!(v.cached(&[1; 32]).is_some());
-        assert!(
-            v.cached(&[2; 32]).is_none(),
-            "expired since it was verified"
-        );
-        assert!(v.cached(&[3; 32]).is_none(), "not valid yet");
-        assert!(v.cached(&[4; 32]).is_none());
+        assert!(v.cached("live").is_some());
+        assert!(v.cached("dead").is_none(), "expired since it was verified");
+        assert!(v.cached("early").is_none(), "not valid yet");
+        assert!(v.cached("other").is_none());
     }
 
     #[test]
