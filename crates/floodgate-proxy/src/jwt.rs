@@ -46,6 +46,9 @@ const JWKS_MAX_BYTES: usize = 1 << 20;
 /// A token's claims.
 pub type Claims = serde_json::Map<String, serde_json::Value>;
 
+/// Tokens verified lately: token → its claims and when it was verified.
+type VerifiedTokens = std::collections::HashMap<Box<str>, (Arc<Claims>, Instant)>;
+
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
@@ -253,7 +256,7 @@ pub struct JwtVerifier {
     pub to_headers: Vec<(String, HeaderName)>,
     /// Tokens verified lately → their claims and when they were verified. Keyed by the
     /// whole token (std's SipHash with a per-process key: not steerable into collisions).
-    cache: Mutex<std::collections::HashMap<Box<str>, (Arc<Claims>, Instant)>>,
+    cache: Mutex<VerifiedTokens>,
 }
 
 impl JwtVerifier {
