@@ -608,6 +608,9 @@ pub struct Route {
     /// Client addresses allowed and denied. Absent: all.
     #[serde(default)]
     pub ip: Option<crate::auth::IpRules>,
+    /// Cross-origin resource sharing. Absent: no CORS headers, preflights go upstream.
+    #[serde(default)]
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// One upstream of a weighted split.

@@ -384,6 +384,9 @@ fn validate_route(
     if let Some(ip) = &route.ip {
         validate_auth::check_ip_rules(ip, &path.key("ip"), out);
     }
+    if let Some(c) = &route.cors {
+        validate_auth::check_cors(c, &path.key("cors"), out);
+    }
 }
 
 fn check_value_match(vm: &ValueMatch, p: &FieldPath, out: &mut Vec<Problem>) {

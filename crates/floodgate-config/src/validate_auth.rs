@@ -243,3 +243,54 @@ fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
         }
     }
 }
+
+/// Checks a route's `cors`.
+pub(crate) fn check_cors(c: &crate::cors::Cors, p: &FieldPath, out: &mut Vec<Problem>) {
+    if c.allow_origins.is_empty() {
+        out.push((p.key("allow_origins"), "list at least one origin".into()));
+    }
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        let ok = o == "*"
+            || ["http://", "https://"].iter().any(|scheme| {
+                o.strip_prefix(scheme).is_some_and(|rest| {
+                    let host = rest.strip_prefix("*.").unwrap_or(rest);
+                    !host.is_empty() && !host.contains(['/', '*', '?', '#'])
+                })
+            });
+        if !ok {
+            out.push((
+                p.key("allow_origins").index(i),
+                format!(
+                    "{o:?} is not an origin: expected `https://host[:port]`, `https://*.domain` or `*`"
+                ),
+            ));
+        }
+        if o == "*" && c.allow_credentials {
+            out.push((
+                p.key("allow_origins").index(i),
+                "`*` cannot be used with `allow_credentials: true` (browsers refuse it): list the origins".into(),
+            ));
+        }
+    }
+    for (i, m) in c.allow_methods.iter().enumerate() {
+        if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
+            out.push((
+                p.key("allow_methods").index(i),
+                format!("{m:?} is not an upper-case HTTP method"),
+            ));
+        }
+    }
+    for (field, list) in [
+        ("allow_headers", &c.allow_headers),
+        ("expose_headers", &c.expose_headers),
+    ] {
+        for (i, h) in list.iter().enumerate() {
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                out.push((
+                    p.key(field).index(i),
+                    format!("{h:?} is not a valid header name"),
+                ));
+            }
+        }
+    }
+}

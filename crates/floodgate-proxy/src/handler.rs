@@ -96,6 +96,7 @@ pub async fn handle(
         fallback: None,
         consumer: None,
         claim_headers: Vec::new(),
+        cors_headers: Vec::new(),
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
@@ -119,6 +120,13 @@ pub async fn handle(
     done.status = resp.status();
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
+    for (name, value) in std::mem::take(&mut done.cors_headers) {
+        if name == header::VARY {
+            resp.headers_mut().append(name, value);
+        } else {
+            resp.headers_mut().insert(name, value);
+        }
+    }
     if let Some(hsts) = snap
         .listeners
         .get(conn.listener)
@@ -297,6 +305,12 @@ async fn route_and_send(
         .and_then(|h| req.headers().get(h)?.to_str().ok())
         .and_then(Criticality::parse)
         .unwrap_or(route.criticality);
+    if let Some(cors) = &route.cors {
+        if let Some(answer) = cors.preflight(req.method(), req.headers()) {
+            return Ok(answer);
+        }
+        done.cors_headers = cors.response_headers(req.headers().get(header::ORIGIN));
+    }
     if let Some(ip) = &route.ip
         && !ip.permits(
             plan.trusted_proxies
@@ -1019,6 +1033,8 @@ struct Done {
     consumer: Option<Arc<str>>,
     /// Headers for the upstream from the token's claims.
     claim_headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// CORS headers for the response.
+    cors_headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Completion for Done {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod client_ip;
+pub mod cors;
 pub mod explain;
 pub mod fallback;
 pub mod fault;

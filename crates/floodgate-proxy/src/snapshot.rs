@@ -129,6 +129,8 @@ pub struct Route {
     pub access: Option<crate::auth::RouteAccess>,
     /// Client addresses allowed and denied.
     pub ip: Option<crate::auth::IpAccess>,
+    /// Its CORS policy.
+    pub cors: Option<crate::cors::CorsPolicy>,
 }
 
 /// A route's path rewrite, compiled.
@@ -287,6 +289,7 @@ impl Snapshot {
                         .as_ref()
                         .map(|a| crate::auth::RouteAccess::compile(a, oauth2.as_deref())),
                     ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
+                    cors: r.cors.as_ref().map(crate::cors::CorsPolicy::compile),
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
                         &name,

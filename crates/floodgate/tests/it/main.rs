@@ -12,6 +12,7 @@ mod balance;
 mod breaker;
 mod cli;
 mod cluster;
+mod cors;
 mod demo;
 mod dns;
 mod errors;
