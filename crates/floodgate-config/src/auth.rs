@@ -50,6 +50,9 @@ pub struct RouteAuth {
     /// Accept JWTs (`Authorization: Bearer`), verified with configured keys or a JWKS.
     #[serde(default)]
     pub jwt: Option<JwtAuth>,
+    /// Accept opaque bearer tokens, checked by OAuth2 token introspection (RFC 7662).
+    #[serde(default)]
+    pub introspection: Option<Introspection>,
     /// Only tokens whose `scope` claim (space-separated) holds all of these pass (403
     /// for others). Default: none required.
     #[serde(default)]
@@ -133,6 +136,25 @@ pub struct JwtAuth {
     /// headers sent by the client are removed first.
     #[serde(default)]
     pub claims_to_headers: std::collections::BTreeMap<String, String>,
+}
+
+/// An RFC 7662 introspection endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    /// `https://…` (or `http://` on loopback).
+    pub url: String,
+    /// The gateway's client id at the authorization server (sent with HTTP Basic).
+    pub client_id: String,
+    /// Its secret (use `${ENV}`).
+    pub client_secret: String,
+    /// An active token's answer is remembered for at most this long (and never past its
+    /// `exp`). Default 5m.
+    #[serde(default = "default_introspection_cache")]
+    pub cache_for: crate::value::Duration,
+    /// PEM file of the authorities for an `https` URL. Default: the Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// One verification key.
@@ -220,6 +242,9 @@ fn default_consumer_claim() -> String {
     "sub".into()
 }
 fn default_jwks_refresh() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(300))
+}
+fn default_introspection_cache() -> crate::value::Duration {
     crate::value::Duration(std::time::Duration::from_secs(300))
 }
 fn default_min_refetch() -> crate::value::Duration {

@@ -68,6 +68,15 @@ pub(crate) fn check_consumers(consumers: &[Consumer], p: &FieldPath, out: &mut V
     }
 }
 
+/// An `https://` URL, or `http://` on loopback.
+fn is_fetchable(url: &str) -> bool {
+    let ok = url.starts_with("https://")
+        || url.starts_with("http://127.")
+        || url.starts_with("http://localhost")
+        || url.starts_with("http://[::1]");
+    ok && url.parse::<http::Uri>().is_ok()
+}
+
 /// Checks the `oauth2` section.
 pub(crate) fn check_oauth2(o: &crate::auth::OAuth2, p: &FieldPath, out: &mut Vec<Problem>) {
     if std::fs::read_to_string(&o.signing_key_file)
@@ -130,10 +139,22 @@ pub(crate) fn check_route_auth(
     p: &FieldPath,
     out: &mut Vec<Problem>,
 ) {
-    if auth.api_key.is_none() && auth.basic.is_none() && auth.jwt.is_none() {
+    if auth.api_key.is_none()
+        && auth.basic.is_none()
+        && auth.jwt.is_none()
+        && auth.introspection.is_none()
+    {
         out.push((
             p.clone(),
-            "give at least one method: `api_key`, `basic` or `jwt`".into(),
+            "give at least one method: `api_key`, `basic`, `jwt` or `introspection`".into(),
+        ));
+    }
+    if let Some(i) = &auth.introspection
+        && !is_fetchable(&i.url)
+    {
+        out.push((
+            p.key("introspection").key("url"),
+            "expected an https:// URL (http:// only on loopback)".into(),
         ));
     }
     if let Some(j) = &auth.jwt {
@@ -223,11 +244,7 @@ fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
         }
     }
     if let Some(jwks) = &j.jwks {
-        let ok = jwks.url.starts_with("https://")
-            || jwks.url.starts_with("http://127.")
-            || jwks.url.starts_with("http://localhost")
-            || jwks.url.starts_with("http://[::1]");
-        if !ok || jwks.url.parse::<http::Uri>().is_err() {
+        if !is_fetchable(&jwks.url) {
             out.push((
                 p.key("jwks").key("url"),
                 "expected an https:// URL (http:// only on loopback)".into(),

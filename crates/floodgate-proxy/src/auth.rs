@@ -88,6 +88,16 @@ impl Identities {
         ids
     }
 
+    /// The consumer of that name, or a new identity without groups.
+    fn named(&self, name: &str) -> Arc<Identity> {
+        self.names.get(name).cloned().unwrap_or_else(|| {
+            Arc::new(Identity {
+                name: Arc::from(name),
+                groups: Vec::new(),
+            })
+        })
+    }
+
     fn by_key(&self, key: &[u8]) -> Option<Arc<Identity>> {
         let d = sha256(key);
         let (stored, id) = self.keys.get_key_value(&d)?;
@@ -194,6 +204,8 @@ pub struct RouteAccess {
     basic: bool,
     /// JWT validation; an error (a key that could not be read) refuses every token.
     jwt: Option<Result<crate::jwt::JwtVerifier, String>>,
+    /// Token introspection; an error (a bad URL) refuses every token.
+    introspection: Option<Result<crate::introspect::Introspector, String>>,
     consumers: Vec<String>,
     groups: Vec<String>,
     scopes: Vec<String>,
@@ -221,7 +233,7 @@ impl RouteAccess {
             let realm = b.realm.replace(['"', '\\'], "");
             challenges.push(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""));
         }
-        if a.jwt.is_some() {
+        if a.jwt.is_some() || a.introspection.is_some() {
             challenges.push("Bearer realm=\"floodgate\"".to_owned());
         }
         if let Some(h) = &key_header {
@@ -231,7 +243,7 @@ impl RouteAccess {
         }
         let mut hide = Vec::new();
         if a.hide_credentials {
-            if a.basic.is_some() || a.jwt.is_some() {
+            if a.basic.is_some() || a.jwt.is_some() || a.introspection.is_some() {
                 hide.push(header::AUTHORIZATION);
             }
             hide.extend(key_header.clone());
@@ -246,6 +258,10 @@ impl RouteAccess {
                     tracing::error!(error = %e, "JWT keys unusable: this route refuses every token");
                 })
             }),
+            introspection: a
+                .introspection
+                .as_ref()
+                .map(crate::introspect::Introspector::compile),
             strip: a
                 .jwt
                 .iter()
@@ -274,7 +290,7 @@ impl RouteAccess {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Authenticated, Denied> {
-        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(3);
+        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(4);
         let mut claims = None;
         if self.key_header.is_some() || self.key_query.is_some() {
             let key = self
@@ -291,27 +307,37 @@ impl RouteAccess {
         if self.basic {
             found.push(self.basic_identity(ids, verifier, headers).await);
         }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        let mut introspected = None;
+        if let Some(intro) = &self.introspection {
+            let active = match (intro, bearer) {
+                (Ok(i), Some(t)) => i.check(t).await,
+                _ => None,
+            };
+            found.push(active.and_then(|c| {
+                let name = ["sub", "username", "client_id"]
+                    .iter()
+                    .find_map(|k| c.get(*k)?.as_str())?
+                    .to_owned();
+                introspected = Some(c);
+                Some(ids.named(&name))
+            }));
+        }
         if let Some(jwt) = &self.jwt {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim());
+            let token = bearer;
             let verified = match (jwt, token) {
                 (Ok(v), Some(t)) => v.verify(t).await.map(|c| (v, c)),
                 _ => None,
             };
             found.push(verified.and_then(|(v, c)| {
                 let name = c.get(&v.consumer_claim)?.as_str()?.to_owned();
-                let id = ids.names.get(&name).cloned().unwrap_or_else(|| {
-                    Arc::new(Identity {
-                        name: Arc::from(name.as_str()),
-                        groups: Vec::new(),
-                    })
-                });
                 claims = Some((v, c));
-                Some(id)
+                Some(ids.named(&name))
             }));
         }
         let who = match self.combine {
@@ -329,7 +355,9 @@ impl RouteAccess {
         let by_group = self.groups.is_empty() || self.groups.iter().any(|g| who.groups.contains(g));
         let granted = claims
             .as_ref()
-            .map(|(_, c)| crate::jwt::scopes(c))
+            .map(|(_, c)| c)
+            .or(introspected.as_ref())
+            .map(|c| crate::jwt::scopes(c))
             .unwrap_or_default();
         let by_scope = self.scopes.iter().all(|s| granted.contains(&s.as_str()));
         if !(by_name && by_group && by_scope) {

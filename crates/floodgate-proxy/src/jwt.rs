@@ -21,7 +21,6 @@ use arc_swap::ArcSwap;
 use floodgate_config::auth::{JwtAlgorithm, JwtAuth};
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
-use http_body_util::BodyExt;
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
@@ -160,64 +159,14 @@ struct JwksSource {
 
 impl JwksSource {
     async fn fetch(&self) -> Result<Vec<Key>, String> {
-        let host = self.url.host().ok_or("the JWKS URL has no host")?;
-        let https = self.url.scheme_str() == Some("https");
-        let port = self.url.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_port = if host.contains(':') {
-            format!("[{}]:{port}", host.trim_matches(['[', ']']))
-        } else {
-            format!("{host}:{port}")
-        };
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(&host_port),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
-        let io = if https {
-            let tls = self
-                .tls
-                .clone()
-                .unwrap_or(floodgate_config::model::UpstreamTls {
-                    ca_file: None,
-                    server_name: None,
-                    client_cert: None,
-                    client_key: None,
-                });
-            crate::upstream::tls::TlsSetup::new(&tls, host.trim_matches(['[', ']']), b"http/1.1")?
-                .connect(tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?
-        } else {
-            crate::upstream::tls::MaybeTls::Plain(tcp)
-        };
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-                .await
-                .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(conn);
-        let path = self.url.path_and_query().map_or("/", |p| p.as_str());
-        let req = http::Request::get(path)
-            .header(
-                http::header::HOST,
-                self.url.authority().map_or(host, |a| a.as_str()),
-            )
+        let req = http::Request::get(self.url.clone())
             .header(http::header::ACCEPT, "application/json")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(bytes::Bytes::new())
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
-            .await
-            .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| format!("HTTP: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
+        let (status, body) = crate::fetch::send(req, self.tls.as_ref(), JWKS_MAX_BYTES).await?;
+        if !status.is_success() {
+            return Err(format!("status {status}"));
         }
-        let body = http_body_util::Limited::new(resp.into_body(), JWKS_MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
         jwks_keys(&body, self.default_alg)
     }
 

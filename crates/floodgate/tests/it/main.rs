@@ -18,6 +18,7 @@ mod dns;
 mod errors;
 mod headers;
 mod health;
+mod introspection;
 mod jwt;
 mod limits;
 mod oauth2;
