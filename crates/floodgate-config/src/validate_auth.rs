@@ -243,13 +243,13 @@ fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
             )),
         }
     }
-    if let Some(jwks) = &j.jwks {
-        if !is_fetchable(&jwks.url) {
-            out.push((
-                p.key("jwks").key("url"),
-                "expected an https:// URL (http:// only on loopback)".into(),
-            ));
-        }
+    if let Some(jwks) = &j.jwks
+        && !is_fetchable(&jwks.url)
+    {
+        out.push((
+            p.key("jwks").key("url"),
+            "expected an https:// URL (http:// only on loopback)".into(),
+        ));
     }
     for (claim, header) in &j.claims_to_headers {
         if HeaderName::from_bytes(header.as_bytes()).is_err() {
