@@ -24,6 +24,7 @@ mod validate_policies;
 mod validate_resilience;
 mod validate_tls;
 pub mod value;
+pub mod waf;
 
 use std::ops::Deref;
 use std::path::Path;

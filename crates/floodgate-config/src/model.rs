@@ -611,6 +611,9 @@ pub struct Route {
     /// Cross-origin resource sharing. Absent: no CORS headers, preflights go upstream.
     #[serde(default)]
     pub cors: Option<crate::cors::Cors>,
+    /// Inspect requests for SQL injection and XSS. Absent: none.
+    #[serde(default)]
+    pub waf: Option<crate::waf::Waf>,
 }
 
 /// One upstream of a weighted split.

@@ -229,6 +229,38 @@ fn https_redirect(
     Ok(resp)
 }
 
+/// Whether the WAF reads this request's body: one of known length within its limit.
+fn wants_inspection(waf: &crate::waf::WafPolicy, headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > 0 && len <= waf.body_limit)
+}
+
+/// Counts and logs a WAF match; in block mode, refuses the request.
+fn waf_matched(
+    waf: &crate::waf::WafPolicy,
+    rule: &'static str,
+    route: &Route,
+    done: &Done,
+) -> Result<(), Problem> {
+    let block = waf.mode == floodgate_config::waf::WafMode::Block;
+    let mode = if block { "block" } else { "monitor" };
+    done.gw.metrics.waf_match(&route.name, rule, mode);
+    tracing::warn!(
+        route = %route.name,
+        rule,
+        mode,
+        request_id = done.request_id.to_str().unwrap_or_default(),
+        "WAF match"
+    );
+    if block {
+        Err(Problem::WafBlocked)
+    } else {
+        Ok(())
+    }
+}
+
 /// What is needed to send a bodiless request again, to a fallback upstream.
 struct Replay {
     method: Method,
@@ -246,6 +278,8 @@ pub enum Inbound {
     Stream(Incoming),
     /// No body (a request sent again to a fallback upstream).
     Empty,
+    /// A body read whole (to be inspected by the WAF).
+    Held(Bytes),
 }
 
 fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
@@ -310,6 +344,11 @@ async fn route_and_send(
             return Ok(answer);
         }
         done.cors_headers = cors.response_headers(req.headers().get(header::ORIGIN));
+    }
+    if let Some(waf) = &route.waf
+        && let Some(rule) = waf.check_head(path, req.uri().query(), req.headers())
+    {
+        waf_matched(waf, rule, route, done)?;
     }
     if let Some(ip) = &route.ip
         && !ip.permits(
@@ -456,7 +495,22 @@ async fn route_and_send(
                     return Err(Problem::FaultAbort(status));
                 }
             }
-            let req = req.map(Inbound::Stream);
+            let req = match &route.waf {
+                Some(waf) if wants_inspection(waf, req.headers()) => {
+                    let (parts, body) = req.into_parts();
+                    let limit = usize::try_from(waf.body_limit).unwrap_or(usize::MAX);
+                    let bytes = http_body_util::Limited::new(body, limit)
+                        .collect()
+                        .await
+                        .map_err(|_| Problem::BadRequest("The request body could not be read."))?
+                        .to_bytes();
+                    if let Some(rule) = waf.check_text(&bytes) {
+                        waf_matched(waf, rule, route, done)?;
+                    }
+                    Request::from_parts(parts, Inbound::Held(bytes))
+                }
+                _ => req.map(Inbound::Stream),
+            };
             // Boxed: hyper keeps each connection's request future allocated while the
             // connection idles, so the large proxy state lives only as long as a request.
             let result = Box::pin(proxy(req, conn, forward, done)).await;
@@ -697,6 +751,9 @@ async fn send_with_retries(
         Inbound::Stream(b) => b,
         Inbound::Empty => {
             return send_again(upstream, hash, head, Bytes::new(), mirror, done).await;
+        }
+        Inbound::Held(bytes) => {
+            return send_again(upstream, hash, head, bytes, mirror, done).await;
         }
     };
     // A body kept for replay, or the stream (sent once).

@@ -38,6 +38,7 @@ pub mod server;
 pub mod snapshot;
 pub mod tls_server;
 pub mod upstream;
+pub mod waf;
 
 pub use gateway::Gateway;
 pub use metrics::Metrics;

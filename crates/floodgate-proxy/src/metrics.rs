@@ -154,6 +154,14 @@ struct Resilience {
     faults: Family<RouteKind, Counter>,
     shed: Family<ShedLabel, Counter>,
     queued: Family<BulkheadLabel, Gauge>,
+    waf: Family<WafLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WafLabel {
+    route: String,
+    rule: &'static str,
+    mode: &'static str,
 }
 
 impl Resilience {
@@ -166,7 +174,13 @@ impl Resilience {
             faults: Family::default(),
             shed: Family::default(),
             queued: Family::default(),
+            waf: Family::default(),
         };
+        reg.register(
+            "waf_matches",
+            "Requests a route's WAF matched, by rule set and mode (block, monitor)",
+            r.waf.clone(),
+        );
         reg.register(
             "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open (scope `key`: keys not closed)",
@@ -610,6 +624,18 @@ impl Metrics {
                 kind,
             })
             .clone()
+    }
+
+    /// Counts a WAF match.
+    pub fn waf_match(&self, route: &str, rule: &'static str, mode: &'static str) {
+        self.resilience
+            .waf
+            .get_or_create(&WafLabel {
+                route: route.to_owned(),
+                rule,
+                mode,
+            })
+            .inc();
     }
 
     /// The series of one listener.

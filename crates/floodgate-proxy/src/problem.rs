@@ -47,6 +47,8 @@ pub enum Problem {
     Unauthorized,
     /// The request may not use the route (its consumer, group or address).
     Forbidden,
+    /// The route's WAF found an attack pattern in the request.
+    WafBlocked,
 }
 
 impl Problem {
@@ -67,7 +69,7 @@ impl Problem {
             | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Problem::FaultAbort(status) => status,
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
-            Problem::Forbidden => StatusCode::FORBIDDEN,
+            Problem::Forbidden | Problem::WafBlocked => StatusCode::FORBIDDEN,
             Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -92,6 +94,7 @@ impl Problem {
             Problem::FaultAbort(_) => "fault-injected",
             Problem::Unauthorized => "unauthorized",
             Problem::Forbidden => "forbidden",
+            Problem::WafBlocked => "waf-blocked",
         }
     }
 
@@ -130,6 +133,7 @@ impl Problem {
                 "This route requires authentication: send valid credentials (see WWW-Authenticate)."
             }
             Problem::Forbidden => "These credentials or this address may not use this route.",
+            Problem::WafBlocked => "The request looks like an attack and was refused.",
         }
     }
 

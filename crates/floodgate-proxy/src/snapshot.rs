@@ -131,6 +131,8 @@ pub struct Route {
     pub ip: Option<crate::auth::IpAccess>,
     /// Its CORS policy.
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// Its WAF.
+    pub waf: Option<crate::waf::WafPolicy>,
 }
 
 /// A route's path rewrite, compiled.
@@ -290,6 +292,7 @@ impl Snapshot {
                         .map(|a| crate::auth::RouteAccess::compile(a, oauth2.as_deref())),
                     ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
                     cors: r.cors.as_ref().map(crate::cors::CorsPolicy::compile),
+                    waf: r.waf.as_ref().map(crate::waf::WafPolicy::compile),
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
                         &name,

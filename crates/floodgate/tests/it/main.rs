@@ -33,3 +33,4 @@ mod tls_listener;
 mod traffic;
 mod upstream_h2;
 mod upstream_tls;
+mod waf;
