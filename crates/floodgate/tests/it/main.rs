@@ -13,6 +13,7 @@ mod breaker;
 mod cli;
 mod cluster;
 mod cors;
+mod cors_browser;
 mod demo;
 mod dns;
 mod errors;

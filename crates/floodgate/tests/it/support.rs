@@ -523,3 +523,35 @@ pub fn run_python(code: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The directory of a node_modules holding the JavaScript peers listed in
+/// tests/it/peers/package.json (playwright-core), installed once per target directory from
+/// npm. No browser is downloaded: the tests drive Debian's chromium.
+pub fn node_peers() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let wanted = include_str!("peers/package.json");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-peers");
+        std::fs::create_dir_all(&dir).expect("node peers dir");
+        let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
+        lock.lock().expect("lock");
+        let marker = dir.join("installed.json");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted) {
+            std::fs::write(dir.join("package.json"), wanted).expect("package.json");
+            let ok = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent"])
+                .current_dir(&dir)
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+                .status()
+                .expect("npm install")
+                .success();
+            assert!(
+                ok,
+                "npm install of the JavaScript peers failed (npm registry reachable?)"
+            );
+            std::fs::write(&marker, wanted).expect("marker");
+        }
+        dir
+    })
+    .clone()
+}

@@ -1,0 +1,78 @@
+//! CORS in a real browser: Debian's chromium, driven by playwright-core
+//! (tests/it/peers/cors_browser.js), loads a page from one origin and fetches through
+//! Floodgate on another. From an allowed origin a simple request and a preflighted PUT
+//! with a custom header succeed (and the page can read the exposed `X-Request-Id`), a
+//! method the policy does not allow is blocked; from another origin everything is
+//! blocked by the browser.
+
+use http::Response;
+
+use crate::support::*;
+
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_obeys_the_gateways_cors_answers() {
+    let page = || {
+        upstream(|_req| async {
+            let mut r = Response::new(full("<!doctype html><title>page</title><p>page</p>"));
+            r.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+            r
+        })
+    };
+    let (allowed, denied) = (page().await, page().await);
+    let api = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        Response::new(full(format!("{} from the api", req.method())))
+    })
+    .await;
+    let gw = gateway_with(
+        &format!("  api:\n    targets: [ \"{api}\" ]"),
+        &format!(
+            "  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: api
+    cors:
+      allow_origins: [ \"http://{allowed}\" ]
+      allow_methods: [ GET, PUT ]
+      allow_headers: [ x-token, content-type ]
+      expose_headers: [ x-request-id ]
+      allow_credentials: true"
+        ),
+    );
+    let node_modules = node_peers().join("node_modules");
+    let out = std::process::Command::new("node")
+        .arg(format!("{PEERS}/cors_browser.js"))
+        .arg(format!("http://{allowed}/"))
+        .arg(format!("http://{denied}/"))
+        .arg(gw.url("/api/items"))
+        .env("NODE_PATH", &node_modules)
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("JSON from the browser run");
+    let a = &r["allowed"];
+    assert_eq!(a["simple"]["status"], 200, "{r}");
+    assert_eq!(a["simple"]["body"], "GET from the api");
+    assert!(
+        a["simple"]["rid"].is_string(),
+        "the exposed header is readable: {r}"
+    );
+    assert_eq!(a["preflighted"]["status"], 200, "{r}");
+    assert_eq!(a["preflighted"]["body"], "PUT from the api");
+    assert!(
+        a["delete"]["error"].is_string(),
+        "DELETE is not allowed: {r}"
+    );
+    for name in ["simple", "preflighted", "delete"] {
+        assert!(
+            r["denied"][name]["error"].is_string(),
+            "{name} from another origin: {r}"
+        );
+    }
+}
