@@ -1,4 +1,4 @@
-//! The configuration of CORS on routes (docs/security.md).
+//! The configuration of CORS and security response headers on routes (docs/security.md).
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -33,4 +33,41 @@ fn default_methods() -> Vec<String> {
 }
 fn default_max_age() -> crate::value::Duration {
     crate::value::Duration(std::time::Duration::from_secs(600))
+}
+
+/// Security response headers, set on every response of the route (replacing the
+/// upstream's). An empty block gives the defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityHeaders {
+    /// `Content-Security-Policy`. Default: not set.
+    #[serde(default)]
+    pub content_security_policy: Option<String>,
+    /// `X-Frame-Options`: `deny` or `sameorigin`. Default `deny`.
+    #[serde(default)]
+    pub frame_options: FrameOptions,
+    /// `Referrer-Policy`. Default `strict-origin-when-cross-origin`.
+    #[serde(default = "default_referrer_policy")]
+    pub referrer_policy: String,
+    /// `X-Content-Type-Options: nosniff`. Default true.
+    #[serde(default = "default_true")]
+    pub content_type_options: bool,
+}
+
+/// `X-Frame-Options`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameOptions {
+    /// Never in a frame.
+    #[default]
+    Deny,
+    /// Only in frames of the same origin.
+    Sameorigin,
+}
+
+fn default_referrer_policy() -> String {
+    "strict-origin-when-cross-origin".into()
+}
+fn default_true() -> bool {
+    true
 }

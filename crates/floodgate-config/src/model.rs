@@ -614,6 +614,10 @@ pub struct Route {
     /// Inspect requests for SQL injection and XSS. Absent: none.
     #[serde(default)]
     pub waf: Option<crate::waf::Waf>,
+    /// Security response headers (CSP, frame options, referrer policy, nosniff).
+    /// Absent: none added.
+    #[serde(default)]
+    pub security_headers: Option<crate::cors::SecurityHeaders>,
 }
 
 /// One upstream of a weighted split.

@@ -311,3 +311,24 @@ pub(crate) fn check_cors(c: &crate::cors::Cors, p: &FieldPath, out: &mut Vec<Pro
         }
     }
 }
+
+/// Checks a route's `security_headers`.
+pub(crate) fn check_security_headers(
+    h: &crate::cors::SecurityHeaders,
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    for (field, value) in [
+        (
+            "content_security_policy",
+            h.content_security_policy.as_deref(),
+        ),
+        ("referrer_policy", Some(h.referrer_policy.as_str())),
+    ] {
+        if let Some(v) = value
+            && http::HeaderValue::from_str(v).is_err()
+        {
+            out.push((p.key(field), "not a valid header value".into()));
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! allowed origin get `Access-Control-Allow-Origin` and the rest on their response,
 //! whatever its status, so a page can read the gateway's own errors too. A disallowed
 //! origin gets no CORS header at all, and every answer varies by `Origin`.
+//!
+//! Also here: a route's security response headers ([`security_headers`]).
 
 use floodgate_config::cors::Cors;
 use http::header::{self, HeaderName, HeaderValue};
@@ -174,6 +176,37 @@ impl CorsPolicy {
         }
         out
     }
+}
+
+/// A route's security response headers, compiled.
+pub fn security_headers(
+    h: &floodgate_config::cors::SecurityHeaders,
+) -> Vec<(HeaderName, HeaderValue)> {
+    use floodgate_config::cors::FrameOptions;
+    let mut out = vec![(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static(match h.frame_options {
+            FrameOptions::Deny => "DENY",
+            FrameOptions::Sameorigin => "SAMEORIGIN",
+        }),
+    )];
+    if let Ok(v) = HeaderValue::from_str(&h.referrer_policy) {
+        out.push((header::REFERRER_POLICY, v));
+    }
+    if h.content_type_options {
+        out.push((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
+    }
+    if let Some(v) = h
+        .content_security_policy
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        out.push((header::CONTENT_SECURITY_POLICY, v));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -120,6 +120,11 @@ pub async fn handle(
     done.status = resp.status();
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
+    if let Some(route) = &done.compiled_route {
+        for (name, value) in &route.security_headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     for (name, value) in std::mem::take(&mut done.cors_headers) {
         if name == header::VARY {
             resp.headers_mut().append(name, value);

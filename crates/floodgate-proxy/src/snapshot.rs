@@ -133,6 +133,8 @@ pub struct Route {
     pub cors: Option<crate::cors::CorsPolicy>,
     /// Its WAF.
     pub waf: Option<crate::waf::WafPolicy>,
+    /// Security headers set on its responses.
+    pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// A route's path rewrite, compiled.
@@ -293,6 +295,11 @@ impl Snapshot {
                     ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
                     cors: r.cors.as_ref().map(crate::cors::CorsPolicy::compile),
                     waf: r.waf.as_ref().map(crate::waf::WafPolicy::compile),
+                    security_headers: r
+                        .security_headers
+                        .as_ref()
+                        .map(crate::cors::security_headers)
+                        .unwrap_or_default(),
                     metrics: metrics.route(&name),
                     limits: RouteLimits::compile(
                         &name,

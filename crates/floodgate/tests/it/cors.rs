@@ -1,6 +1,7 @@
 //! CORS through the binary: preflights answered by the gateway (allowed, and refused
 //! for an origin, a method or a header not allowed), actual responses decorated for
-//! allowed origins only (also the gateway's own 401s), credentials and exposed headers.
+//! allowed origins only (also the gateway's own 401s), credentials and exposed headers;
+//! and a route's security response headers.
 
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -45,7 +46,8 @@ async fn preflights_and_responses() {
   - name: public
     match: { path_prefix: /public }
     upstream: echo
-    cors: { allow_origins: [ \"*\" ] }",
+    cors: { allow_origins: [ \"*\" ] }
+    security_headers: { content_security_policy: \"default-src 'self'\" }",
     );
     let api = gw.url("/api/items");
     // An allowed preflight, answered by the gateway before authentication.
@@ -88,4 +90,9 @@ async fn preflights_and_responses() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["access-control-allow-origin"], "*");
     assert!(h.get("access-control-allow-credentials").is_none());
+    // Security headers: the defaults and the CSP given.
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin");
+    assert_eq!(h["content-security-policy"], "default-src 'self'");
 }
