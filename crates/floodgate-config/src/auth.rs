@@ -57,6 +57,11 @@ pub struct RouteAuth {
     /// for others). Default: none required.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Only tokens (JWT or introspected) whose claims match pass: `{ claim: [values] }`,
+    /// each claim equal to one of its values (a string, or for a list claim, containing
+    /// one). Default: none.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, Vec<String>>,
     /// Only these consumers may pass (403 for others). Default: any consumer.
     #[serde(default)]
     pub consumers: Vec<String>,

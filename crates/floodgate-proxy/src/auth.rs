@@ -209,6 +209,7 @@ pub struct RouteAccess {
     consumers: Vec<String>,
     groups: Vec<String>,
     scopes: Vec<String>,
+    claims: Vec<(String, Vec<String>)>,
     /// Headers always removed from the client's request (those claims are sent in).
     pub strip: Vec<HeaderName>,
     /// The `WWW-Authenticate` challenge for 401s.
@@ -271,6 +272,7 @@ impl RouteAccess {
             consumers: a.consumers.clone(),
             groups: a.groups.clone(),
             scopes: a.scopes.clone(),
+            claims: a.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             challenge: HeaderValue::from_str(&challenges.join(", "))
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic")),
             hide,
@@ -353,14 +355,17 @@ impl RouteAccess {
         let who = who.ok_or(Denied::Unauthenticated)?;
         let by_name = self.consumers.is_empty() || self.consumers.iter().any(|c| **c == *who.name);
         let by_group = self.groups.is_empty() || self.groups.iter().any(|g| who.groups.contains(g));
-        let granted = claims
-            .as_ref()
-            .map(|(_, c)| c)
-            .or(introspected.as_ref())
+        let token_claims = claims.as_ref().map(|(_, c)| c).or(introspected.as_ref());
+        let granted = token_claims
             .map(|c| crate::jwt::scopes(c))
             .unwrap_or_default();
         let by_scope = self.scopes.iter().all(|s| granted.contains(&s.as_str()));
-        if !(by_name && by_group && by_scope) {
+        let by_claims = self.claims.iter().all(|(name, allowed)| {
+            token_claims
+                .and_then(|c| c.get(name))
+                .is_some_and(|v| claim_matches(v, allowed))
+        });
+        if !(by_name && by_group && by_scope && by_claims) {
             return Err(Denied::Forbidden);
         }
         Ok(Authenticated {
@@ -388,6 +393,22 @@ impl RouteAccess {
             .verify(phc.clone(), decoded[colon + 1..].to_vec())
             .await
             .then(|| id.clone())
+    }
+}
+
+/// Whether a claim's value is one of `allowed` (for a list, whether it holds one).
+fn claim_matches(v: &serde_json::Value, allowed: &[String]) -> bool {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match v {
+        serde_json::Value::Array(items) => {
+            items.iter().filter_map(text).any(|t| allowed.contains(&t))
+        }
+        other => text(other).is_some_and(|t| allowed.contains(&t)),
     }
 }
 
@@ -456,6 +477,16 @@ mod tests {
         assert!(!r.permits("10.0.0.13".parse().unwrap()));
         assert!(!r.permits("192.0.2.1".parse().unwrap()));
         assert!(r.permits("::ffff:10.1.2.3".parse().unwrap()), "IPv4-mapped");
+    }
+
+    #[test]
+    fn claims_match_values_or_list_members() {
+        let allowed = vec!["eu".to_string(), "1".to_string()];
+        assert!(claim_matches(&serde_json::json!("eu"), &allowed));
+        assert!(claim_matches(&serde_json::json!(["us", "eu"]), &allowed));
+        assert!(claim_matches(&serde_json::json!(1), &allowed));
+        assert!(!claim_matches(&serde_json::json!("us"), &allowed));
+        assert!(!claim_matches(&serde_json::json!({"eu": true}), &allowed));
     }
 
     #[test]

@@ -76,6 +76,7 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
     upstream: echo
     auth:
       scopes: [ admin ]
+      claims: {{ iss: [ \"https://issuer.test\" ], sub: [ alice, bob ] }}
       jwt:
         issuer: https://issuer.test
         audience: [ shop ]
@@ -150,6 +151,10 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
             .0,
         StatusCode::OK
     );
+    // Claims: carol has the scope, but the route lists only alice and bob.
+    let auth = bearer(&token("admin_not_listed"));
+    let (s, h, b) = get_with(&gw.url("/admin"), &[("authorization", &auth)]).await;
+    assert_problem(s, &h, &b, StatusCode::FORBIDDEN, "forbidden");
     let auth = bearer(&token("no_admin_scope"));
     let (s, h, b) = get_with(&gw.url("/admin"), &[("authorization", &auth)]).await;
     assert_problem(s, &h, &b, StatusCode::FORBIDDEN, "forbidden");

@@ -64,6 +64,7 @@ tokens["wrong_iss"] = es256({**claims, "iss": "https://evil.test"})
 tokens["wrong_aud"] = es256({**claims, "aud": "other"})
 tokens["no_exp"] = es256({k: v for k, v in claims.items() if k != "exp"})
 tokens["no_admin_scope"] = es256({**claims, "sub": "bob", "scope": "read"})
+tokens["admin_not_listed"] = es256({**claims, "sub": "carol"})
 # A tampered payload with the original signature.
 h, p, s = tokens["ES256"].split(".")
 tokens["tampered"] = f"{h}.{b64(json.dumps({**claims, 'sub': 'mallory'}).encode())}.{s}"
