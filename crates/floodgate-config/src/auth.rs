@@ -53,6 +53,10 @@ pub struct RouteAuth {
     /// Accept opaque bearer tokens, checked by OAuth2 token introspection (RFC 7662).
     #[serde(default)]
     pub introspection: Option<Introspection>,
+    /// Accept the client certificate verified on a TLS listener (`client_auth`): its first
+    /// DNS name is the consumer. Default false.
+    #[serde(default)]
+    pub client_certificate: bool,
     /// Only tokens whose `scope` claim (space-separated) holds all of these pass (403
     /// for others). Default: none required.
     #[serde(default)]

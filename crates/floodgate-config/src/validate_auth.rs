@@ -143,10 +143,13 @@ pub(crate) fn check_route_auth(
         && auth.basic.is_none()
         && auth.jwt.is_none()
         && auth.introspection.is_none()
+        && !auth.client_certificate
     {
         out.push((
             p.clone(),
-            "give at least one method: `api_key`, `basic`, `jwt` or `introspection`".into(),
+            "give at least one method: `api_key`, `basic`, `jwt`, `introspection` or \
+             `client_certificate`"
+                .into(),
         ));
     }
     if let Some(i) = &auth.introspection

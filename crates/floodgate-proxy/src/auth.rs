@@ -206,6 +206,7 @@ pub struct RouteAccess {
     jwt: Option<Result<crate::jwt::JwtVerifier, String>>,
     /// Token introspection; an error (a bad URL) refuses every token.
     introspection: Option<Result<crate::introspect::Introspector, String>>,
+    client_certificate: bool,
     consumers: Vec<String>,
     groups: Vec<String>,
     scopes: Vec<String>,
@@ -272,6 +273,7 @@ impl RouteAccess {
             consumers: a.consumers.clone(),
             groups: a.groups.clone(),
             scopes: a.scopes.clone(),
+            client_certificate: a.client_certificate,
             claims: a.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             challenge: HeaderValue::from_str(&challenges.join(", "))
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic")),
@@ -291,9 +293,13 @@ impl RouteAccess {
         verifier: &BasicVerifier,
         headers: &HeaderMap,
         query: Option<&str>,
+        client_certificate: Option<&str>,
     ) -> Result<Authenticated, Denied> {
-        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(4);
+        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(5);
         let mut claims = None;
+        if self.client_certificate {
+            found.push(client_certificate.map(|name| ids.named(name)));
+        }
         if self.key_header.is_some() || self.key_query.is_some() {
             let key = self
                 .key_header

@@ -371,6 +371,7 @@ async fn route_and_send(
                 &gw.basic,
                 req.headers(),
                 req.uri().query(),
+                conn.tls.as_ref().and_then(|t| t.client_identity.as_deref()),
             )
             .await
             .map_err(|d| match d {

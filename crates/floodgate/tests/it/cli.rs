@@ -133,7 +133,7 @@ const BROKEN: &[(&str, &[&str])] = &[
             "2:86: consumers[0].basic.password_hash: expected an argon2id PHC string: $argon2id$v=19$m=…,t=…,p=…$salt$hash",
             "3:13: consumers[1].name: duplicate consumer \"a\" (also consumers[0])",
             "3:118: consumers[1].api_keys[1]: this key is listed twice",
-            "7:11: routes[0].auth: give at least one method: `api_key`, `basic`, `jwt` or `introspection`",
+            "7:11: routes[0].auth: give at least one method: `api_key`, `basic`, `jwt`, `introspection` or `client_certificate`",
             "7:26: routes[0].auth.consumers[0]: no consumer named \"zed\"",
             "7:43: routes[0].auth.groups[0]: no consumer is in group \"nobody\"",
             "8:20: routes[0].ip.allow[0]: \"10.0.0.0/40\" is not an IP address or CIDR block (such as 10.0.0.0/8)",

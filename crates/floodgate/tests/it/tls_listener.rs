@@ -138,10 +138,14 @@ fn tls_config(upstream: std::net::SocketAddr, tls_extra: &str, listener_extra: &
 {listener_extra}
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ output: \"{{dir}}/access.log\" }}
+consumers: [ {{ name: alice.clients.test, groups: [ partners ] }} ]
 upstreams:
   backend:
     targets: [ \"{upstream}\" ]
 routes:
+  - match: {{ path_prefix: /only-alice }}
+    upstream: backend
+    auth: {{ client_certificate: true, consumers: [ alice.clients.test ] }}
   - match: {{ path_prefix: / }}
     upstream: backend
 ",
@@ -271,6 +275,19 @@ async fn client_certificates_required_or_optional() {
     assert_eq!(request(s, "/who").await.0, StatusCode::OK);
     let line = gw.access_line("\"path\":\"/who\"").await;
     assert_eq!(line["tls_client"], "alice.clients.test");
+    // The certificate's identity is a consumer for route authorization.
+    let s = connect(
+        &gw,
+        &Client {
+            cert: Some("alice"),
+            ..Client::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(request(s, "/only-alice").await.0, StatusCode::OK);
+    let line = gw.access_line("\"path\":\"/only-alice\"").await;
+    assert_eq!(line["consumer"], "alice.clients.test");
 
     // Optional: no certificate is fine; a bad one is not.
     let gw = Gateway::start(&tls_config(
@@ -280,6 +297,12 @@ async fn client_certificates_required_or_optional() {
     ));
     let s = connect(&gw, &Client::default()).await.unwrap();
     assert_eq!(request(s, "/anon").await.0, StatusCode::OK);
+    let s = connect(&gw, &Client::default()).await.unwrap();
+    assert_eq!(
+        request(s, "/only-alice").await.0,
+        StatusCode::UNAUTHORIZED,
+        "no certificate, no consumer"
+    );
     let line = gw.access_line("\"path\":\"/anon\"").await;
     assert!(line.get("tls_client").is_none(), "{line}");
 }
