@@ -21,23 +21,12 @@ TOKEN=$(curl -s -u bench:demo-secret -d grant_type=client_credentials http://127
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
 sleep 1
 
-# measure_auth LABEL URL: as measure, with the token.
-measure_auth() {
-  local out
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "$2" > /dev/null
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency -H "Authorization: Bearer $TOKEN" "$2")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$rep" \
-    "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
-    "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
-  log "rep $rep $1: $(tail -1 "$RESULTS" | cut -f3-)"
-}
+WRK_EXTRA=(-H "Authorization: Bearer $TOKEN")
 
 printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
-  measure_auth open http://127.0.0.1:19530/open
-  measure_auth jwt http://127.0.0.1:19530/jwt
+  measure open http://127.0.0.1:19530/open
+  measure jwt http://127.0.0.1:19530/jwt
 done
 
 PYTHONPATH=$HERE python3 - "$RESULTS" << PY

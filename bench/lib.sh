@@ -83,12 +83,16 @@ BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqr
 # wrk's latency (`850.00us`, `1.20ms`, `2.00s`) in milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'; }
 
-# measure LABEL URL [CONNS] [THREADS]: a 1 s warm-up, then DUR seconds of wrk; appends
-# "LABEL REP req/s p50_ms p99_ms non2xx" (tab-separated) to $RESULTS, REP being $rep.
+# Extra wrk arguments for every measure (such as -H 'Connection: close').
+WRK_EXTRA=()
+
+# measure LABEL URL [CONNS] [THREADS]: a 1 s warm-up, then DUR seconds of wrk (with
+# WRK_EXTRA); appends "LABEL REP req/s p50_ms p99_ms non2xx" (tab-separated) to $RESULTS,
+# REP being $rep.
 measure() {
   local label=$1 url=$2 conns=${3:-$CONNS} threads=${4:-$WRK_THREADS} out
-  wrk -t"$threads" -c"$conns" -d1s "$url" > /dev/null
-  out=$(wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "$url")
+  wrk -t"$threads" -c"$conns" -d1s "${WRK_EXTRA[@]}" "$url" > /dev/null
+  out=$(wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "${WRK_EXTRA[@]}" "$url")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" \
     "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
     "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \

@@ -32,25 +32,14 @@ start floodgate env BENCH_WORKERS="$WORKERS" BENCH_CERT="$CERT" BENCH_KEY="$KEY"
 for port in 19401 19410 19430; do wait_port "$port"; done
 sleep 1
 
-# measure_close LABEL URL: as measure, with a new connection (and handshake) per request.
-measure_close() {
-  local out
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d1s -H 'Connection: close' "$2" > /dev/null
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency -H 'Connection: close' "$2")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$rep" \
-    "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \
-    "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
-    "$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')" >> "$RESULTS"
-  log "rep $rep $1: $(tail -1 "$RESULTS" | cut -f3-)"
-}
-
 printf 'case\trep\trps\tp50_ms\tp99_ms\tnon2xx\n' > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
   measure floodgate-keepalive https://127.0.0.1:19430/
   measure nginx-keepalive https://127.0.0.1:19410/
-  measure_close floodgate-handshake https://127.0.0.1:19430/
-  measure_close nginx-handshake https://127.0.0.1:19410/
+  WRK_EXTRA=(-H 'Connection: close')
+  measure floodgate-handshake https://127.0.0.1:19430/
+  measure nginx-handshake https://127.0.0.1:19410/
+  WRK_EXTRA=()
 done
 
 PYTHONPATH=$HERE python3 - "$RESULTS" << PY
