@@ -10,6 +10,7 @@
 //! `validate` (cross-field rules), `error` (located errors).
 
 pub mod auth;
+pub mod cache;
 pub mod cors;
 pub mod de;
 pub mod error;

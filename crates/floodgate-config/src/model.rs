@@ -618,6 +618,10 @@ pub struct Route {
     /// Absent: none added.
     #[serde(default)]
     pub security_headers: Option<crate::cors::SecurityHeaders>,
+    /// Answer requests for keys that certainly do not exist with 404, without the
+    /// upstream (cache-penetration protection). Absent: none.
+    #[serde(default)]
+    pub existence_filter: Option<crate::cache::ExistenceFilter>,
 }
 
 /// One upstream of a weighted split.

@@ -387,6 +387,9 @@ fn validate_route(
     if let Some(c) = &route.cors {
         validate_auth::check_cors(c, &path.key("cors"), out);
     }
+    if let Some(f) = &route.existence_filter {
+        validate_auth::check_existence_filter(f, &params, &path.key("existence_filter"), out);
+    }
     if let Some(h) = &route.security_headers {
         validate_auth::check_security_headers(h, &path.key("security_headers"), out);
     }

@@ -335,3 +335,45 @@ pub(crate) fn check_security_headers(
         }
     }
 }
+
+/// Checks a route's `existence_filter`; `params` are the route's path parameters.
+pub(crate) fn check_existence_filter(
+    f: &crate::cache::ExistenceFilter,
+    params: &[String],
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    let key_ok = match f.key.split_once(':') {
+        Some(("path", _) | ("query", _) | ("header", _)) => {
+            crate::validate_policies::check_key_part(&f.key, params)
+        }
+        _ => Err(format!(
+            "invalid key {:?}, expected `path:PARAM`, `query:NAME` or `header:NAME`",
+            f.key
+        )),
+    };
+    if let Err(msg) = key_ok {
+        out.push((p.key("key"), msg));
+    }
+    if !(f.false_positive_rate.0 > 0.0 && f.false_positive_rate.0 < 0.5) {
+        out.push((
+            p.key("false_positive_rate"),
+            "must be more than 0% and less than 50%".into(),
+        ));
+    }
+    if f.expected_keys == 0 || f.expected_keys > 1_000_000_000 {
+        out.push((
+            p.key("expected_keys"),
+            "must be from 1 to 1000000000".into(),
+        ));
+    }
+    if !is_fetchable(&f.source) {
+        out.push((
+            p.key("source"),
+            "expected an https:// URL (http:// only on loopback)".into(),
+        ));
+    }
+    if f.refresh.0.is_zero() {
+        out.push((p.key("refresh"), "must be greater than zero".into()));
+    }
+}

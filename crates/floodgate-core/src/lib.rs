@@ -6,8 +6,10 @@
 //!   window counter and GCRA, plus bounded keyed state ([`ratelimit::KeyedLimiter`]).
 //! - [`concurrency`]: the gradient adaptive concurrency limit.
 //! - [`breaker`]: the circuit breaker, single and keyed.
+//! - [`bloom`]: a lock-free Bloom filter for existence checks.
 
 pub mod balance;
+pub mod bloom;
 pub mod breaker;
 pub mod concurrency;
 pub mod outlier;

@@ -86,6 +86,8 @@ pub struct Gateway {
     pub breakers: BreakerRegistry,
     /// Basic-auth password checks (bounded, with remembered successes).
     pub basic: crate::auth::BasicVerifier,
+    /// Existence filters, kept across reloads.
+    pub existence: crate::kept::Kept<crate::existence::Existence>,
 }
 
 impl Gateway {
@@ -104,6 +106,7 @@ impl Gateway {
         let limiters = LimiterRegistry::default();
         let admissions = AdmissionRegistry::default();
         let breakers = BreakerRegistry::default();
+        let existence = crate::kept::Kept::default();
         let tls = listener_tls(&config)?;
         check_jwt_keys(&config)?;
         let snap = Snapshot::build(
@@ -115,6 +118,7 @@ impl Gateway {
                 limiters: &limiters,
                 admissions: &admissions,
                 breakers: &breakers,
+                existence: &existence,
                 listener_tls: &tls,
                 cluster: cluster.as_ref(),
             },
@@ -132,6 +136,7 @@ impl Gateway {
             resolvers: Resolvers::default(),
             breakers,
             basic: crate::auth::BasicVerifier::default(),
+            existence,
         }))
     }
 
@@ -212,6 +217,7 @@ impl Gateway {
                 limiters: &self.limiters,
                 admissions: &self.admissions,
                 breakers: &self.breakers,
+                existence: &self.existence,
                 listener_tls: &tls,
                 cluster: self.cluster.as_ref(),
             },

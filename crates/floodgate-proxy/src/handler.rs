@@ -97,6 +97,7 @@ pub async fn handle(
         consumer: None,
         claim_headers: Vec::new(),
         cors_headers: Vec::new(),
+        learn_key: None,
     };
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
@@ -118,6 +119,7 @@ pub async fn handle(
         }
     };
     done.status = resp.status();
+    learn(&resp, &mut done);
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
     if let Some(route) = &done.compiled_route {
@@ -150,6 +152,36 @@ pub async fn handle(
     }
     resp.body_mut().on_done(Box::new(done));
     resp
+}
+
+/// Teaches the route's existence filter the key of a successful upstream response, and
+/// the id a 201 `Location` names.
+fn learn(resp: &Response<ResponseBody>, done: &mut Done) {
+    let Some(key) = done.learn_key.take() else {
+        return;
+    };
+    let Some(ex) = done
+        .compiled_route
+        .as_ref()
+        .and_then(|r| r.existence.as_ref())
+    else {
+        return;
+    };
+    if !resp.status().is_success() || done.fallback.is_some() {
+        return;
+    }
+    if resp.status() == StatusCode::CREATED
+        && let Some(id) = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::existence::location_key)
+    {
+        ex.insert(id.as_bytes());
+    }
+    if !key.is_empty() {
+        ex.insert(&key);
+    }
 }
 
 /// The route's fallback for `problem`, if it has one that covers it; else the problem.
@@ -382,6 +414,22 @@ async fn route_and_send(
         done.claim_headers = passed.headers;
     }
     let consumer = done.consumer.clone();
+    if let Some(ex) = &route.existence {
+        let client_ip = plan
+            .trusted_proxies
+            .client_ip(conn.remote.ip(), req.headers());
+        let facts = request_facts(&req, route, &m.params, client_ip, consumer.as_deref());
+        let mut key = Vec::new();
+        crate::ratelimit::key::render(std::slice::from_ref(&ex.key), &facts, &mut key);
+        // Only reads are filtered: a PUT may create the key it names.
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        if read && !ex.admits(&key).await {
+            return Err(Problem::Absent);
+        }
+        if ex.learn {
+            done.learn_key = Some(key);
+        }
+    }
     if !route.limits.is_empty() {
         let client_ip = plan
             .trusted_proxies
@@ -1098,6 +1146,8 @@ struct Done {
     claim_headers: Vec<(header::HeaderName, HeaderValue)>,
     /// CORS headers for the response.
     cors_headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// The existence filter's key, to learn if the response succeeds.
+    learn_key: Option<Vec<u8>>,
 }
 
 impl Completion for Done {

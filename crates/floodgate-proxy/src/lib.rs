@@ -17,6 +17,7 @@ pub mod body;
 pub mod breaker;
 pub mod client_ip;
 pub mod cors;
+pub mod existence;
 pub mod explain;
 pub mod fallback;
 pub mod fault;

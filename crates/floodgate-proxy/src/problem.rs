@@ -49,6 +49,8 @@ pub enum Problem {
     Forbidden,
     /// The route's WAF found an attack pattern in the request.
     WafBlocked,
+    /// The route's existence filter knows the requested key certainly does not exist.
+    Absent,
 }
 
 impl Problem {
@@ -56,7 +58,7 @@ impl Problem {
     pub fn status(self) -> StatusCode {
         match self {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Problem::NoRoute => StatusCode::NOT_FOUND,
+            Problem::NoRoute | Problem::Absent => StatusCode::NOT_FOUND,
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
             Problem::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,6 +97,7 @@ impl Problem {
             Problem::Unauthorized => "unauthorized",
             Problem::Forbidden => "forbidden",
             Problem::WafBlocked => "waf-blocked",
+            Problem::Absent => "absent",
         }
     }
 
@@ -134,6 +137,7 @@ impl Problem {
             }
             Problem::Forbidden => "These credentials or this address may not use this route.",
             Problem::WafBlocked => "The request looks like an attack and was refused.",
+            Problem::Absent => "No such item exists.",
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Shared<'a> {
     pub admissions: &'a AdmissionRegistry,
     /// Circuit breakers.
     pub breakers: &'a BreakerRegistry,
+    /// Existence filters.
+    pub existence: &'a crate::kept::Kept<crate::existence::Existence>,
     /// Each listener's TLS server configuration (by index; none for cleartext), built from
     /// its files beforehand because that can fail.
     pub listener_tls: &'a [Option<Arc<rustls::ServerConfig>>],
@@ -135,6 +137,8 @@ pub struct Route {
     pub waf: Option<crate::waf::WafPolicy>,
     /// Security headers set on its responses.
     pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Its existence filter.
+    pub existence: Option<Arc<crate::existence::Existence>>,
 }
 
 /// A route's path rewrite, compiled.
@@ -295,6 +299,11 @@ impl Snapshot {
                     ip: r.ip.as_ref().map(crate::auth::IpAccess::compile),
                     cors: r.cors.as_ref().map(crate::cors::CorsPolicy::compile),
                     waf: r.waf.as_ref().map(crate::waf::WafPolicy::compile),
+                    existence: r.existence_filter.as_ref().map(|f| {
+                        shared.existence.get_or_build("existence", &name, f, || {
+                            crate::existence::Existence::new(f)
+                        })
+                    }),
                     security_headers: r
                         .security_headers
                         .as_ref()
@@ -373,6 +382,7 @@ impl Snapshot {
         shared.limiters.retain_built();
         shared.admissions.retain_built();
         shared.breakers.retain_built();
+        shared.existence.retain_built();
         Snapshot {
             generation,
             listeners,

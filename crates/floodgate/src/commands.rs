@@ -89,6 +89,7 @@ pub(crate) fn explain(
             limiters: &LimiterRegistry::default(),
             admissions: &AdmissionRegistry::default(),
             breakers: &Default::default(),
+            existence: &Default::default(),
             listener_tls: &[],
             cluster: None,
         },

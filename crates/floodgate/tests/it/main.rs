@@ -17,6 +17,7 @@ mod cors_browser;
 mod demo;
 mod dns;
 mod errors;
+mod existence;
 mod headers;
 mod health;
 mod introspection;
