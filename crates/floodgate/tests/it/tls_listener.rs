@@ -263,31 +263,17 @@ async fn client_certificates_required_or_optional() {
         };
         assert!(refused, "{cert:?} must be refused");
     }
-    let s = connect(
-        &gw,
-        &Client {
-            cert: Some("alice"),
-            ..Client::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(request(s, "/who").await.0, StatusCode::OK);
-    let line = gw.access_line("\"path\":\"/who\"").await;
-    assert_eq!(line["tls_client"], "alice.clients.test");
-    // The certificate's identity is a consumer for route authorization.
-    let s = connect(
-        &gw,
-        &Client {
-            cert: Some("alice"),
-            ..Client::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(request(s, "/only-alice").await.0, StatusCode::OK);
-    let line = gw.access_line("\"path\":\"/only-alice\"").await;
-    assert_eq!(line["consumer"], "alice.clients.test");
+    // The verified identity is logged, and is a consumer for route authorization.
+    let alice = Client {
+        cert: Some("alice"),
+        ..Client::default()
+    };
+    for (path, field) in [("/who", "tls_client"), ("/only-alice", "consumer")] {
+        let s = connect(&gw, &alice).await.unwrap();
+        assert_eq!(request(s, path).await.0, StatusCode::OK, "{path}");
+        let line = gw.access_line(&format!("\"path\":\"{path}\"")).await;
+        assert_eq!(line[field], "alice.clients.test", "{path}");
+    }
 
     // Optional: no certificate is fine; a bad one is not.
     let gw = Gateway::start(&tls_config(
