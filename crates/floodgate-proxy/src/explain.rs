@@ -309,6 +309,50 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
     if let Some(c) = &cfg.concurrency {
         out.push(bulkhead("route", c));
     }
+    if let Some(c) = &cfg.cors {
+        out.push(format!(
+            "cors: origins {}; methods {}{}",
+            c.allow_origins.join(", "),
+            c.allow_methods.join(", "),
+            if c.allow_credentials {
+                "; with credentials"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(w) = &cfg.waf {
+        let rules: Vec<&str> = w
+            .rules
+            .iter()
+            .map(|r| match r {
+                floodgate_config::waf::WafRule::Sqli => "sqli",
+                floodgate_config::waf::WafRule::Xss => "xss",
+            })
+            .collect();
+        out.push(format!(
+            "waf: {} ({}), bodies up to {}",
+            rules.join(", "),
+            match w.mode {
+                floodgate_config::waf::WafMode::Block => "block",
+                floodgate_config::waf::WafMode::Monitor => "monitor",
+            },
+            w.inspect_body
+        ));
+    }
+    if let Some(f) = &cfg.existence_filter {
+        out.push(format!(
+            "existence filter: {} among the keys from {} (false positives {}%)",
+            f.key,
+            f.source,
+            (f.false_positive_rate.0 * 1000.0).round() / 10.0
+        ));
+    }
+    if cfg.security_headers.is_some() {
+        out.push(
+            "security headers: frame options, nosniff, referrer policy (and CSP if given)".into(),
+        );
+    }
     if let Some(ip) = &cfg.ip {
         out.push(format!(
             "ip: allow {}; deny {}",
