@@ -1,8 +1,11 @@
 //! The admin listener: `/metrics` (OpenMetrics text), `/healthz` (the process is up),
 //! `/readyz` (it accepts traffic: 503 while starting or draining), `/status` (the running
 //! config's generation, listeners and routes, as JSON) and `/breakers` (every circuit
-//! breaker's state, window counts and time until half-open, as JSON). Read-only for now; the admin API
-//! issue adds authentication, writes and the dashboard here.
+//! breaker's state, window counts and time until half-open, as JSON), `/cache` (the HTTP
+//! cache's size) with `POST /cache/purge` (drop responses by URL, prefix or tag), and
+//! `POST /existence/{route}` (add keys to a route's existence filter). The admin API issue
+//! adds authentication, more writes and the dashboard here; until then the listener is
+//! loopback only by default.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -35,8 +38,8 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, ready: Arc<AtomicBoo
         let ready = ready.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let resp = answer(&gw, &ready, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let (gw, ready) = (gw.clone(), ready.clone());
+                async move { Ok::<_, Infallible>(answer(&gw, &ready, req).await) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -48,7 +51,30 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, ready: Arc<AtomicBoo
     }
 }
 
-fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The largest request body the admin endpoints read.
+const BODY_LIMIT: usize = 1 << 20;
+
+async fn answer(gw: &Gateway, ready: &AtomicBool, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST {
+        let path = req.uri().path().to_owned();
+        let body = match http_body_util::Limited::new(req.into_body(), BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 1 MiB"),
+        };
+        return match path.as_str() {
+            "/cache/purge" => purge(gw, &body).await,
+            p => match p.strip_prefix("/existence/") {
+                Some(route) => existence_add(gw, route, &body),
+                None => problem(
+                    StatusCode::NOT_FOUND,
+                    "POST to /cache/purge or /existence/{route}",
+                ),
+            },
+        };
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -92,10 +118,21 @@ fn answer(gw: &Gateway, ready: &AtomicBool, req: &Request<Incoming>) -> Response
             "application/json",
             breakers_status(gw).to_string(),
         ),
+        "/cache" => {
+            let store = gw.cache.store();
+            store.sync();
+            let (entries, bytes) = store.usage();
+            let body = serde_json::json!({
+                "entries": entries,
+                "bytes": bytes,
+                "in_flight": gw.cache.flights.len(),
+            });
+            text(StatusCode::OK, "application/json", body.to_string())
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz, /readyz, /status, /breakers\n".into(),
+            "not found: try /metrics, /healthz, /readyz, /status, /breakers, /cache\n".into(),
         ),
     }
 }
@@ -155,6 +192,60 @@ fn breakers_status(gw: &Gateway) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "breakers": list })
+}
+
+/// `POST /cache/purge` with `{"url": ...}`, `{"prefix": ...}`, `{"tag": ...}` or
+/// `{"all": true}`: drops the matching responses on this node, and on every node of the
+/// fleet when clustered.
+async fn purge(gw: &Gateway, body: &[u8]) -> Response<Full<Bytes>> {
+    let order = match floodgate_proxy::cache::Purge::parse(body) {
+        Ok(p) => p,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
+    };
+    order.apply(&gw.cache.store());
+    let fleet = match &gw.cluster {
+        Some(c) => match floodgate_proxy::cache::broadcast::publish(c, &order).await {
+            Ok(()) => "broadcast",
+            Err(e) => {
+                tracing::warn!(error = %e, "cache purge not broadcast to the fleet");
+                "this node only (the broadcast failed)"
+            }
+        },
+        None => "this node",
+    };
+    let body = serde_json::json!({ "purged": order.describe(), "scope": fleet });
+    text(StatusCode::OK, "application/json", body.to_string())
+}
+
+/// `POST /existence/{route}` with a JSON array of keys or one key per line: adds them to
+/// the route's existence filter. They count as learned keys: carried into the filter built
+/// at the next read of its source (which should list them by then). A Bloom filter cannot
+/// forget a key.
+fn existence_add(gw: &Gateway, route: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let Some(filter) = gw.existence.named("existence", route) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            &format!("route {route:?} has no existence filter"),
+        );
+    };
+    let mut added = 0u64;
+    floodgate_proxy::existence::for_each_key(body, |k| {
+        filter.insert(k);
+        added += 1;
+    });
+    let body = serde_json::json!({ "route": route, "added": added });
+    text(StatusCode::OK, "application/json", body.to_string())
+}
+
+/// An RFC 9457 problem answer.
+fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    text(status, "application/problem+json", body.to_string())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

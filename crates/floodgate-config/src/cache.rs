@@ -40,3 +40,107 @@ fn default_refresh() -> crate::value::Duration {
 fn default_true() -> bool {
     true
 }
+
+/// The shared HTTP cache's storage, for all routes that cache.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheStorage {
+    /// The bytes the memory tier may hold (bodies, headers and keys); the least useful
+    /// entries go first when it is full. Default 256MiB.
+    #[serde(default = "default_memory")]
+    pub memory: crate::value::ByteSize,
+    /// The largest response stored. Larger ones stream through and are not kept.
+    /// Default 8MiB.
+    #[serde(default = "default_max_object")]
+    pub max_object_size: crate::value::ByteSize,
+}
+
+impl Default for CacheStorage {
+    fn default() -> Self {
+        CacheStorage {
+            memory: default_memory(),
+            max_object_size: default_max_object(),
+        }
+    }
+}
+
+fn default_memory() -> crate::value::ByteSize {
+    crate::value::ByteSize(256 << 20)
+}
+fn default_max_object() -> crate::value::ByteSize {
+    crate::value::ByteSize(8 << 20)
+}
+
+/// HTTP caching on a route (RFC 9111 as a shared cache), with the cures for cache
+/// breakdown and avalanche (docs/caching.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCache {
+    /// Freshness for responses that say nothing about it (no `max-age`, `s-maxage` or
+    /// `Expires`). Default: none, only what RFC 9111's heuristic allows.
+    #[serde(default)]
+    pub default_ttl: Option<crate::value::Duration>,
+    /// Freshness that replaces whatever the upstream says (`max-age`, `Expires`,
+    /// `no-cache`). `private`, `no-store` and `Set-Cookie` still keep a response out.
+    /// Default: none.
+    #[serde(default)]
+    pub force_ttl: Option<crate::value::Duration>,
+    /// Statuses cached as "does not exist", with `negative_ttl`. Default [404, 410].
+    #[serde(default = "default_negative_statuses")]
+    pub negative_statuses: Vec<u16>,
+    /// How long a negative answer is fresh (`no-store` and `private` still keep it out).
+    /// Default 10s.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: crate::value::Duration,
+    /// Every stored freshness lifetime is spread at random by up to ± this share, so
+    /// entries stored together do not expire together. Default 10%.
+    #[serde(default = "default_jitter")]
+    pub jitter: crate::value::Percent,
+    /// Serve a stale response at once and refresh it in the background, for up to this
+    /// long after it went stale, when the upstream sets no `stale-while-revalidate`.
+    /// Default 0s.
+    #[serde(default = "zero")]
+    pub stale_while_revalidate: crate::value::Duration,
+    /// Serve a stale response when the upstream fails (5xx, unreachable, timeout, its
+    /// circuit breaker open), for up to this long after it went stale, when the upstream
+    /// sets no `stale-if-error`. Default 0s.
+    #[serde(default = "zero")]
+    pub stale_if_error: crate::value::Duration,
+    /// Disregard clients' `no-cache`, `max-age` and `Pragma: no-cache`, so they cannot
+    /// force trips to the upstream. Default false.
+    #[serde(default)]
+    pub ignore_client_no_cache: bool,
+    /// While one request fetches a key, others for it wait for its response instead of
+    /// going upstream too (request coalescing). Default true.
+    #[serde(default = "default_true")]
+    pub coalesce: bool,
+    /// The longest a coalesced request waits before going upstream itself. Default 10s.
+    #[serde(default = "default_coalesce_timeout")]
+    pub coalesce_timeout: crate::value::Duration,
+    /// Early probabilistic refresh (XFetch): a fresh hit near its expiry refreshes the
+    /// entry in the background with a probability that grows as expiry nears. The
+    /// factor β (1.0 is the usual value; larger refreshes earlier); 0 turns it off.
+    /// Default 0.
+    #[serde(default)]
+    pub early_refresh: f64,
+    /// Rate limits on each client's cache misses (requests that reach the upstream),
+    /// checked in order, in the same form as `rate_limits`. Default: none.
+    #[serde(default)]
+    pub miss_rate_limits: Vec<crate::model::RateLimit>,
+}
+
+fn default_negative_statuses() -> Vec<u16> {
+    vec![404, 410]
+}
+fn default_negative_ttl() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(10))
+}
+fn default_jitter() -> crate::value::Percent {
+    crate::value::Percent(0.1)
+}
+fn zero() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::ZERO)
+}
+fn default_coalesce_timeout() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(10))
+}

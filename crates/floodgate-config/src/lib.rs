@@ -21,6 +21,7 @@ pub mod template;
 pub mod tls;
 mod validate;
 mod validate_auth;
+mod validate_cache;
 mod validate_policies;
 mod validate_resilience;
 mod validate_tls;
@@ -165,6 +166,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         dns: Default::default(),
         consumers: Vec::new(),
         oauth2: None,
+        cache: Default::default(),
     };
     let mut asm = Assembled::default();
     let Value::Map(sections) = &root.value else {
@@ -178,7 +180,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         ));
         return (cfg, asm);
     };
-    const SECTIONS: [&str; 10] = [
+    const SECTIONS: [&str; 11] = [
         "runtime",
         "listeners",
         "admin",
@@ -189,6 +191,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
         "dns",
         "consumers",
         "oauth2",
+        "cache",
     ];
     let top = FieldPath::root();
     for (key, value) in sections {
@@ -205,6 +208,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             "dns" => cfg.dns = de::decode(value, path, sink).unwrap_or_default(),
             "consumers" => cfg.consumers = de::decode(value, path, sink).unwrap_or_default(),
             "oauth2" => cfg.oauth2 = de::decode(value, path, sink),
+            "cache" => cfg.cache = de::decode(value, path, sink).unwrap_or_default(),
             "listeners" | "routes" => {
                 let Value::Seq(items) = &value.value else {
                     let found = value.value.kind();

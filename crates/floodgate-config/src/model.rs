@@ -46,6 +46,9 @@ pub struct Config {
     /// The built-in OAuth2 token endpoint (client credentials). Absent: none.
     #[serde(default)]
     pub oauth2: Option<crate::auth::OAuth2>,
+    /// The shared HTTP cache's storage. Routes opt in with their own `cache`.
+    #[serde(default)]
+    pub cache: crate::cache::CacheStorage,
 }
 
 /// Name resolution for upstream targets given as `name:port`: each address a name resolves
@@ -622,6 +625,9 @@ pub struct Route {
     /// upstream (cache-penetration protection). Absent: none.
     #[serde(default)]
     pub existence_filter: Option<crate::cache::ExistenceFilter>,
+    /// Cache the route's responses (GET and HEAD) in the shared HTTP cache. Absent: none.
+    #[serde(default)]
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// One upstream of a weighted split.

@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
-use crate::{validate_auth, validate_policies, validate_resilience, validate_tls};
+use crate::{validate_auth, validate_cache, validate_policies, validate_resilience, validate_tls};
 
 /// A problem found by validation, located later through the document tree.
 pub(crate) type Problem = (FieldPath, String);
@@ -20,6 +20,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
     validate_auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
+    validate_cache::check_storage(&cfg.cache, &root.key("cache"), &mut out);
     if let Some(o) = &cfg.oauth2 {
         validate_auth::check_oauth2(o, &root.key("oauth2"), &mut out);
     }
@@ -389,6 +390,21 @@ fn validate_route(
     }
     if let Some(f) = &route.existence_filter {
         validate_auth::check_existence_filter(f, &params, &path.key("existence_filter"), out);
+    }
+    if let Some(c) = &route.cache {
+        if route.redirect.is_some() {
+            out.push((
+                path.key("cache"),
+                "`cache` has no effect on a redirect route".into(),
+            ));
+        }
+        validate_cache::check_route_cache(
+            c,
+            &params,
+            cfg.cluster.as_ref(),
+            &path.key("cache"),
+            out,
+        );
     }
     if let Some(h) = &route.security_headers {
         validate_auth::check_security_headers(h, &path.key("security_headers"), out);

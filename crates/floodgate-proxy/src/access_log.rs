@@ -54,6 +54,10 @@ pub struct Record<'a> {
     /// The condition a route's fallback answered, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<&'static str>,
+    /// What the HTTP cache did: `hit`, `stale` (served stale, refreshed in the background),
+    /// `miss` (forwarded) or `refresh` (a background refresh); absent on routes without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     /// The rate limit that refused the request, or (dry run) would have; absent if none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<&'a str>,

@@ -6,7 +6,8 @@
 //!   it goes, see [`crate::upstream::pool`]) or a body the gateway made, counts the bytes
 //!   sent, and runs the request's completion (metrics, access log, in-flight count, returning
 //!   the upstream connection to its pool) exactly once: at the end of the stream, or when the
-//!   client goes away mid-stream.
+//!   client goes away mid-stream. A [`Tap`] may watch the frames go by (the cache stores a
+//!   copy of a body while it streams to the client).
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -139,6 +140,14 @@ pub trait Completion: Send + Sync {
     fn done(self: Box<Self>, bytes_sent: u64, complete: bool);
 }
 
+/// Sees a response body's data as it is sent, then how it ended.
+pub trait Tap: Send + Sync {
+    /// A data frame on its way to the client.
+    fn data(&mut self, data: &Bytes);
+    /// The body ended: `complete` is false when it was cut short.
+    fn end(self: Box<Self>, complete: bool);
+}
+
 enum Inner {
     /// An upstream body whose connection this body drives, returned to its pool at the end.
     Pooled {
@@ -154,6 +163,7 @@ pub struct ResponseBody {
     inner: Inner,
     sent: u64,
     completion: Option<Box<dyn Completion>>,
+    tap: Option<Box<dyn Tap>>,
 }
 
 impl ResponseBody {
@@ -168,6 +178,7 @@ impl ResponseBody {
             },
             sent: 0,
             completion: None,
+            tap: None,
         }
     }
 
@@ -178,6 +189,7 @@ impl ResponseBody {
             inner,
             sent: 0,
             completion: None,
+            tap: None,
         }
     }
 
@@ -187,7 +199,13 @@ impl ResponseBody {
             inner: Inner::Full(None),
             sent: 0,
             completion: None,
+            tap: None,
         }
+    }
+
+    /// Sets what watches the data go by; set before [`Self::on_done`].
+    pub fn tap(&mut self, t: Box<dyn Tap>) {
+        self.tap = Some(t);
     }
 
     /// Sets what runs when the response is over.
@@ -199,6 +217,9 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        if let Some(t) = self.tap.take() {
+            t.end(complete);
+        }
         if let Inner::Pooled { conn, pool, .. } = &mut self.inner
             && let Some(conn) = conn.take()
             && complete
@@ -228,6 +249,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
+                    if let Some(t) = &mut this.tap {
+                        t.data(d);
+                    }
                 }
                 if this.is_end_stream() {
                     this.finish(true);

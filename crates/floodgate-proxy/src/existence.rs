@@ -135,7 +135,7 @@ impl Existence {
 
 /// Calls `f` with each key of a source document: a JSON array of strings or numbers, or
 /// one key per line.
-fn for_each_key(body: &[u8], mut f: impl FnMut(&[u8])) {
+pub fn for_each_key(body: &[u8], mut f: impl FnMut(&[u8])) {
     if let Ok(serde_json::Value::Array(items)) = serde_json::from_slice::<serde_json::Value>(body) {
         for item in items {
             match item {

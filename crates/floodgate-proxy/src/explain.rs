@@ -348,6 +348,37 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
             (f.false_positive_rate.0 * 1000.0).round() / 10.0
         ));
     }
+    if let Some(c) = &cfg.cache {
+        let mut parts = vec![format!(
+            "GET and HEAD cached; negative {:?} for {}",
+            c.negative_statuses, c.negative_ttl
+        )];
+        if let Some(t) = c.force_ttl {
+            parts.push(format!("TTL forced to {t}"));
+        } else if let Some(t) = c.default_ttl {
+            parts.push(format!("default TTL {t}"));
+        }
+        parts.push(format!("jitter ±{}%", (c.jitter.0 * 1000.0).round() / 10.0));
+        if !c.stale_while_revalidate.0.is_zero() {
+            parts.push(format!(
+                "stale-while-revalidate {}",
+                c.stale_while_revalidate
+            ));
+        }
+        if !c.stale_if_error.0.is_zero() {
+            parts.push(format!("stale-if-error {}", c.stale_if_error));
+        }
+        if c.coalesce {
+            parts.push(format!("coalesced (wait up to {})", c.coalesce_timeout));
+        }
+        if c.early_refresh > 0.0 {
+            parts.push(format!("early refresh β={}", c.early_refresh));
+        }
+        if !c.miss_rate_limits.is_empty() {
+            parts.push(format!("{} miss limit(s)", c.miss_rate_limits.len()));
+        }
+        out.push(format!("cache: {}", parts.join("; ")));
+    }
     if cfg.security_headers.is_some() {
         out.push(
             "security headers: frame options, nosniff, referrer policy (and CSP if given)".into(),

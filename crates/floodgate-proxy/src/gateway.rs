@@ -88,6 +88,8 @@ pub struct Gateway {
     pub basic: crate::auth::BasicVerifier,
     /// Existence filters, kept across reloads.
     pub existence: crate::kept::Kept<crate::existence::Existence>,
+    /// The HTTP cache, kept across reloads.
+    pub cache: Arc<crate::cache::CacheState>,
 }
 
 impl Gateway {
@@ -107,6 +109,7 @@ impl Gateway {
         let admissions = AdmissionRegistry::default();
         let breakers = BreakerRegistry::default();
         let existence = crate::kept::Kept::default();
+        let cache = Arc::new(crate::cache::CacheState::new(&config.cache));
         let tls = listener_tls(&config)?;
         check_jwt_keys(&config)?;
         let snap = Snapshot::build(
@@ -119,6 +122,7 @@ impl Gateway {
                 admissions: &admissions,
                 breakers: &breakers,
                 existence: &existence,
+                cache: &cache,
                 listener_tls: &tls,
                 cluster: cluster.as_ref(),
             },
@@ -137,6 +141,7 @@ impl Gateway {
             breakers,
             basic: crate::auth::BasicVerifier::default(),
             existence,
+            cache,
         }))
     }
 
@@ -145,6 +150,10 @@ impl Gateway {
     pub fn start_background(self: &Arc<Self>) {
         if let Some(c) = &self.cluster {
             tokio::spawn(c.clone().heartbeat_loop());
+            tokio::spawn(crate::cache::broadcast::listen(
+                c.clone(),
+                self.cache.clone(),
+            ));
         }
         self.health.sync(&self.snapshot(), &self.metrics);
         self.resolvers.sync(self, &self.snapshot());
@@ -158,6 +167,10 @@ impl Gateway {
                 gw.pools.sweep();
                 gw.limiters.sweep(crate::ratelimit::now());
                 gw.breakers.sweep();
+                let store = gw.cache.store();
+                store.sync();
+                let (entries, bytes) = store.usage();
+                gw.metrics.cache_usage(entries, bytes);
             }
         });
     }
@@ -218,6 +231,7 @@ impl Gateway {
                 admissions: &self.admissions,
                 breakers: &self.breakers,
                 existence: &self.existence,
+                cache: &self.cache,
                 listener_tls: &tls,
                 cluster: self.cluster.as_ref(),
             },

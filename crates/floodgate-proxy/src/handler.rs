@@ -23,6 +23,7 @@ use crate::admission::{Admission, Permit, Refused};
 use crate::auth::Denied;
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
+use crate::cache::{Lookup, Pending};
 use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
@@ -67,38 +68,18 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let snap = gw.snapshot();
     conn.state.begin();
-    let mut done = Done {
-        gw: gw.clone(),
-        conn: conn.clone(),
-        started: Instant::now(),
-        request_id: request_id::from_headers(req.headers()).0,
-        method: req.method().clone(),
-        target: req
-            .uri()
+    let mut done = Done::new(
+        gw.clone(),
+        conn.clone(),
+        request_id::from_headers(req.headers()).0,
+        req.method().clone(),
+        req.uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        version: req.version(),
-        status: StatusCode::OK,
-        route: None,
-        upstream: None,
-        target_addr: None,
-        error: None,
-        metrics: snap.unmatched.clone(),
-        limit_headers: None,
-        rate_limit: None,
-        dry_run: false,
-        permits: Vec::new(),
-        in_flight: None,
-        criticality: Criticality::Normal,
-        compiled_route: None,
-        replay: None,
-        fallback: None,
-        consumer: None,
-        claim_headers: Vec::new(),
-        cors_headers: Vec::new(),
-        learn_key: None,
-    };
+        req.version(),
+        snap.unmatched.clone(),
+    );
     let result = route_and_send(&snap, &conn, req, &mut done).await;
     let result = match result {
         Err(problem) => fall_back(problem, &conn, &mut done).await,
@@ -435,39 +416,231 @@ async fn route_and_send(
             .trusted_proxies
             .client_ip(conn.remote.ip(), req.headers());
         let facts = request_facts(&req, route, &m.params, client_ip, consumer.as_deref());
-        match route.limits.check(&facts).await {
-            Outcome::Admitted {
-                delay,
-                headers,
-                dry_run_hit,
-            } => {
-                done.limit_headers = headers;
-                if let Some(name) = dry_run_hit {
-                    done.rate_limit = Some(name);
-                    done.dry_run = true;
-                }
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
+        enforce(&route.limits, &facts, done).await?;
+    }
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let primary = route
+        .cache
+        .as_ref()
+        .map(|_| format!("{host}{}", done.target.as_str()));
+    let mut pending = None;
+    if let (Some(cache), Some(primary)) = (&route.cache, &primary)
+        && read
+    {
+        let head = req.method() == Method::HEAD;
+        match cache.lookup(primary, req.headers(), head).await? {
+            Lookup::Hit(resp) => {
+                done.cache = Some("hit");
+                return Ok(resp);
             }
-            Outcome::Rejected {
-                limit,
-                retry_after,
-                headers,
-            } => {
-                done.limit_headers = Some(headers);
-                done.rate_limit = Some(limit);
-                let nanos = u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX);
-                return Err(Problem::RateLimited {
-                    retry_after_secs: nanos.div_ceil(1_000_000_000),
+            Lookup::HitAndRefresh(resp, refresh) => {
+                done.cache = Some("stale");
+                spawn_refresh(Refresh {
+                    route: route.clone(),
+                    conn: done.conn.clone(),
+                    gw: done.gw.clone(),
+                    host: host_value.clone(),
+                    uri: req.uri().clone(),
+                    headers: req.headers().clone(),
+                    new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
+                    body_limit: plan.limits.max_body_bytes.0,
+                    pending: refresh,
                 });
+                return Ok(resp);
             }
-            Outcome::Unavailable { limit } => {
-                done.rate_limit = Some(limit);
-                return Err(Problem::LimiterUnavailable);
+            Lookup::Forward(p) => {
+                done.cache = Some("miss");
+                if !cache.miss_limits.is_empty() {
+                    let client_ip = plan
+                        .trusted_proxies
+                        .client_ip(conn.remote.ip(), req.headers());
+                    let facts =
+                        request_facts(&req, route, &m.params, client_ip, consumer.as_deref());
+                    enforce(&cache.miss_limits, &facts, done).await?;
+                }
+                done.conditionals = p.conditionals.clone();
+                pending = Some(p);
             }
         }
     }
+    let params: Vec<(String, String)> = m
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), (*v).to_owned()))
+        .collect();
+    drop(m);
+    let result = forward(req, &params, route, plan, conn, &host_value, consumer, done).await;
+    match (&route.cache, pending, primary) {
+        (Some(cache), Some(p), _) => p.complete(cache, result),
+        (Some(cache), None, Some(primary)) if !read => {
+            if let Ok(resp) = &result {
+                cache.invalidate(&host, &primary, resp);
+            }
+            result
+        }
+        _ => result,
+    }
+}
+
+/// What a background refresh of a cache entry needs from the request that started it.
+struct Refresh {
+    route: Arc<Route>,
+    conn: Arc<ConnInfo>,
+    gw: Arc<Gateway>,
+    host: HeaderValue,
+    uri: Uri,
+    headers: http::HeaderMap,
+    new_path: Option<String>,
+    body_limit: u64,
+    pending: Box<Pending>,
+}
+
+/// Refreshes a cache entry in the background (stale-while-revalidate, early refresh): a
+/// GET like the client's goes upstream with the entry's validators; the answer is stored
+/// (or merged, after a 304) as its body is read to the end. It has its own request id and
+/// access-log line (`"cache": "refresh"`).
+fn spawn_refresh(r: Refresh) {
+    let Some(upstream) = r.route.action.upstream() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let Refresh {
+            route,
+            conn,
+            gw,
+            host,
+            uri,
+            mut headers,
+            new_path,
+            body_limit,
+            pending,
+        } = r;
+        let Some(cache) = route.cache.as_ref() else {
+            return;
+        };
+        conn.state.begin();
+        let target = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut done = Done::new(
+            gw,
+            conn.clone(),
+            request_id::generate(),
+            Method::GET,
+            target,
+            Version::HTTP_11,
+            route.metrics.clone(),
+        );
+        done.route = Some(route.name.clone());
+        done.compiled_route = Some(route.clone());
+        done.cache = Some("refresh");
+        done.conditionals = pending.conditionals.clone();
+        for name in [
+            header::CONTENT_LENGTH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            headers.remove(name);
+        }
+        let mut req = Request::new(Inbound::Empty);
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let result = match admit_upstream(&upstream, &mut done) {
+            Ok(call) => {
+                let plan = Forward {
+                    hash: None,
+                    call,
+                    route: route.clone(),
+                    upstream,
+                    new_path,
+                    host,
+                    body_limit,
+                };
+                proxy(req, &conn, plan, &mut done).await
+            }
+            Err(p) => Err(p),
+        };
+        match pending.complete(cache, result) {
+            Ok(resp) => {
+                done.status = resp.status();
+                let mut body = resp.into_body();
+                body.on_done(Box::new(done));
+                // Reading it to the end stores it.
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(p) => {
+                done.status = p.status();
+                done.error = Some(p.code());
+                Box::new(done).done(0, true);
+            }
+        }
+    });
+}
+
+/// Checks `limits`; a refusal is the problem that answers.
+async fn enforce(
+    limits: &crate::ratelimit::RouteLimits,
+    facts: &RequestFacts<'_>,
+    done: &mut Done,
+) -> Result<(), Problem> {
+    match limits.check(facts).await {
+        Outcome::Admitted {
+            delay,
+            headers,
+            dry_run_hit,
+        } => {
+            done.limit_headers = headers;
+            if let Some(name) = dry_run_hit {
+                done.rate_limit = Some(name);
+                done.dry_run = true;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(())
+        }
+        Outcome::Rejected {
+            limit,
+            retry_after,
+            headers,
+        } => {
+            done.limit_headers = Some(headers);
+            done.rate_limit = Some(limit);
+            let nanos = u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX);
+            Err(Problem::RateLimited {
+                retry_after_secs: nanos.div_ceil(1_000_000_000),
+            })
+        }
+        Outcome::Unavailable { limit } => {
+            done.rate_limit = Some(limit);
+            Err(Problem::LimiterUnavailable)
+        }
+    }
+}
+
+/// A matched request past its policies: through the route's bulkhead, then redirected or
+/// proxied (breaker, fault, WAF body inspection, upstream).
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    req: Request<Incoming>,
+    params: &[(String, String)],
+    route: &Arc<Route>,
+    plan: &crate::snapshot::ListenerPlan,
+    conn: &ConnInfo,
+    host_value: &HeaderValue,
+    consumer: Option<Arc<str>>,
+    done: &mut Done,
+) -> Result<Response<ResponseBody>, Problem> {
+    let path = req.uri().path();
+    let params: Vec<(String, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str()))
+        .collect();
     enter(route.concurrency.as_ref(), done).await?;
     match &route.action {
         Action::Redirect { location, status } => {
@@ -479,7 +652,7 @@ async fn route_and_send(
             let loc = location.render(|name| match name {
                 "path" => Some(path),
                 "query" => Some(query.as_str()),
-                _ => m.params.iter().find(|(k, _)| k == name).map(|(_, v)| *v),
+                _ => params.iter().find(|(k, _)| k == name).map(|(_, v)| *v),
             });
             let value = HeaderValue::from_str(&loc).map_err(|_| {
                 Problem::BadRequest("The redirect target is not a valid header value.")
@@ -498,14 +671,14 @@ async fn route_and_send(
             };
             let hash = upstream
                 .hash_on()
-                .map(|on| on.hash(client_ip(), req.headers(), &m.params));
+                .map(|on| on.hash(client_ip(), req.headers(), &params));
             let call = match &route.breaker {
                 None => None,
                 Some(b) => {
                     let mut key = Vec::new();
                     if let Some(parts) = b.key_parts() {
                         let facts =
-                            request_facts(&req, route, &m.params, client_ip(), consumer.as_deref());
+                            request_facts(&req, route, &params, client_ip(), consumer.as_deref());
                         crate::ratelimit::key::render(parts, &facts, &mut key);
                     }
                     Some(admit(b, &key)?)
@@ -514,13 +687,12 @@ async fn route_and_send(
             let forward = Forward {
                 hash,
                 call: admit_upstream(&upstream, done)?,
-                new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &m.params)),
+                new_path: route.rewrite.as_ref().map(|rw| rw.apply(path, &params)),
                 body_limit: plan.limits.max_body_bytes.0,
                 route: route.clone(),
                 upstream,
                 host: host_value.clone(),
             };
-            drop(m);
             if let Some(fb) = &route.fallback
                 && matches!(fb.action, FallbackAction::Upstream(_))
                 && http_body::Body::is_end_stream(req.body())
@@ -712,6 +884,13 @@ async fn proxy(
     headers.insert(request_id::HEADER, done.request_id.clone());
     headers.insert(header::HOST, host.clone());
     route.request_headers.apply(&mut headers);
+    if !done.conditionals.is_empty() {
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
+        for (name, value) in &done.conditionals {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
     let head = UpstreamHead {
         method: parts.method,
         uri,
@@ -1093,7 +1272,7 @@ fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// Lower case, without the port (keeps IPv6 brackets); allocates only for upper case.
-fn normalize_host(host: &str) -> Cow<'_, str> {
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let h = if host.starts_with('[') {
         host.find(']').map_or(host, |i| &host[..=i])
     } else {
@@ -1148,6 +1327,54 @@ struct Done {
     cors_headers: Vec<(header::HeaderName, HeaderValue)>,
     /// The existence filter's key, to learn if the response succeeds.
     learn_key: Option<Vec<u8>>,
+    /// What the cache did, for the log.
+    cache: Option<&'static str>,
+    /// Validators the cache sends upstream to revalidate its entry, in place of the
+    /// client's.
+    conditionals: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Done {
+    fn new(
+        gw: Arc<Gateway>,
+        conn: Arc<ConnInfo>,
+        request_id: HeaderValue,
+        method: Method,
+        target: PathAndQuery,
+        version: Version,
+        metrics: RouteMetrics,
+    ) -> Self {
+        Done {
+            gw,
+            conn,
+            started: Instant::now(),
+            request_id,
+            method,
+            target,
+            version,
+            status: StatusCode::OK,
+            route: None,
+            upstream: None,
+            target_addr: None,
+            error: None,
+            metrics,
+            limit_headers: None,
+            rate_limit: None,
+            dry_run: false,
+            permits: Vec::new(),
+            in_flight: None,
+            criticality: Criticality::Normal,
+            compiled_route: None,
+            replay: None,
+            fallback: None,
+            consumer: None,
+            claim_headers: Vec::new(),
+            cors_headers: Vec::new(),
+            learn_key: None,
+            cache: None,
+            conditionals: Vec::new(),
+        }
+    }
 }
 
 impl Completion for Done {
@@ -1190,6 +1417,7 @@ impl Completion for Done {
                     .and_then(|t| t.client_identity.as_deref()),
                 rate_limit: self.rate_limit.as_deref(),
                 dry_run: self.dry_run,
+                cache: self.cache,
             };
             self.gw.access_log.log(&record);
         }

@@ -49,6 +49,15 @@ impl<T> Kept<T> {
         lock(&self.entries).retain(|k, _| used.contains(k));
     }
 
+    /// The entry for `scope`/`name`, whatever its definition.
+    pub fn named(&self, scope: &str, name: &str) -> Option<Arc<T>> {
+        let prefix = format!("{scope}\u{0}{name}\u{0}");
+        lock(&self.entries)
+            .iter()
+            .find(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+    }
+
     /// Every entry.
     pub fn all(&self) -> Vec<Arc<T>> {
         lock(&self.entries).values().cloned().collect()

@@ -15,6 +15,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod breaker;
+pub mod cache;
 pub mod client_ip;
 pub mod cors;
 pub mod existence;

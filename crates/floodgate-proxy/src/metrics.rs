@@ -220,6 +220,62 @@ impl Resilience {
     }
 }
 
+/// The HTTP cache's families.
+struct CacheFamilies {
+    lookups: Family<RouteKind, Counter>,
+    waiting: Gauge,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+impl CacheFamilies {
+    fn register(reg: &mut Registry) -> Self {
+        let c = CacheFamilies {
+            lookups: Family::default(),
+            waiting: Gauge::default(),
+            entries: Gauge::default(),
+            bytes: Gauge::default(),
+        };
+        reg.register(
+            "cache_lookups",
+            "Cache lookups by route and result: hit, stale (served stale, refreshed in the \
+             background), miss (forwarded), collapsed (served another request's fetch)",
+            c.lookups.clone(),
+        );
+        reg.register(
+            "cache_waiting",
+            "Requests waiting for another request's fetch of the same key",
+            c.waiting.clone(),
+        );
+        reg.register(
+            "cache_entries",
+            "Responses in the memory tier (updated every few seconds)",
+            c.entries.clone(),
+        );
+        reg.register(
+            "cache_bytes",
+            "Bytes the memory tier holds (updated every few seconds)",
+            c.bytes.clone(),
+        );
+        c
+    }
+}
+
+/// One route's cache series.
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    /// Fresh hits.
+    pub hit: Counter,
+    /// Stale responses served while refreshed in the background.
+    pub stale: Counter,
+    /// Requests forwarded.
+    pub miss: Counter,
+    /// Requests served another request's fetch.
+    pub collapsed: Counter,
+    /// Requests waiting for another request's fetch (all routes).
+    pub waiting: Gauge,
+}
+
 fn new_histogram() -> Histogram {
     // 0.5 ms to ~65 s in doublings.
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -256,6 +312,7 @@ pub struct Metrics {
     /// Live nodes last counted in the cluster.
     pub cluster_nodes: Gauge,
     resilience: Resilience,
+    cache: CacheFamilies,
 }
 
 /// One rate limit's series, resolved once per snapshot.
@@ -475,8 +532,10 @@ impl Metrics {
         );
         config_ok.set(1);
         let resilience = Resilience::register(&mut reg);
+        let cache = CacheFamilies::register(&mut reg);
         Metrics {
             resilience,
+            cache,
             upstream_retries,
             ejections,
             target_requests,
@@ -624,6 +683,36 @@ impl Metrics {
                 kind,
             })
             .clone()
+    }
+
+    /// The cache series of `route`.
+    pub fn cache(&self, route: &str) -> CacheMetrics {
+        let get = |kind| {
+            self.cache
+                .lookups
+                .get_or_create(&RouteKind {
+                    route: route.to_owned(),
+                    kind,
+                })
+                .clone()
+        };
+        CacheMetrics {
+            hit: get("hit"),
+            stale: get("stale"),
+            miss: get("miss"),
+            collapsed: get("collapsed"),
+            waiting: self.cache.waiting.clone(),
+        }
+    }
+
+    /// Records the memory tier's size.
+    pub fn cache_usage(&self, entries: u64, bytes: u64) {
+        self.cache
+            .entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts a WAF match.

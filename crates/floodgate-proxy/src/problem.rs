@@ -51,6 +51,8 @@ pub enum Problem {
     WafBlocked,
     /// The route's existence filter knows the requested key certainly does not exist.
     Absent,
+    /// The client asked for a stored response only (`only-if-cached`) and none is usable.
+    NotCached,
 }
 
 impl Problem {
@@ -69,6 +71,7 @@ impl Problem {
             | Problem::LimiterUnavailable
             | Problem::CircuitOpen { .. }
             | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Problem::FaultAbort(status) => status,
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
             Problem::Forbidden | Problem::WafBlocked => StatusCode::FORBIDDEN,
@@ -98,6 +101,7 @@ impl Problem {
             Problem::Forbidden => "forbidden",
             Problem::WafBlocked => "waf-blocked",
             Problem::Absent => "absent",
+            Problem::NotCached => "not-cached",
         }
     }
 
@@ -138,6 +142,9 @@ impl Problem {
             Problem::Forbidden => "These credentials or this address may not use this route.",
             Problem::WafBlocked => "The request looks like an attack and was refused.",
             Problem::Absent => "No such item exists.",
+            Problem::NotCached => {
+                "The request allows only a stored response (only-if-cached), and none is usable."
+            }
         }
     }
 

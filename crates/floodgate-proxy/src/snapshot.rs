@@ -41,6 +41,8 @@ pub struct Shared<'a> {
     pub breakers: &'a BreakerRegistry,
     /// Existence filters.
     pub existence: &'a crate::kept::Kept<crate::existence::Existence>,
+    /// The HTTP cache's store and flights.
+    pub cache: &'a crate::cache::CacheState,
     /// Each listener's TLS server configuration (by index; none for cleartext), built from
     /// its files beforehand because that can fail.
     pub listener_tls: &'a [Option<Arc<rustls::ServerConfig>>],
@@ -139,6 +141,8 @@ pub struct Route {
     pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Its existence filter.
     pub existence: Option<Arc<crate::existence::Existence>>,
+    /// Its HTTP cache.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// A route's path rewrite, compiled.
@@ -303,6 +307,21 @@ impl Snapshot {
                         shared.existence.get_or_build("existence", &name, f, || {
                             crate::existence::Existence::new(f)
                         })
+                    }),
+                    cache: r.cache.as_ref().map(|c| {
+                        crate::cache::RouteCache::new(
+                            c,
+                            shared.cache.store_for(&config.cache),
+                            shared.cache.flights.clone(),
+                            RouteLimits::compile(
+                                &format!("{name}/cache-misses"),
+                                &c.miss_rate_limits,
+                                shared.limiters,
+                                shared.cluster,
+                                metrics,
+                            ),
+                            metrics.cache(&name),
+                        )
                     }),
                     security_headers: r
                         .security_headers

@@ -80,6 +80,7 @@ pub(crate) fn explain(
         }
     }
     let metrics = Metrics::new();
+    let cache = floodgate_proxy::cache::CacheState::new(&cfg.cache);
     let snap = Snapshot::build(
         cfg,
         1,
@@ -90,6 +91,7 @@ pub(crate) fn explain(
             admissions: &AdmissionRegistry::default(),
             breakers: &Default::default(),
             existence: &Default::default(),
+            cache: &cache,
             listener_tls: &[],
             cluster: None,
         },

@@ -184,6 +184,21 @@ impl ClusterClient {
         &self.prefix
     }
 
+    /// This node's name in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// How long a Redis call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The Redis client (for connections of their own, such as subscriptions).
+    pub fn redis_client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// Live nodes last counted (at least 1).
     pub fn live_nodes(&self) -> u32 {
         self.live_nodes.load(Ordering::Relaxed).max(1)
@@ -198,7 +213,8 @@ impl ClusterClient {
         self.elapsed() >= self.down_until.load(Ordering::Relaxed)
     }
 
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+    /// The shared, self-reconnecting connection.
+    pub(crate) async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
         self.conn
             .get_or_try_init(|| async {
                 let config = ConnectionManagerConfig::new()

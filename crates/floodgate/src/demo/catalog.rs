@@ -174,7 +174,20 @@ async fn answer(catalog: &Catalog, req: Request<Incoming>) -> Response<Full<Byte
             .strip_prefix("/products/")
             .and_then(|id| id.parse::<u32>().ok())
         {
-            Some(id) if (1..=PRODUCTS).contains(&id) => json(StatusCode::OK, product(id)),
+            Some(id) if (1..=PRODUCTS).contains(&id) => {
+                // Cacheable for 30s, with a validator and tags to purge by.
+                let mut r = json(StatusCode::OK, product(id));
+                for (name, value) in [
+                    ("cache-control", "max-age=30".to_owned()),
+                    ("etag", format!("\"p{id}\"")),
+                    ("surrogate-key", format!("product-{id} products")),
+                ] {
+                    if let Ok(v) = header::HeaderValue::from_str(&value) {
+                        r.headers_mut().insert(name, v);
+                    }
+                }
+                r
+            }
             Some(_) => problem(StatusCode::NOT_FOUND, "No product has this id."),
             None => problem(StatusCode::NOT_FOUND, "No such resource in the catalog."),
         },

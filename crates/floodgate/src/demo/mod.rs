@@ -86,6 +86,8 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  curl -i http://{gw}/api/products/42            # proxied, rewritten to /products/42\
              \n  curl -i 'http://{gw}/api/products?limit=3'     # a page of products\
              \n  curl -i http://{gw}/api/products/99999         # no such id: 404 from the gateway's existence filter\
+             \n  curl -s -o /dev/null -D - http://{gw}/api/products/42 | grep -i cache-status   # again: a hit\
+             \n  curl -s -X POST http://{admin}/cache/purge -d '{{\"tag\": \"product-42\"}}'   # purge by tag\
              \n  curl -i http://{gw}/api/flaky                  # fails {pct}% of the time (upstream 503)\
              \n  curl -i 'http://{gw}/api/slow?delay=3s'        # upstream slower than the 2s timeout: 504\
              \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\

@@ -71,7 +71,7 @@ const BROKEN: &[(&str, &[&str])] = &[
             "1:1: listeners: at least one listener is required",
             "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
             "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
-            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`, `oauth2`",
+            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`, `oauth2`, `cache`",
         ],
     ),
     (
@@ -111,6 +111,21 @@ const BROKEN: &[(&str, &[&str])] = &[
             "5:63: routes[0].fallback.response.status: must be from 200 to 599",
             "6:31: routes[0].fault.abort.status: must be from 400 to 599",
             "6:58: routes[0].fault.header: \"x y\" is not a valid header name",
+        ],
+    ),
+    (
+        "cache: { memory: 512KiB, max_object_size: 0 }\nroutes:\n  - match: { path: \"/p/{id}\" }\n    upstream: app\n    cache: { negative_statuses: [ 404, 500 ], jitter: 60%, early_refresh: 11, coalesce_timeout: 0s, force_ttl: 0s, miss_rate_limits: [ { algorithm: token_bucket, rate: 1/s, key: [ \"path:nope\" ] } ], stale: 1s }\n  - match: { path: /r }\n    redirect: { location: /x }\n    cache: {}\n",
+        &[
+            "1:18: cache.memory: must be at least 1MiB",
+            "1:43: cache.max_object_size: must be greater than zero",
+            "5:40: routes[0].cache.negative_statuses[1]: 500 cannot be cached; expected one of 404, 405, 410, 414, 501",
+            "5:55: routes[0].cache.jitter: must be at most 50%",
+            "5:75: routes[0].cache.early_refresh: must be from 0 to 10",
+            "5:97: routes[0].cache.coalesce_timeout: must be greater than zero",
+            "5:112: routes[0].cache.force_ttl: must be greater than zero",
+            "5:181: routes[0].cache.miss_rate_limits[0].key[0]: the route's path has no parameter \"nope\" (it has id)",
+            "5:200: routes[0].cache.stale: unknown field `stale`, expected one of `default_ttl`, `force_ttl`, `negative_statuses`, `negative_ttl`, `jitter`, `stale_while_revalidate`, `stale_if_error`, `ignore_client_no_cache`, `coalesce`, `coalesce_timeout`, `early_refresh`, `miss_rate_limits`",
+            "8:12: routes[1].cache: `cache` has no effect on a redirect route",
         ],
     ),
     (

@@ -58,6 +58,17 @@ async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
     let (s, _, body) = get(&format!("{gateway}/api/products/42")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(json(&body)["id"], 42);
+    // Products are cached: the second ask is a hit, until a purge by tag.
+    let (s, h, _) = get(&format!("{gateway}/api/products/42")).await;
+    assert_eq!(s, StatusCode::OK);
+    let status = |h: &http::HeaderMap| h["cache-status"].to_str().unwrap().to_owned();
+    assert!(status(&h).starts_with("Floodgate; hit"), "{h:?}");
+    let purge = http::Request::post(format!("{admin}/cache/purge"))
+        .body(http_body_util::Full::from("{\"tag\": \"product-42\"}"))
+        .unwrap();
+    assert_eq!(send(purge).await.0, StatusCode::OK);
+    let (_, h, _) = get(&format!("{gateway}/api/products/42")).await;
+    assert!(status(&h).contains("fwd=uri-miss"), "{h:?}");
     let (s, _, body) = get(&format!("{gateway}/api/products?limit=3")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(json(&body)["items"].as_array().map(Vec::len), Some(3));
@@ -119,7 +130,7 @@ async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
     assert_eq!(s, StatusCode::OK);
     assert!(
         String::from_utf8_lossy(&metrics)
-            .contains("floodgate_requests_total{route=\"product\",class=\"2xx\"} 1")
+            .contains("floodgate_requests_total{route=\"product\",class=\"2xx\"} 3")
     );
     // Access log lines arrive on stdout.
     let deadline = Instant::now() + PATIENCE;

@@ -10,6 +10,7 @@ mod auth;
 mod avalanche;
 mod balance;
 mod breaker;
+mod cache;
 mod cli;
 mod cluster;
 mod cors;
