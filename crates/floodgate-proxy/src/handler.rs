@@ -23,7 +23,7 @@ use crate::admission::{Admission, Permit, Refused};
 use crate::auth::Denied;
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
-use crate::cache::{Lookup, Pending};
+use crate::cache::{Lookup, Pending, surrogate};
 use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
@@ -884,6 +884,9 @@ async fn proxy(
     headers.insert(request_id::HEADER, done.request_id.clone());
     headers.insert(header::HOST, host.clone());
     route.request_headers.apply(&mut headers);
+    if route.cache.is_some() {
+        headers.append(&surrogate::SURROGATE_CAPABILITY, surrogate::capability());
+    }
     if !done.conditionals.is_empty() {
         headers.remove(header::IF_NONE_MATCH);
         headers.remove(header::IF_MODIFIED_SINCE);

@@ -22,13 +22,14 @@ mod flight;
 mod policy;
 mod purge;
 mod store;
+pub(crate) mod surrogate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use http_cache_semantics::{AfterResponse, BeforeRequest};
+use http_cache_semantics::BeforeRequest;
 
 pub use flight::Flights;
 pub use policy::Rules;
@@ -468,27 +469,13 @@ fn revalidated(
     started: Instant,
     forwarded: &str,
 ) -> Response<ResponseBody> {
+    // The 304 answers the validator taken from this entry (`own_validators`), so it is
+    // about this entry, even when it names no validator or, wrongly, another one: the
+    // stored validators are kept (RFC 9111 §4.3.4 selects by validator among several
+    // stored responses; there is only this one).
     let now = SystemTime::now();
     let (parts, _) = resp.into_parts();
-    let not_modified = http::Response::from_parts(parts, ());
-    match e
-        .freshness
-        .policy
-        .after_response(client, &not_modified, now)
-    {
-        AfterResponse::NotModified(..) => {}
-        AfterResponse::Modified(..) => {
-            // The 304 is about the client's own validator, not the stored entry.
-            if let Some(l) = leader {
-                l.finish(Outcome::NotShareable);
-            }
-            let (parts, ()) = not_modified.into_parts();
-            let mut resp = Response::from_parts(parts, ResponseBody::empty());
-            mark(&mut resp, forwarded);
-            return resp;
-        }
-    }
-    let merged = merge_not_modified(&e.headers, not_modified.headers());
+    let merged = merge_not_modified(&e.headers, &parts.headers);
     match cache.rules.admit(client, e.status, &merged, now) {
         Some(freshness) => {
             let entry = Entry::new(
@@ -522,19 +509,25 @@ fn revalidated(
     }
 }
 
-/// The stored fields updated with a 304's, except those describing the body
-/// (RFC 9111 §4.3.4).
+/// The stored fields updated with a 304's, except those describing the body (RFC 9111
+/// §4.3.4) and the validators that selected it.
 fn merge_not_modified(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
-    const KEEP: [HeaderName; 4] = [
-        header::CONTENT_LENGTH,
-        header::CONTENT_ENCODING,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_RANGE,
+    static CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+    let keep = [
+        &header::CONTENT_LENGTH,
+        &header::CONTENT_ENCODING,
+        &header::TRANSFER_ENCODING,
+        &header::CONTENT_RANGE,
+        &CONTENT_MD5,
+        &header::ETAG,
+        &header::VIA,
     ];
     let mut merged = stored.clone();
+    // The stored `Age` was the age before this validation.
+    merged.remove(header::AGE);
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in fresh {
-        if KEEP.contains(name) || *name == header::VIA {
+        if keep.contains(&name) {
             continue;
         }
         if !replaced.contains(&name) {
@@ -638,8 +631,10 @@ fn serve(
     resp
 }
 
-/// Sets `Cache-Status`.
+/// Readies a response of a caching route for the client: sets `Cache-Status` and removes
+/// `Surrogate-Control`, which was for this cache.
 fn mark(resp: &mut Response<ResponseBody>, params: &str) {
+    resp.headers_mut().remove(&surrogate::SURROGATE_CONTROL);
     if let Ok(v) = HeaderValue::from_str(&format!("Floodgate; {params}")) {
         resp.headers_mut().insert(CACHE_STATUS, v);
     }

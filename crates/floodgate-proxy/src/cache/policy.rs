@@ -8,11 +8,12 @@
 use std::time::{Duration, SystemTime};
 
 use floodgate_config::cache::RouteCache;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike, ResponseLike};
 
 use super::directives as cc;
+use super::surrogate;
 
 /// The request fields the policy reads; the cache key already holds the URI, host and
 /// `Vary` selection, so the policy is never asked about them.
@@ -204,6 +205,25 @@ impl Rules {
             }
             cc::replace(&mut view, &d);
         }
+        // `Surrogate-Control` speaks to this cache over `Cache-Control`'s head.
+        match surrogate::control(&view) {
+            Some(surrogate::Control::NoStore) => return None,
+            Some(surrogate::Control::MaxAge(lifetime)) => {
+                d.retain(|(n, _)| {
+                    !matches!(n.as_str(), "max-age" | "s-maxage" | "no-cache" | "no-store")
+                });
+                d.push(("max-age".into(), Some(lifetime.as_secs().to_string())));
+                cc::replace(&mut view, &d);
+                view.remove(header::EXPIRES);
+                view.remove(header::PRAGMA);
+            }
+            None => {}
+        }
+        // An `Age` that cannot be read says nothing to trust about the response's age:
+        // counted as older than any lifetime, so it is revalidated before it is reused.
+        if !age_is_readable(&view) {
+            view.insert(header::AGE, HeaderValue::from_static("2147483648"));
+        }
         let options = CacheOptions {
             shared: true,
             ..CacheOptions::default()
@@ -288,6 +308,19 @@ impl Rules {
             return ttl;
         }
         ttl.mul_f64(1.0 - self.jitter * fastrand::f64())
+    }
+}
+
+/// No `Age`, or one field line of digits (RFC 9111 §5.1: a non-negative integer).
+fn age_is_readable(headers: &HeaderMap) -> bool {
+    let mut lines = headers.get_all(header::AGE).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => true,
+        (Some(v), None) => {
+            let v = v.as_bytes().trim_ascii();
+            !v.is_empty() && v.iter().all(u8::is_ascii_digit)
+        }
+        (Some(_), Some(_)) => false,
     }
 }
 
@@ -478,5 +511,85 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ttl(&f), 10);
+    }
+
+    #[test]
+    fn an_unreadable_age_makes_the_response_stale() {
+        let r = rules(|_| {});
+        for age in ["abc", "-5", "7200.0", "0, 0", "5;foo=bar"] {
+            let f = admit(
+                &r,
+                &[],
+                200,
+                &[("cache-control", "max-age=3600"), ("age", age)],
+            );
+            assert_eq!(ttl(&f.unwrap()), 0, "Age: {age}");
+        }
+        let twice = [
+            ("cache-control", "max-age=3600"),
+            ("age", "0"),
+            ("age", "0"),
+        ];
+        assert_eq!(ttl(&admit(&r, &[], 200, &twice).unwrap()), 0);
+        let read = [("cache-control", "max-age=3600"), ("age", "600")];
+        assert_eq!(ttl(&admit(&r, &[], 200, &read).unwrap()), 3000);
+    }
+
+    #[test]
+    fn surrogate_control_speaks_over_cache_control() {
+        let r = rules(|_| {});
+        type Fields<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Fields, Option<u64>); 6] = [
+            (
+                &[
+                    ("cache-control", "no-store"),
+                    ("surrogate-control", "max-age=60"),
+                ],
+                Some(60),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=5, no-cache"),
+                    ("surrogate-control", "max-age=60"),
+                ],
+                Some(60),
+            ),
+            (
+                &[
+                    ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                    ("surrogate-control", "max-age=0"),
+                ],
+                Some(0),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("surrogate-control", "no-store"),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("surrogate-control", "no-store;other-cdn"),
+                ],
+                Some(60),
+            ),
+            // `private` content is for one user, whoever asks to share it.
+            (
+                &[
+                    ("cache-control", "private"),
+                    ("surrogate-control", "max-age=60"),
+                ],
+                None,
+            ),
+        ];
+        for (resp, want) in cases {
+            assert_eq!(
+                admit(&r, &[], 200, resp).as_ref().map(ttl),
+                want,
+                "{resp:?}"
+            );
+        }
     }
 }

@@ -76,11 +76,13 @@ impl Origin {
             body = format!("{ae} v{n}");
         } else if path == "/etag" {
             headers.push(("cache-control", "max-age=0".into()));
-            headers.push(("etag", "\"e1\"".into()));
             headers.push(("x-version", format!("{n}")));
             if inm.as_deref() == Some("\"e1\"") {
+                // Without the ETag it should repeat, as many origins answer.
                 status = StatusCode::NOT_MODIFIED;
                 body.clear();
+            } else {
+                headers.push(("etag", "\"e1\"".into()));
             }
         } else if path == "/swr" {
             headers.push((
@@ -108,6 +110,11 @@ impl Origin {
         } else if let Some(tag) = path.strip_prefix("/tagged/") {
             headers.push(("cache-control", "max-age=60".into()));
             headers.push(("surrogate-key", format!("item-{tag} all-items")));
+        } else if path == "/surrogate" {
+            let capability = req.headers().get("surrogate-capability");
+            headers.push(("cache-control", "no-store".into()));
+            headers.push(("surrogate-control", "max-age=60".into()));
+            body = format!("{:?} v{n}", capability);
         } else if path == "/hot" {
             headers.push(("cache-control", "max-age=0".into()));
             let mut rx = self.open.subscribe();
@@ -300,6 +307,30 @@ async fn stale_entries_are_revalidated_and_304s_merged() {
         ["\"e1\"", "\"e1\""],
         "the gateway revalidates with its own validator"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surrogate_control_is_for_the_gateway_and_cache_control_for_the_client() {
+    let (gw, origin) = setup("{}").await;
+    let (_, h, b) = get(&gw.url("/surrogate")).await;
+    assert_eq!(
+        std::str::from_utf8(&b).unwrap(),
+        "Some(\"floodgate=\\\"Surrogate/1.0\\\"\") v1",
+        "the gateway announces itself upstream"
+    );
+    assert!(!h.contains_key("surrogate-control"), "{h:?}");
+    let (_, h, b) = get(&gw.url("/surrogate")).await;
+    assert!(
+        b.ends_with(b" v1"),
+        "stored despite no-store for the client"
+    );
+    assert!(cache_status(&h).starts_with("Floodgate; hit"), "{h:?}");
+    assert_eq!(
+        h["cache-control"], "no-store",
+        "the client's caching is unchanged"
+    );
+    assert!(!h.contains_key("surrogate-control"), "{h:?}");
+    assert_eq!(origin.hits("/surrogate"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
