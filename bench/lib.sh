@@ -77,6 +77,27 @@ $3
 CONF
 }
 
+# CPU time and memory of a process and its descendants, from /proc.
+HZ=$(getconf CLK_TCK)
+descendants() { # pid -> pid and all descendants
+  local p=$1 c
+  [ -d "/proc/$p" ] || return 0
+  echo "$p"
+  for c in $(cat /proc/"$p"/task/*/children 2> /dev/null); do descendants "$c"; done
+}
+cpu_ticks() { local sum=0 p v
+  for p in $(descendants "$1"); do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{print $12 + $13}')
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"; }
+rss_kib() { local sum=0 p v
+  for p in $(descendants "$1"); do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2> /dev/null)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"; }
+
 # The body every benchmark origin answers with.
 BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
 
@@ -88,11 +109,18 @@ WRK_EXTRA=()
 
 # measure LABEL URL [CONNS] [THREADS]: a 1 s warm-up, then DUR seconds of wrk (with
 # WRK_EXTRA); appends "LABEL REP req/s p50_ms p99_ms non2xx" (tab-separated) to $RESULTS,
-# REP being $rep.
+# REP being $rep. With CPU_PID set, also "LABEL REP cores" to $RESULTS.cpu: the CPU that
+# process and its descendants used during the run, in cores.
 measure() {
-  local label=$1 url=$2 conns=${3:-$CONNS} threads=${4:-$WRK_THREADS} out
+  local label=$1 url=$2 conns=${3:-$CONNS} threads=${4:-$WRK_THREADS} out t0 t1
   wrk -t"$threads" -c"$conns" -d1s "${WRK_EXTRA[@]}" "$url" > /dev/null
+  [ -n "${CPU_PID:-}" ] && t0=$(cpu_ticks "$CPU_PID")
   out=$(wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency "${WRK_EXTRA[@]}" "$url")
+  if [ -n "${CPU_PID:-}" ]; then
+    t1=$(cpu_ticks "$CPU_PID")
+    awk -v l="$label" -v r="$rep" -v a="$t0" -v b="$t1" -v hz="$HZ" -v d="$DUR" \
+      'BEGIN { printf "%s\t%s\t%.2f\n", l, r, (b - a) / hz / d }' >> "$RESULTS.cpu"
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" \
     "$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')" \
     "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")" \

@@ -16,27 +16,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh" proxy nginx haproxy wrk python3
 IDLE_CONNS=${IDLE_CONNS:-10000}
-HZ=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"  # 10,000 idle clients need more than the usual 1024
-
-descendants() { # pid -> pid and all descendants
-  local p=$1 c
-  [ -d "/proc/$p" ] || return 0
-  echo "$p"
-  for c in $(cat /proc/"$p"/task/*/children 2> /dev/null); do descendants "$c"; done
-}
-cpu_ticks() { local sum=0 p v
-  for p in $(descendants "$1"); do
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{print $12 + $13}')
-    sum=$((sum + ${v:-0}))
-  done
-  echo "$sum"; }
-rss_kib() { local sum=0 p v
-  for p in $(descendants "$1"); do
-    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2> /dev/null)
-    sum=$((sum + ${v:-0}))
-  done
-  echo "$sum"; }
 
 # ------------------------------------------------------------------ configs
 nginx_conf origin 1 "    server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 \"$BODY\n\"; } }" > "$WORK/origin.conf"

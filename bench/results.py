@@ -13,6 +13,20 @@ class Results:
         self.by = {}
         for r in csv.DictReader(open(path), delimiter="\t"):
             self.by.setdefault(r["case"], {})[r["rep"]] = r
+        # CPU of the measured process, where the script set CPU_PID (lib.sh `measure`).
+        try:
+            for case, rep, cores in csv.reader(open(path + ".cpu"), delimiter="\t"):
+                self.by[case][rep]["cpu"] = cores
+        except FileNotFoundError:
+            pass
+
+    def per_core(self, case):
+        """The median over rounds of req/s per core of the measured process."""
+        return statistics.median(
+            float(r["rps"]) / float(r["cpu"])
+            for r in self.by[case].values()
+            if float(r.get("cpu", 0)) > 0
+        )
 
     def median(self, case, field):
         """The median of `field` over the case's rounds."""
