@@ -92,7 +92,7 @@ pub struct RouteCache {
     /// Default 10s.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl: crate::value::Duration,
-    /// Every stored freshness lifetime is spread at random by up to ± this share, so
+    /// Every stored freshness lifetime is shortened at random by up to this share, so
     /// entries stored together do not expire together. Default 10%.
     #[serde(default = "default_jitter")]
     pub jitter: crate::value::Percent,
@@ -143,4 +143,46 @@ fn zero() -> crate::value::Duration {
 }
 fn default_coalesce_timeout() -> crate::value::Duration {
     crate::value::Duration(std::time::Duration::from_secs(10))
+}
+
+/// Idempotency keys on a route (draft-ietf-httpapi-idempotency-key-header): a request with
+/// an `Idempotency-Key` has its response kept, and a repeat with the same key gets that
+/// response again instead of reaching the upstream a second time (docs/caching.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    /// The methods keys apply to. Default [POST, PATCH].
+    #[serde(default = "default_idempotent_methods")]
+    pub methods: Vec<String>,
+    /// Answer 400 to a request of those methods without a key. Default false.
+    #[serde(default)]
+    pub required: bool,
+    /// How long a key and its response are kept. Default 24h.
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl: crate::value::Duration,
+    /// The bytes the route's kept responses may take (bodies, fields and keys); the oldest
+    /// go first when full. Default 16MiB.
+    #[serde(default = "default_idempotency_memory")]
+    pub memory: crate::value::ByteSize,
+    /// The largest request body accepted with a key: the body is read whole to tell a
+    /// repeat from a different request under the same key (413 beyond). Default 1MiB.
+    #[serde(default = "default_idempotency_body")]
+    pub max_body_size: crate::value::ByteSize,
+    /// The largest response kept. A repeat of a request whose response was larger is
+    /// refused (409), not sent upstream again. Default 1MiB.
+    #[serde(default = "default_idempotency_body")]
+    pub max_response_size: crate::value::ByteSize,
+}
+
+fn default_idempotent_methods() -> Vec<String> {
+    vec!["POST".into(), "PATCH".into()]
+}
+fn default_idempotency_ttl() -> crate::value::Duration {
+    crate::value::Duration(std::time::Duration::from_secs(24 * 3600))
+}
+fn default_idempotency_memory() -> crate::value::ByteSize {
+    crate::value::ByteSize(16 << 20)
+}
+fn default_idempotency_body() -> crate::value::ByteSize {
+    crate::value::ByteSize(1 << 20)
 }

@@ -628,6 +628,10 @@ pub struct Route {
     /// Cache the route's responses (GET and HEAD) in the shared HTTP cache. Absent: none.
     #[serde(default)]
     pub cache: Option<crate::cache::RouteCache>,
+    /// Keep the responses to requests with an `Idempotency-Key` and answer repeats with
+    /// them. Absent: keys are passed through untouched.
+    #[serde(default)]
+    pub idempotency: Option<crate::cache::Idempotency>,
 }
 
 /// One upstream of a weighted split.

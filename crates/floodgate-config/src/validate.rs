@@ -406,6 +406,15 @@ fn validate_route(
             out,
         );
     }
+    if let Some(i) = &route.idempotency {
+        if route.redirect.is_some() {
+            out.push((
+                path.key("idempotency"),
+                "`idempotency` has no effect on a redirect route".into(),
+            ));
+        }
+        validate_cache::check_idempotency(i, &path.key("idempotency"), out);
+    }
     if let Some(h) = &route.security_headers {
         validate_auth::check_security_headers(h, &path.key("security_headers"), out);
     }

@@ -1,6 +1,6 @@
 //! Validation rules for the HTTP cache: storage sizes and each route's cache options.
 
-use crate::cache::{CacheStorage, RouteCache};
+use crate::cache::{CacheStorage, Idempotency, RouteCache};
 use crate::error::FieldPath;
 use crate::model::Cluster;
 use crate::validate::Problem;
@@ -63,4 +63,42 @@ pub(crate) fn check_route_cache(
         &p.key("miss_rate_limits"),
         out,
     );
+}
+
+/// The methods idempotency keys make sense for: those that are not idempotent already.
+const KEYED_METHODS: [&str; 2] = ["POST", "PATCH"];
+
+/// Checks a route's `idempotency`.
+pub(crate) fn check_idempotency(i: &Idempotency, p: &FieldPath, out: &mut Vec<Problem>) {
+    if i.methods.is_empty() {
+        out.push((p.key("methods"), "must name at least one method".into()));
+    }
+    for (n, m) in i.methods.iter().enumerate() {
+        if !KEYED_METHODS.contains(&m.as_str()) {
+            out.push((
+                p.key("methods").index(n),
+                format!("{m:?} is not a method idempotency keys apply to; expected POST or PATCH"),
+            ));
+        }
+    }
+    if i.ttl.0.is_zero() {
+        out.push((p.key("ttl"), "must be greater than zero".into()));
+    }
+    if i.memory.0 < 1 << 20 {
+        out.push((p.key("memory"), "must be at least 1MiB".into()));
+    }
+    for (field, size) in [
+        ("max_body_size", i.max_body_size),
+        ("max_response_size", i.max_response_size),
+    ] {
+        if size.0 == 0 {
+            out.push((p.key(field), "must be greater than zero".into()));
+        }
+    }
+    if i.max_response_size.0 > i.memory.0 / 4 {
+        out.push((
+            p.key("max_response_size"),
+            "must be at most a quarter of `memory`".into(),
+        ));
+    }
 }

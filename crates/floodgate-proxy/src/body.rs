@@ -148,6 +148,44 @@ pub trait Tap: Send + Sync {
     fn end(self: Box<Self>, complete: bool);
 }
 
+/// A copy of a body up to a size limit, for taps that keep what they see.
+pub struct BoundedCopy {
+    buf: bytes::BytesMut,
+    limit: u64,
+    overflow: bool,
+}
+
+impl BoundedCopy {
+    /// A copy of at most `limit` bytes, with room for `expected` (a declared length; one
+    /// over the limit overflows at once).
+    pub fn new(limit: u64, expected: Option<u64>) -> Self {
+        let capacity = expected.unwrap_or(0).min(limit);
+        BoundedCopy {
+            buf: bytes::BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0)),
+            limit,
+            overflow: expected.is_some_and(|n| n > limit),
+        }
+    }
+
+    /// Appends `data`, or gives up (keeping nothing) once past the limit.
+    pub fn push(&mut self, data: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        if (self.buf.len() + data.len()) as u64 > self.limit {
+            self.overflow = true;
+            self.buf = bytes::BytesMut::new();
+            return;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The copy, or `None` if the body went past the limit.
+    pub fn finish(self) -> Option<Bytes> {
+        (!self.overflow).then(|| self.buf.freeze())
+    }
+}
+
 enum Inner {
     /// An upstream body whose connection this body drives, returned to its pool at the end.
     Pooled {

@@ -88,6 +88,8 @@ pub struct Gateway {
     pub basic: crate::auth::BasicVerifier,
     /// Existence filters, kept across reloads.
     pub existence: crate::kept::Kept<crate::existence::Existence>,
+    /// Idempotency-key stores, kept across reloads.
+    pub idempotency: crate::kept::Kept<crate::idempotency::KeyStore>,
     /// The HTTP cache, kept across reloads.
     pub cache: Arc<crate::cache::CacheState>,
 }
@@ -109,6 +111,7 @@ impl Gateway {
         let admissions = AdmissionRegistry::default();
         let breakers = BreakerRegistry::default();
         let existence = crate::kept::Kept::default();
+        let idempotency = crate::kept::Kept::default();
         let cache = Arc::new(crate::cache::CacheState::new(&config.cache));
         let tls = listener_tls(&config)?;
         check_jwt_keys(&config)?;
@@ -122,6 +125,7 @@ impl Gateway {
                 admissions: &admissions,
                 breakers: &breakers,
                 existence: &existence,
+                idempotency: &idempotency,
                 cache: &cache,
                 listener_tls: &tls,
                 cluster: cluster.as_ref(),
@@ -141,6 +145,7 @@ impl Gateway {
             breakers,
             basic: crate::auth::BasicVerifier::default(),
             existence,
+            idempotency,
             cache,
         }))
     }
@@ -231,6 +236,7 @@ impl Gateway {
                 admissions: &self.admissions,
                 breakers: &self.breakers,
                 existence: &self.existence,
+                idempotency: &self.idempotency,
                 cache: &self.cache,
                 listener_tls: &tls,
                 cluster: self.cluster.as_ref(),

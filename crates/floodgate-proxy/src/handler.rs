@@ -27,6 +27,7 @@ use crate::cache::{Lookup, Pending, surrogate};
 use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
+use crate::idempotency::Begin;
 use crate::metrics::RouteMetrics;
 use crate::mirror::MirrorPlan;
 use crate::problem::Problem;
@@ -296,8 +297,20 @@ pub enum Inbound {
     Stream(Incoming),
     /// No body (a request sent again to a fallback upstream).
     Empty,
-    /// A body read whole (to be inspected by the WAF).
+    /// A body read whole (to be inspected by the WAF, or fingerprinted for an idempotency
+    /// key).
     Held(Bytes),
+}
+
+impl Inbound {
+    /// Whether there is no body to send.
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Stream(b) => http_body::Body::is_end_stream(b),
+            Inbound::Empty => true,
+            Inbound::Held(b) => b.is_empty(),
+        }
+    }
 }
 
 fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
@@ -469,7 +482,30 @@ async fn route_and_send(
         .map(|(k, v)| (k.clone(), (*v).to_owned()))
         .collect();
     drop(m);
+    let (req, claim) = match &route.idempotency {
+        Some(idem) => {
+            let scope = match &consumer {
+                Some(c) => format!("consumer:{c}"),
+                None => format!(
+                    "ip:{}",
+                    plan.trusted_proxies
+                        .client_ip(conn.remote.ip(), req.headers())
+                ),
+            };
+            let target = done.target.as_str().to_owned();
+            match idem.begin(req, &scope, &target).await? {
+                Begin::Pass(req) => (req.map(Inbound::Stream), None),
+                Begin::Replay(resp) => return Ok(resp),
+                Begin::Forward(req, claim) => (req, Some(claim)),
+            }
+        }
+        None => (req.map(Inbound::Stream), None),
+    };
     let result = forward(req, &params, route, plan, conn, &host_value, consumer, done).await;
+    let result = match (&route.idempotency, claim) {
+        (Some(idem), Some(claim)) => idem.complete(claim, result),
+        _ => result,
+    };
     match (&route.cache, pending, primary) {
         (Some(cache), Some(p), _) => p.complete(cache, result),
         (Some(cache), None, Some(primary)) if !read => {
@@ -627,7 +663,7 @@ async fn enforce(
 /// proxied (breaker, fault, WAF body inspection, upstream).
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     params: &[(String, String)],
     route: &Arc<Route>,
     plan: &crate::snapshot::ListenerPlan,
@@ -695,7 +731,7 @@ async fn forward(
             };
             if let Some(fb) = &route.fallback
                 && matches!(fb.action, FallbackAction::Upstream(_))
-                && http_body::Body::is_end_stream(req.body())
+                && req.body().is_end_stream()
             {
                 done.replay = Some(Replay {
                     method: req.method().clone(),
@@ -724,18 +760,26 @@ async fn forward(
             let req = match &route.waf {
                 Some(waf) if wants_inspection(waf, req.headers()) => {
                     let (parts, body) = req.into_parts();
-                    let limit = usize::try_from(waf.body_limit).unwrap_or(usize::MAX);
-                    let bytes = http_body_util::Limited::new(body, limit)
-                        .collect()
-                        .await
-                        .map_err(|_| Problem::BadRequest("The request body could not be read."))?
-                        .to_bytes();
+                    let bytes = match body {
+                        Inbound::Stream(body) => {
+                            let limit = usize::try_from(waf.body_limit).unwrap_or(usize::MAX);
+                            http_body_util::Limited::new(body, limit)
+                                .collect()
+                                .await
+                                .map_err(|_| {
+                                    Problem::BadRequest("The request body could not be read.")
+                                })?
+                                .to_bytes()
+                        }
+                        Inbound::Held(bytes) => bytes,
+                        Inbound::Empty => Bytes::new(),
+                    };
                     if let Some(rule) = waf.check_text(&bytes) {
                         waf_matched(waf, rule, route, done)?;
                     }
                     Request::from_parts(parts, Inbound::Held(bytes))
                 }
-                _ => req.map(Inbound::Stream),
+                _ => req,
             };
             // Boxed: hyper keeps each connection's request future allocated while the
             // connection idles, so the large proxy state lives only as long as a request.
@@ -749,8 +793,8 @@ async fn forward(
 }
 
 /// What policy keys (rate limits, keyed breakers) are made of, for one request.
-fn request_facts<'a>(
-    req: &'a Request<Incoming>,
+fn request_facts<'a, B>(
+    req: &'a Request<B>,
     route: &'a Route,
     params: &'a [(String, &'a str)],
     client_ip: std::net::IpAddr,

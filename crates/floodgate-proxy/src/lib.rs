@@ -26,6 +26,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod handler;
 pub mod headers;
+pub mod idempotency;
 pub mod introspect;
 pub mod jwt;
 pub mod kept;

@@ -223,6 +223,7 @@ impl Resilience {
 /// The HTTP cache's families.
 struct CacheFamilies {
     lookups: Family<RouteKind, Counter>,
+    idempotency: Family<RouteKind, Counter>,
     waiting: Gauge,
     entries: Gauge,
     bytes: Gauge,
@@ -232,6 +233,7 @@ impl CacheFamilies {
     fn register(reg: &mut Registry) -> Self {
         let c = CacheFamilies {
             lookups: Family::default(),
+            idempotency: Family::default(),
             waiting: Gauge::default(),
             entries: Gauge::default(),
             bytes: Gauge::default(),
@@ -241,6 +243,14 @@ impl CacheFamilies {
             "Cache lookups by route and result: hit, stale (served stale, refreshed in the \
              background), miss (forwarded), collapsed (served another request's fetch)",
             c.lookups.clone(),
+        );
+        reg.register(
+            "idempotency_requests",
+            "Requests with an idempotency key by route and outcome: first (forwarded), \
+             replayed (answered with the kept response), in_flight (409: the first is still \
+             in progress), mismatch (422: the key was used for another request), not_kept \
+             (409: the first response was too large to keep)",
+            c.idempotency.clone(),
         );
         reg.register(
             "cache_waiting",
@@ -703,6 +713,17 @@ impl Metrics {
             collapsed: get("collapsed"),
             waiting: self.cache.waiting.clone(),
         }
+    }
+
+    /// The counter of `route`'s idempotency-key requests with outcome `kind`.
+    pub fn idempotency(&self, route: &str, kind: &'static str) -> Counter {
+        self.cache
+            .idempotency
+            .get_or_create(&RouteKind {
+                route: route.to_owned(),
+                kind,
+            })
+            .clone()
     }
 
     /// Records the memory tier's size.

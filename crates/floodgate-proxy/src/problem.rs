@@ -53,6 +53,14 @@ pub enum Problem {
     Absent,
     /// The client asked for a stored response only (`only-if-cached`) and none is usable.
     NotCached,
+    /// The route requires an `Idempotency-Key` and the request has none.
+    IdempotencyKeyMissing,
+    /// The first request with this idempotency key is still in progress.
+    IdempotencyKeyInFlight,
+    /// The idempotency key was used for a different request (method, target or body).
+    IdempotencyKeyReused,
+    /// The first request with this key completed, but its response was too large to keep.
+    IdempotentResponseNotKept,
 }
 
 impl Problem {
@@ -72,6 +80,11 @@ impl Problem {
             | Problem::CircuitOpen { .. }
             | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Problem::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            Problem::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
+            Problem::IdempotencyKeyInFlight | Problem::IdempotentResponseNotKept => {
+                StatusCode::CONFLICT
+            }
+            Problem::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::FaultAbort(status) => status,
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
             Problem::Forbidden | Problem::WafBlocked => StatusCode::FORBIDDEN,
@@ -102,6 +115,10 @@ impl Problem {
             Problem::WafBlocked => "waf-blocked",
             Problem::Absent => "absent",
             Problem::NotCached => "not-cached",
+            Problem::IdempotencyKeyMissing => "idempotency-key-missing",
+            Problem::IdempotencyKeyInFlight => "idempotency-key-in-flight",
+            Problem::IdempotencyKeyReused => "idempotency-key-reused",
+            Problem::IdempotentResponseNotKept => "idempotent-response-not-kept",
         }
     }
 
@@ -145,6 +162,18 @@ impl Problem {
             Problem::NotCached => {
                 "The request allows only a stored response (only-if-cached), and none is usable."
             }
+            Problem::IdempotencyKeyMissing => {
+                "This route requires an Idempotency-Key header on this method."
+            }
+            Problem::IdempotencyKeyInFlight => {
+                "A request with this Idempotency-Key is still in progress; retry after it completes."
+            }
+            Problem::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used for a different request; use a new key."
+            }
+            Problem::IdempotentResponseNotKept => {
+                "The request with this Idempotency-Key was done, but its response was too large to keep; it is not done again."
+            }
         }
     }
 
@@ -179,7 +208,10 @@ impl Problem {
         let retry_after = match self {
             Problem::RateLimited { retry_after_secs }
             | Problem::CircuitOpen { retry_after_secs } => Some(retry_after_secs),
-            Problem::ConcurrencyLimited | Problem::LimiterUnavailable | Problem::Shed => Some(1),
+            Problem::ConcurrencyLimited
+            | Problem::LimiterUnavailable
+            | Problem::Shed
+            | Problem::IdempotencyKeyInFlight => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -43,6 +43,8 @@ pub struct Shared<'a> {
     pub existence: &'a crate::kept::Kept<crate::existence::Existence>,
     /// The HTTP cache's store and flights.
     pub cache: &'a crate::cache::CacheState,
+    /// Idempotency-key stores, by route.
+    pub idempotency: &'a crate::kept::Kept<crate::idempotency::KeyStore>,
     /// Each listener's TLS server configuration (by index; none for cleartext), built from
     /// its files beforehand because that can fail.
     pub listener_tls: &'a [Option<Arc<rustls::ServerConfig>>],
@@ -143,6 +145,8 @@ pub struct Route {
     pub existence: Option<Arc<crate::existence::Existence>>,
     /// Its HTTP cache.
     pub cache: Option<crate::cache::RouteCache>,
+    /// Its idempotency-key handling.
+    pub idempotency: Option<crate::idempotency::RouteIdempotency>,
 }
 
 /// A route's path rewrite, compiled.
@@ -323,6 +327,20 @@ impl Snapshot {
                             metrics.cache(&name),
                         )
                     }),
+                    idempotency: r.idempotency.as_ref().map(|c| {
+                        // Kept while the sizes stay: methods and limits may change.
+                        let store = shared.idempotency.get_or_build(
+                            "idempotency",
+                            &name,
+                            &(c.memory, c.ttl),
+                            || crate::idempotency::KeyStore::new(c.memory.0, c.ttl.0),
+                        );
+                        crate::idempotency::RouteIdempotency::new(
+                            c,
+                            store,
+                            crate::idempotency::Metrics::new(metrics, &name),
+                        )
+                    }),
                     security_headers: r
                         .security_headers
                         .as_ref()
@@ -402,6 +420,7 @@ impl Snapshot {
         shared.admissions.retain_built();
         shared.breakers.retain_built();
         shared.existence.retain_built();
+        shared.idempotency.retain_built();
         Snapshot {
             generation,
             listeners,

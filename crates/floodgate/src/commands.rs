@@ -91,6 +91,7 @@ pub(crate) fn explain(
             admissions: &AdmissionRegistry::default(),
             breakers: &Default::default(),
             existence: &Default::default(),
+            idempotency: &Default::default(),
             cache: &cache,
             listener_tls: &[],
             cluster: None,

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::flight::{Leader, Outcome};
 use super::policy::Freshness;
 use super::store::{Entry, Store};
-use crate::body::Tap;
+use crate::body::{BoundedCopy, Tap};
 
 /// What becomes of the copy.
 pub(crate) enum Keep {
@@ -34,8 +34,7 @@ pub(crate) struct Fill {
     pub freshness: Freshness,
     pub leader: Option<Leader>,
     pub started: Instant,
-    buf: BytesMut,
-    overflow: bool,
+    copy: BoundedCopy,
 }
 
 impl Fill {
@@ -50,9 +49,8 @@ impl Fill {
         started: Instant,
         expected_len: Option<u64>,
     ) -> Self {
-        let capacity = expected_len.unwrap_or(0).min(store.max_object());
         Fill {
-            buf: BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0)),
+            copy: BoundedCopy::new(store.max_object(), expected_len),
             store,
             keep,
             status,
@@ -60,22 +58,13 @@ impl Fill {
             freshness,
             leader,
             started,
-            overflow: false,
         }
     }
 }
 
 impl Tap for Fill {
     fn data(&mut self, data: &Bytes) {
-        if self.overflow {
-            return;
-        }
-        if (self.buf.len() + data.len()) as u64 > self.store.max_object() {
-            self.overflow = true;
-            self.buf = BytesMut::new();
-            return;
-        }
-        self.buf.extend_from_slice(data);
+        self.copy.push(data);
     }
 
     fn end(self: Box<Self>, complete: bool) {
@@ -84,18 +73,18 @@ impl Tap for Fill {
             // The leader, dropped with the rest, tells the waiters to lead in its place.
             return;
         }
-        if this.overflow {
+        let Some(body) = this.copy.finish() else {
             if let Some(l) = this.leader {
                 l.finish(Outcome::NotShareable);
             }
             return;
-        }
+        };
         let now = SystemTime::now();
         let fetch_time = this.started.elapsed().max(Duration::from_millis(1));
         let entry = Entry::new(
             this.status,
             this.headers,
-            this.buf.freeze(),
+            body,
             this.freshness,
             fetch_time,
             now,

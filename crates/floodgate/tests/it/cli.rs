@@ -129,6 +129,16 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "routes:\n  - match: { path: /orders }\n    upstream: app\n    idempotency: { methods: [ PUT ], ttl: 0s, memory: 1MiB, max_response_size: 1MiB, max_body_size: 0B }\n  - match: { path: /r }\n    redirect: { location: /x }\n    idempotency: {}\n",
+        &[
+            "4:31: routes[0].idempotency.methods[0]: \"PUT\" is not a method idempotency keys apply to; expected POST or PATCH",
+            "4:43: routes[0].idempotency.ttl: must be greater than zero",
+            "4:80: routes[0].idempotency.max_response_size: must be at most a quarter of `memory`",
+            "4:101: routes[0].idempotency.max_body_size: must be greater than zero",
+            "7:18: routes[1].idempotency: `idempotency` has no effect on a redirect route",
+        ],
+    ),
+    (
         "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls: { certificates: [ { cert: /nonexistent.pem, key: Cargo.toml } ] }\n  - name: b\n    address: 127.0.0.1:2\n    redirect_to_https: { status: 303 }\n    tls: { certificates: [] }\n  - name: c\n    address: 127.0.0.1:3\n    hsts: {}\n  - name: d\n    address: 127.0.0.1:4\n    tls: { certificates: [], min_version: \"1.1\" }\n",
         &[
             "4:36: listeners[0].tls.certificates[0].cert: cannot read \"/nonexistent.pem\": I/O error: No such file or directory (os error 2)",

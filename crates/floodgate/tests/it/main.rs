@@ -21,6 +21,7 @@ mod errors;
 mod existence;
 mod headers;
 mod health;
+mod idempotency;
 mod introspection;
 mod jwt;
 mod limits;
