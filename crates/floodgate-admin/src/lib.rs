@@ -202,6 +202,15 @@ async fn purge(gw: &Gateway, body: &[u8]) -> Response<Full<Bytes>> {
         Ok(p) => p,
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
     };
+    // Redis first: a node that misses in memory must not find there what was purged.
+    let shared = match gw.cache.tier() {
+        Some(tier) if tier.purge(&order).await => Some("purged"),
+        Some(_) => {
+            tracing::warn!("cache purge did not reach the shared (Redis) tier");
+            Some("failed: Redis did not answer; its copies expire on their own")
+        }
+        None => None,
+    };
     order.apply(&gw.cache.store());
     let fleet = match &gw.cluster {
         Some(c) => match floodgate_proxy::cache::broadcast::publish(c, &order).await {
@@ -213,7 +222,10 @@ async fn purge(gw: &Gateway, body: &[u8]) -> Response<Full<Bytes>> {
         },
         None => "this node",
     };
-    let body = serde_json::json!({ "purged": order.describe(), "scope": fleet });
+    let mut body = serde_json::json!({ "purged": order.describe(), "scope": fleet });
+    if let Some(shared) = shared {
+        body["shared_tier"] = shared.into();
+    }
     text(StatusCode::OK, "application/json", body.to_string())
 }
 

@@ -53,6 +53,10 @@ pub struct CacheStorage {
     /// Default 8MiB.
     #[serde(default = "default_max_object")]
     pub max_object_size: crate::value::ByteSize,
+    /// Also keep responses in the cluster's Redis, shared by every node: a node that
+    /// misses in memory finds what another node fetched. Needs `cluster`. Default false.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Default for CacheStorage {
@@ -60,6 +64,7 @@ impl Default for CacheStorage {
         CacheStorage {
             memory: default_memory(),
             max_object_size: default_max_object(),
+            shared: false,
         }
     }
 }

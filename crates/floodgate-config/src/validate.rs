@@ -20,7 +20,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
     validate_auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
-    validate_cache::check_storage(&cfg.cache, &root.key("cache"), &mut out);
+    validate_cache::check_storage(
+        &cfg.cache,
+        cfg.cluster.as_ref(),
+        &root.key("cache"),
+        &mut out,
+    );
     if let Some(o) = &cfg.oauth2 {
         validate_auth::check_oauth2(o, &root.key("oauth2"), &mut out);
     }

@@ -9,7 +9,18 @@ use crate::validate::Problem;
 pub(crate) const NEGATIVE_STATUSES: [u16; 5] = [404, 405, 410, 414, 501];
 
 /// Checks the top-level `cache` section.
-pub(crate) fn check_storage(s: &CacheStorage, p: &FieldPath, out: &mut Vec<Problem>) {
+pub(crate) fn check_storage(
+    s: &CacheStorage,
+    cluster: Option<&Cluster>,
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    if s.shared && cluster.is_none() {
+        out.push((
+            p.key("shared"),
+            "a shared cache lives in the cluster's Redis: configure `cluster` too".into(),
+        ));
+    }
     if s.memory.0 < 1 << 20 {
         out.push((p.key("memory"), "must be at least 1MiB".into()));
     }

@@ -263,6 +263,7 @@ impl Snapshot {
                 (name.clone(), Arc::new(set))
             })
             .collect();
+        let tier = shared.cache.tier_for(&config.cache, shared.cluster);
         let routes: Vec<ScopedRoute> = config
             .routes
             .iter()
@@ -316,6 +317,7 @@ impl Snapshot {
                         crate::cache::RouteCache::new(
                             c,
                             shared.cache.store_for(&config.cache),
+                            tier.clone(),
                             shared.cache.flights.clone(),
                             RouteLimits::compile(
                                 &format!("{name}/cache-misses"),

@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::flight::{Leader, Outcome};
 use super::policy::Freshness;
+use super::shared::SharedTier;
 use super::store::{Entry, Store};
 use crate::body::{BoundedCopy, Tap};
 
@@ -20,6 +21,8 @@ pub(crate) enum Keep {
     Store {
         primary: Arc<str>,
         request: HeaderMap,
+        /// The Redis tier it is copied to as well.
+        tier: Option<Arc<SharedTier>>,
     },
     /// Only handed to the waiters (an error response: shared, never stored).
     ShareOnly,
@@ -90,7 +93,17 @@ impl Tap for Fill {
             now,
         );
         let entry = match this.keep {
-            Keep::Store { primary, request } => this.store.insert(&primary, &request, entry),
+            Keep::Store {
+                primary,
+                request,
+                tier,
+            } => {
+                let entry = this.store.insert(&primary, &request, entry);
+                if let Some(tier) = tier {
+                    tier.save(&primary, &request, &entry);
+                }
+                entry
+            }
             Keep::ShareOnly => Arc::new(entry),
         };
         if let Some(l) = this.leader {

@@ -21,6 +21,7 @@ mod fill;
 mod flight;
 mod policy;
 mod purge;
+pub mod shared;
 mod store;
 pub(crate) mod surrogate;
 
@@ -39,9 +40,11 @@ pub use store::{Entry, Store};
 use crate::body::ResponseBody;
 use crate::problem::Problem;
 use crate::ratelimit::RouteLimits;
+use crate::ratelimit::cluster::ClusterClient;
 use fill::{Fill, Keep};
 use flight::{Joined, Leader, Outcome};
 use policy::{Freshness, PolicyRequest};
+use shared::SharedTier;
 
 /// The `Cache-Status` field (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -50,6 +53,8 @@ pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// only when the `cache` section's sizes change) and the flights in progress.
 pub struct CacheState {
     store: parking_lot::Mutex<(floodgate_config::cache::CacheStorage, Arc<Store>)>,
+    /// The Redis tier, when `cache.shared` (set at each snapshot build).
+    tier: parking_lot::Mutex<Option<Arc<SharedTier>>>,
     /// Requests in flight to the upstream, by key.
     pub flights: Arc<Flights>,
 }
@@ -63,14 +68,35 @@ impl CacheState {
                 Arc::new(Store::new(c.memory.0, c.max_object_size.0)),
             )),
             flights: Arc::default(),
+            tier: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// The Redis tier for the `cache` section `c` over `cluster`, remembered for purges.
+    pub fn tier_for(
+        &self,
+        c: &floodgate_config::cache::CacheStorage,
+        cluster: Option<&Arc<ClusterClient>>,
+    ) -> Option<Arc<SharedTier>> {
+        let tier = match cluster {
+            Some(cluster) if c.shared => Some(Arc::new(SharedTier::new(cluster.clone()))),
+            _ => None,
+        };
+        *self.tier.lock() = tier.clone();
+        tier
+    }
+
+    /// The Redis tier in use, if any.
+    pub fn tier(&self) -> Option<Arc<SharedTier>> {
+        self.tier.lock().clone()
     }
 
     /// The store for the `cache` section `c`: the current one, or a new one if the sizes
     /// changed.
     pub fn store_for(&self, c: &floodgate_config::cache::CacheStorage) -> Arc<Store> {
         let mut current = self.store.lock();
-        if current.0 != *c {
+        let sizes = |s: &floodgate_config::cache::CacheStorage| (s.memory, s.max_object_size);
+        if sizes(&current.0) != sizes(c) {
             tracing::info!("cache storage sizes changed: starting with an empty store");
             *current = (
                 c.clone(),
@@ -113,6 +139,8 @@ pub struct RouteCache {
     pub rules: Rules,
     /// The shared store.
     pub store: Arc<Store>,
+    /// The Redis tier behind it.
+    tier: Option<Arc<SharedTier>>,
     flights: Arc<Flights>,
     coalesce: bool,
     coalesce_timeout: Duration,
@@ -153,6 +181,7 @@ impl RouteCache {
     pub fn new(
         c: &floodgate_config::cache::RouteCache,
         store: Arc<Store>,
+        tier: Option<Arc<SharedTier>>,
         flights: Arc<Flights>,
         miss_limits: RouteLimits,
         metrics: crate::metrics::CacheMetrics,
@@ -161,6 +190,7 @@ impl RouteCache {
             metrics,
             rules: Rules::new(c),
             store,
+            tier,
             flights,
             coalesce: c.coalesce,
             coalesce_timeout: c.coalesce_timeout.0,
@@ -184,7 +214,14 @@ impl RouteCache {
         // go upstream alone.
         for attempt in 0..3 {
             let now = SystemTime::now();
-            let found = self.store.find(&primary, headers);
+            let mut found = self.store.find(&primary, headers);
+            if found.entry.is_none()
+                && attempt == 0
+                && let Some(tier) = &self.tier
+                && tier.load(&primary, &self.store).await
+            {
+                found = self.store.find(&primary, headers);
+            }
             let mut fwd = if found.vary_miss {
                 "vary-miss"
             } else {
@@ -401,7 +438,7 @@ impl Pending {
             && let Some(e) = &stale
         {
             return Ok(revalidated(
-                cache, e, key, &client, &request, resp, leader, head, started, &forwarded,
+                cache, e, &primary, key, &client, &request, resp, leader, head, started, &forwarded,
             ));
         }
         let mut resp = resp;
@@ -418,7 +455,11 @@ impl Pending {
             Some(freshness) if fits => {
                 let fill = Fill::new(
                     cache.store.clone(),
-                    Keep::Store { primary, request },
+                    Keep::Store {
+                        primary,
+                        request,
+                        tier: cache.tier.clone(),
+                    },
                     status,
                     resp.headers().clone(),
                     freshness,
@@ -460,6 +501,7 @@ impl Pending {
 fn revalidated(
     cache: &RouteCache,
     e: &Arc<Entry>,
+    primary: &str,
     key: Arc<str>,
     client: &PolicyRequest,
     request: &HeaderMap,
@@ -487,6 +529,9 @@ fn revalidated(
                 now,
             );
             let entry = cache.store.replace(key, entry);
+            if let Some(tier) = &cache.tier {
+                tier.save(primary, request, &entry);
+            }
             if let Some(l) = leader {
                 l.finish(Outcome::Serve(entry.clone()));
             }

@@ -64,6 +64,11 @@ impl Entry {
         entry
     }
 
+    /// How long storage keeps it, from when it was made.
+    pub(crate) fn keep(&self) -> Duration {
+        self.keep
+    }
+
     /// Whether it can be revalidated (it has an `ETag` or `Last-Modified`).
     pub(crate) fn has_validators(&self) -> bool {
         self.headers.contains_key(header::ETAG) || self.headers.contains_key(header::LAST_MODIFIED)
@@ -262,7 +267,7 @@ fn primary_of(key: &str) -> &str {
 }
 
 /// The field names `Vary` lists, lower case, in order.
-fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = headers
         .get_all(header::VARY)
         .iter()
@@ -279,13 +284,24 @@ fn secondary_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> St
     let mut key = String::with_capacity(primary.len() + 1);
     key.push_str(primary);
     key.push(SECONDARY);
+    push_secondary(names, headers, &mut key);
+    key
+}
+
+/// The secondary key alone (what follows the primary key in the full key).
+pub(crate) fn secondary_suffix(names: &[HeaderName], headers: &HeaderMap) -> String {
+    let mut key = String::new();
+    push_secondary(names, headers, &mut key);
+    key
+}
+
+fn push_secondary(names: &[HeaderName], headers: &HeaderMap, key: &mut String) {
     for name in names {
         key.push_str(name.as_str());
         key.push('=');
-        normalize_into(name, headers, &mut key);
+        normalize_into(name, headers, key);
         key.push('\u{1}');
     }
-    key
 }
 
 /// A field's values as one canonical list: elements trimmed, empty ones dropped; for the

@@ -257,12 +257,15 @@ impl ClusterClient {
         }
     }
 
-    fn failed(&self, why: &str) {
+    pub(crate) fn failed(&self, why: &str) {
         self.metrics.redis_errors.inc();
         let until = self.elapsed() + u64::try_from(BACKOFF.as_nanos()).unwrap_or(0);
         let previous = self.down_until.swap(until, Ordering::Relaxed);
         if previous <= self.elapsed() {
-            tracing::warn!(error = why, "redis unavailable; cluster limits fall back");
+            tracing::warn!(
+                error = why,
+                "redis unavailable; cluster limits fall back, the shared cache tier is skipped"
+            );
         }
     }
 

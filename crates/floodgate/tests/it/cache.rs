@@ -474,14 +474,6 @@ async fn unsafe_methods_invalidate_the_uri() {
     assert_eq!(&b[..], b"/max-age v3");
 }
 
-async fn admin_post(gw: &Gateway, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
-    let req = Request::post(format!("http://{}{path}", gw.admin))
-        .body(Full::from(body.to_owned()))
-        .unwrap();
-    let (s, _, b) = send(req).await;
-    (s, json(&b))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_by_url_prefix_and_tag_through_the_admin_api() {
     let (gw, origin) = setup("{}").await;

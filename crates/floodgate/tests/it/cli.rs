@@ -114,10 +114,11 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "cache: { memory: 512KiB, max_object_size: 0 }\nroutes:\n  - match: { path: \"/p/{id}\" }\n    upstream: app\n    cache: { negative_statuses: [ 404, 500 ], jitter: 60%, early_refresh: 11, coalesce_timeout: 0s, force_ttl: 0s, miss_rate_limits: [ { algorithm: token_bucket, rate: 1/s, key: [ \"path:nope\" ] } ], stale: 1s }\n  - match: { path: /r }\n    redirect: { location: /x }\n    cache: {}\n",
+        "cache: { memory: 512KiB, max_object_size: 0, shared: true }\nroutes:\n  - match: { path: \"/p/{id}\" }\n    upstream: app\n    cache: { negative_statuses: [ 404, 500 ], jitter: 60%, early_refresh: 11, coalesce_timeout: 0s, force_ttl: 0s, miss_rate_limits: [ { algorithm: token_bucket, rate: 1/s, key: [ \"path:nope\" ] } ], stale: 1s }\n  - match: { path: /r }\n    redirect: { location: /x }\n    cache: {}\n",
         &[
             "1:18: cache.memory: must be at least 1MiB",
             "1:43: cache.max_object_size: must be greater than zero",
+            "1:54: cache.shared: a shared cache lives in the cluster's Redis: configure `cluster` too",
             "5:40: routes[0].cache.negative_statuses[1]: 500 cannot be cached; expected one of 404, 405, 410, 414, 501",
             "5:55: routes[0].cache.jitter: must be at most 50%",
             "5:75: routes[0].cache.early_refresh: must be from 0 to 10",

@@ -9,25 +9,6 @@ use http::StatusCode;
 
 use crate::support::*;
 
-fn redis_url() -> Option<String> {
-    match std::env::var("FLOODGATE_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            eprintln!("skipped: FLOODGATE_TEST_REDIS_URL is not set (.ci/run sets it)");
-            None
-        }
-    }
-}
-
-/// A key prefix no other test run shares.
-fn unique_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("fgtest:{}:{nanos}:", std::process::id())
-}
-
 fn cluster_section(url: &str, prefix: &str) -> String {
     format!(
         "cluster:\n  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 250ms }}\n  heartbeat: 100ms\n"

@@ -11,6 +11,7 @@ mod avalanche;
 mod balance;
 mod breaker;
 mod cache;
+mod cache_cluster;
 mod cli;
 mod cluster;
 mod cors;

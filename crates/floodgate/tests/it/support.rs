@@ -419,6 +419,36 @@ impl Gateway {
     }
 }
 
+/// The Redis of service-backed tests (FLOODGATE_TEST_REDIS_URL, set by .ci/run), or
+/// `None` after saying why the test is skipped.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("FLOODGATE_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            eprintln!("skipped: FLOODGATE_TEST_REDIS_URL is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+/// A Redis key prefix no other test run shares.
+pub fn unique_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("fgtest:{}:{nanos}:", std::process::id())
+}
+
+/// `POST body` to `path` on the gateway's admin listener: the status and the JSON answer.
+pub async fn admin_post(gw: &Gateway, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::post(format!("http://{}{path}", gw.admin))
+        .body(Full::from(body.to_owned()))
+        .unwrap();
+    let (s, _, b) = send(req).await;
+    (s, json(&b))
+}
+
 /// The statuses of `n` sequential `GET url` requests with `headers`.
 pub async fn statuses(url: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
     let mut out = Vec::with_capacity(n);
