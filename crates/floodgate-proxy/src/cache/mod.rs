@@ -21,6 +21,7 @@ mod fill;
 mod flight;
 mod policy;
 mod purge;
+mod range;
 pub mod shared;
 mod store;
 pub(crate) mod surrogate;
@@ -663,14 +664,35 @@ fn serve(
         mark(&mut resp, status);
         return resp;
     }
-    let body = if head {
-        ResponseBody::empty()
-    } else {
-        ResponseBody::full(e.body.clone())
+    let selected = match e.status == StatusCode::OK && !head {
+        true => range::select(request, &e.headers, e.body.len()),
+        false => range::Selected::Whole,
+    };
+    let (code, body) = match selected {
+        range::Selected::Whole if head => (e.status, ResponseBody::empty()),
+        range::Selected::Whole => (e.status, ResponseBody::full(e.body.clone())),
+        range::Selected::Part(ref r) => (
+            StatusCode::PARTIAL_CONTENT,
+            ResponseBody::full(e.body.slice(r.clone())),
+        ),
+        range::Selected::Unsatisfiable => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, ResponseBody::empty())
+        }
     };
     let mut resp = Response::new(body);
-    *resp.status_mut() = e.status;
+    *resp.status_mut() = code;
     *resp.headers_mut() = e.headers.clone();
+    let content_range = match selected {
+        range::Selected::Whole => None,
+        range::Selected::Part(r) => {
+            Some(format!("bytes {}-{}/{}", r.start, r.end - 1, e.body.len()))
+        }
+        range::Selected::Unsatisfiable => Some(format!("bytes */{}", e.body.len())),
+    };
+    if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     resp.headers_mut().insert(header::AGE, age);
     mark(&mut resp, status);
     resp

@@ -334,6 +334,38 @@ async fn surrogate_control_is_for_the_gateway_and_cache_control_for_the_client()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_ranges_are_cut_from_the_stored_response() {
+    let (gw, origin) = setup("{}").await;
+    let url = gw.url("/validators");
+    let (_, _, whole) = get(&url).await;
+    assert_eq!(&whole[..], b"/validators v1");
+    let (s, h, b) = get_with(&url, &[("range", "bytes=1-10")]).await;
+    assert_eq!(
+        (s, &b[..]),
+        (StatusCode::PARTIAL_CONTENT, &b"validators"[..])
+    );
+    assert_eq!(h["content-range"], "bytes 1-10/14");
+    assert_eq!(h["content-length"], "10");
+    let (s, _, b) = get_with(&url, &[("range", "bytes=-2")]).await;
+    assert_eq!((s, &b[..]), (StatusCode::PARTIAL_CONTENT, &b"v1"[..]));
+    let (s, h, _) = get_with(&url, &[("range", "bytes=14-")]).await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h["content-range"], "bytes */14");
+    // A stale validator in If-Range, or several ranges: the whole response.
+    let (s, _, b) = get_with(&url, &[("range", "bytes=0-0"), ("if-range", "\"v0\"")]).await;
+    assert_eq!((s, b.len()), (StatusCode::OK, 14));
+    let (s, _, b) = get_with(&url, &[("range", "bytes=0-0"), ("if-range", "\"v1\"")]).await;
+    assert_eq!((s, &b[..]), (StatusCode::PARTIAL_CONTENT, &b"/"[..]));
+    let (s, _, b) = get_with(&url, &[("range", "bytes=0-0,2-3")]).await;
+    assert_eq!((s, b.len()), (StatusCode::OK, 14));
+    assert_eq!(
+        origin.hits("/validators"),
+        1,
+        "every range from the one stored copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_requests_on_fresh_entries_get_304_from_the_cache() {
     let (gw, origin) = setup("{}").await;
     get(&gw.url("/validators")).await;
