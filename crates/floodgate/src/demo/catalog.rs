@@ -6,6 +6,7 @@
 //! - `GET /products/ids` every existing id, as a JSON array
 //! - `GET /flaky` fails with 503 for a configured share of requests
 //! - `GET /slow?delay=2s` answers after the delay (default 1s, at most 30s)
+//! - `POST /orders` makes a new order each time (201, numbered), to show idempotency keys
 //! - `GET /healthz`
 //!
 //! The demo runs three instances; the third is degraded (half its product requests fail)
@@ -53,6 +54,8 @@ pub(crate) struct Catalog {
     /// A degraded instance fails half of its product requests with 503 (its health check
     /// still passes: only outlier detection on live traffic notices).
     pub(crate) degraded: bool,
+    /// Orders made so far.
+    pub(crate) orders: std::sync::atomic::AtomicU64,
 }
 
 fn product(id: u32) -> serde_json::Value {
@@ -144,6 +147,20 @@ async fn answer(catalog: &Catalog, req: Request<Incoming>) -> Response<Full<Byte
                 StatusCode::OK,
                 serde_json::json!({"total": PRODUCTS, "offset": offset, "items": items}),
             )
+        }
+        "/orders" if req.method() == http::Method::POST => {
+            let n = catalog
+                .orders
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            let mut r = json(
+                StatusCode::CREATED,
+                serde_json::json!({"order": n, "instance": catalog.instance}),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&format!("/orders/{n}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
         }
         "/products/ids" => json(
             StatusCode::OK,

@@ -24,6 +24,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
             flaky_rate: args.flaky_rate,
             instance,
             degraded: instance == 3,
+            orders: Default::default(),
         }) {
             Ok(addr) => instances.push(addr),
             Err(e) => {
@@ -88,6 +89,8 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
              \n  curl -i http://{gw}/api/products/99999         # no such id: 404 from the gateway's existence filter\
              \n  curl -s -o /dev/null -D - http://{gw}/api/products/42 | grep -i cache-status   # again: a hit\
              \n  curl -s -X POST http://{admin}/cache/purge -d '{{\"tag\": \"product-42\"}}'   # purge by tag\
+             \n  curl -i -X POST -H 'Idempotency-Key: \"order-1\"' http://{gw}/api/orders   # 201: order made\
+             \n  curl -i -X POST -H 'Idempotency-Key: \"order-1\"' http://{gw}/api/orders   # again: replayed, not made twice\
              \n  curl -i http://{gw}/api/flaky                  # fails {pct}% of the time (upstream 503)\
              \n  curl -i 'http://{gw}/api/slow?delay=3s'        # upstream slower than the 2s timeout: 504\
              \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\

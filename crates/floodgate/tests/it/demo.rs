@@ -69,6 +69,19 @@ async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
     assert_eq!(send(purge).await.0, StatusCode::OK);
     let (_, h, _) = get(&format!("{gateway}/api/products/42")).await;
     assert!(status(&h).contains("fwd=uri-miss"), "{h:?}");
+    // An order with an idempotency key is made once; the retry gets the same answer.
+    let order = || {
+        http::Request::post(format!("{gateway}/api/orders"))
+            .header("idempotency-key", "\"demo-order-1\"")
+            .body(http_body_util::Full::from("{\"product\": 42}"))
+            .unwrap()
+    };
+    let (s, h, first) = send(order()).await;
+    assert_eq!(s, StatusCode::CREATED, "{h:?}");
+    assert!(!h.contains_key("idempotent-replayed"));
+    let (s, h, again) = send(order()).await;
+    assert_eq!((s, &again), (StatusCode::CREATED, &first));
+    assert_eq!(h["idempotent-replayed"], "true");
     let (s, _, body) = get(&format!("{gateway}/api/products?limit=3")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(json(&body)["items"].as_array().map(Vec::len), Some(3));
