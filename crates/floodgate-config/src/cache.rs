@@ -177,6 +177,11 @@ pub struct Idempotency {
     /// refused (409), not sent upstream again. Default 1MiB.
     #[serde(default = "default_idempotency_body")]
     pub max_response_size: crate::value::ByteSize,
+    /// Keep keys and responses in the cluster's Redis, so a retry that reaches another
+    /// node is still a repeat (`memory` then serves only while Redis is unreachable).
+    /// Needs `cluster`. Default false.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 fn default_idempotent_methods() -> Vec<String> {

@@ -418,7 +418,7 @@ fn validate_route(
                 "`idempotency` has no effect on a redirect route".into(),
             ));
         }
-        validate_cache::check_idempotency(i, &path.key("idempotency"), out);
+        validate_cache::check_idempotency(i, cfg.cluster.as_ref(), &path.key("idempotency"), out);
     }
     if let Some(h) = &route.security_headers {
         validate_auth::check_security_headers(h, &path.key("security_headers"), out);

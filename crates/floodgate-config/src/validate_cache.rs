@@ -80,7 +80,18 @@ pub(crate) fn check_route_cache(
 const KEYED_METHODS: [&str; 2] = ["POST", "PATCH"];
 
 /// Checks a route's `idempotency`.
-pub(crate) fn check_idempotency(i: &Idempotency, p: &FieldPath, out: &mut Vec<Problem>) {
+pub(crate) fn check_idempotency(
+    i: &Idempotency,
+    cluster: Option<&Cluster>,
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    if i.shared && cluster.is_none() {
+        out.push((
+            p.key("shared"),
+            "shared keys live in the cluster's Redis: configure `cluster` too".into(),
+        ));
+    }
     if i.methods.is_empty() {
         out.push((p.key("methods"), "must name at least one method".into()));
     }

@@ -35,6 +35,7 @@ pub mod mirror;
 pub mod oauth2;
 pub mod problem;
 pub mod ratelimit;
+mod record;
 pub mod request_id;
 pub mod router;
 pub mod server;

@@ -337,9 +337,17 @@ impl Snapshot {
                             &(c.memory, c.ttl),
                             || crate::idempotency::KeyStore::new(c.memory.0, c.ttl.0),
                         );
+                        let keys = shared.cluster.filter(|_| c.shared).map(|cluster| {
+                            Arc::new(crate::idempotency::shared::SharedKeys::new(
+                                cluster.clone(),
+                                &name,
+                                c.ttl.0,
+                            ))
+                        });
                         crate::idempotency::RouteIdempotency::new(
                             c,
                             store,
+                            keys,
                             crate::idempotency::Metrics::new(metrics, &name),
                         )
                     }),

@@ -64,34 +64,11 @@ impl SharedTier {
         format!("{}cache:tag:{tag}", self.cluster.prefix())
     }
 
-    /// Runs `cmd` within the cluster's timeout; `None` on any failure (which starts the
-    /// cluster's back-off).
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Pipeline) -> Option<T> {
-        if !self.cluster.available() {
-            return None;
-        }
-        let call = async {
-            let mut conn = self.cluster.connection().await?;
-            cmd.query_async::<T>(&mut conn).await
-        };
-        match tokio::time::timeout(self.cluster.timeout(), call).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.cluster.failed(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.cluster.failed("timed out");
-                None
-            }
-        }
-    }
-
     /// Copies what Redis holds for `primary` into `store`; whether it held anything.
     pub(crate) async fn load(&self, primary: &str, store: &Store) -> bool {
         let mut p = redis::pipe();
         p.cmd("HGETALL").arg(self.object_key(primary));
-        let Some((fields,)) = self.query::<(Vec<(Vec<u8>, Vec<u8>)>,)>(&p).await else {
+        let Some((fields,)) = self.cluster.query::<(Vec<(Vec<u8>, Vec<u8>)>,)>(&p).await else {
             return false;
         };
         let now = SystemTime::now();
@@ -142,7 +119,7 @@ impl SharedTier {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            this.query::<()>(&p).await;
+            this.cluster.query::<()>(&p).await;
         });
     }
 
@@ -168,7 +145,7 @@ impl SharedTier {
                 let mut p = redis::pipe();
                 p.cmd("SMEMBERS").arg(&set);
                 p.cmd("DEL").arg(&set).ignore();
-                let Some((members,)) = self.query::<(Vec<String>,)>(&p).await else {
+                let Some((members,)) = self.cluster.query::<(Vec<String>,)>(&p).await else {
                     return false;
                 };
                 members.iter().map(|m| self.object_key(m)).collect()
@@ -188,7 +165,7 @@ impl SharedTier {
         for chunk in objects.chunks(500) {
             p.cmd("UNLINK").arg(chunk).ignore();
         }
-        self.query::<()>(&p).await.is_some()
+        self.cluster.query::<()>(&p).await.is_some()
     }
 
     /// The keys matching `pattern` (SCAN: purges by prefix are rare and may walk the
@@ -204,7 +181,7 @@ impl SharedTier {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let ((next, batch),) = self.query::<((u64, Vec<String>),)>(&p).await?;
+            let ((next, batch),) = self.cluster.query::<((u64, Vec<String>),)>(&p).await?;
             keys.extend(batch);
             if next == 0 {
                 return Some(keys);
@@ -239,19 +216,13 @@ fn encode(entry: &Entry, request: HeaderMap) -> Option<Bytes> {
         strict: f.strict,
         fetch_time_ms: millis(entry.fetch_time),
     };
-    let json = serde_json::to_vec(&head).ok()?;
-    let mut out = BytesMut::with_capacity(4 + json.len() + entry.body.len());
-    out.extend_from_slice(&u32::try_from(json.len()).ok()?.to_be_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&entry.body);
+    let mut out = BytesMut::new();
+    crate::record::encode(&head, &entry.body, &mut out)?;
     Some(out.freeze())
 }
 
 fn decode(record: &[u8], now: SystemTime) -> Option<(HeaderMap, Entry)> {
-    let (len, rest) = record.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-    let (json, body) = (rest.get(..len)?, rest.get(len..)?);
-    let head: Head = serde_json::from_slice(json).ok()?;
+    let (head, body) = crate::record::decode::<Head>(record)?;
     let freshness = Freshness {
         policy: head.policy,
         fresh_until: UNIX_EPOCH + Duration::from_millis(head.fresh_until_ms),

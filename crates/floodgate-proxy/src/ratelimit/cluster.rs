@@ -228,6 +228,40 @@ impl ClusterClient {
             .cloned()
     }
 
+    /// Runs `pipe` within the timeout, unless within a back-off; `None` on any failure
+    /// (which starts the back-off).
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Option<T> {
+        if !self.available() {
+            return None;
+        }
+        let call = async {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<T>(&mut conn).await
+        };
+        self.settle(tokio::time::timeout(self.timeout, call).await)
+    }
+
+    /// A call's value, or `None` after starting the back-off for its failure.
+    fn settle<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
+        match result {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed("timed out");
+                None
+            }
+        }
+    }
+
     /// Runs `script` with one key and four numbers, within the timeout; a failure starts
     /// the back-off.
     async fn run(&self, script: &Script, key: &[u8], args: [u64; 4]) -> Option<Vec<i64>> {
@@ -244,27 +278,17 @@ impl ClusterClient {
         self.metrics
             .redis_latency
             .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed("timed out");
-                None
-            }
-        }
+        self.settle(result)
     }
 
-    pub(crate) fn failed(&self, why: &str) {
+    fn failed(&self, why: &str) {
         self.metrics.redis_errors.inc();
         let until = self.elapsed() + u64::try_from(BACKOFF.as_nanos()).unwrap_or(0);
         let previous = self.down_until.swap(until, Ordering::Relaxed);
         if previous <= self.elapsed() {
             tracing::warn!(
                 error = why,
-                "redis unavailable; cluster limits fall back, the shared cache tier is skipped"
+                "redis unavailable; cluster limits, the shared cache and shared idempotency keys fall back to this node"
             );
         }
     }

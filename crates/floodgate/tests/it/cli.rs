@@ -130,12 +130,13 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "routes:\n  - match: { path: /orders }\n    upstream: app\n    idempotency: { methods: [ PUT ], ttl: 0s, memory: 1MiB, max_response_size: 1MiB, max_body_size: 0B }\n  - match: { path: /r }\n    redirect: { location: /x }\n    idempotency: {}\n",
+        "routes:\n  - match: { path: /orders }\n    upstream: app\n    idempotency: { methods: [ PUT ], ttl: 0s, memory: 1MiB, max_response_size: 1MiB, max_body_size: 0B, shared: true }\n  - match: { path: /r }\n    redirect: { location: /x }\n    idempotency: {}\n",
         &[
             "4:31: routes[0].idempotency.methods[0]: \"PUT\" is not a method idempotency keys apply to; expected POST or PATCH",
             "4:43: routes[0].idempotency.ttl: must be greater than zero",
             "4:80: routes[0].idempotency.max_response_size: must be at most a quarter of `memory`",
             "4:101: routes[0].idempotency.max_body_size: must be greater than zero",
+            "4:113: routes[0].idempotency.shared: shared keys live in the cluster's Redis: configure `cluster` too",
             "7:18: routes[1].idempotency: `idempotency` has no effect on a redirect route",
         ],
     ),

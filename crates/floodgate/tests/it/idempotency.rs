@@ -28,7 +28,8 @@ impl Origin {
     }
 }
 
-async fn setup() -> (Gateway, Arc<Origin>) {
+/// The origin, listening.
+async fn start_origin() -> (std::net::SocketAddr, Arc<Origin>) {
     let origin = Arc::new(Origin::default());
     let o = origin.clone();
     let up = upstream(move |req: Request<hyper::body::Incoming>| {
@@ -61,6 +62,33 @@ async fn setup() -> (Gateway, Arc<Origin>) {
         }
     })
     .await;
+    (up, origin)
+}
+
+/// Sends ALICE's `POST /slow` with `key` through `gw` in a task, and waits until the
+/// origin holds it.
+async fn first_in_flight(
+    gw: &Gateway,
+    origin: &Origin,
+    key: &'static str,
+) -> tokio::task::JoinHandle<(StatusCode, http::HeaderMap, Bytes)> {
+    let url = gw.url("/slow");
+    let first = tokio::spawn(async move {
+        let req = Request::post(url)
+            .header("idempotency-key", key)
+            .header("x-forwarded-for", ALICE)
+            .body(Full::new(Bytes::from_static(b"pay")))
+            .unwrap();
+        send(req).await
+    });
+    while origin.hits("/slow") == 0 {
+        tokio::task::yield_now().await;
+    }
+    first
+}
+
+async fn setup() -> (Gateway, Arc<Origin>) {
+    let (up, origin) = start_origin().await;
     let gw = Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\", trusted_proxies: [ 127.0.0.1 ] }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
@@ -163,19 +191,7 @@ async fn a_key_reused_for_another_request_is_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_while_the_first_is_in_flight_is_409_then_replayed() {
     let (gw, origin) = setup().await;
-    let url = gw.url("/slow");
-    let first = tokio::spawn(async move {
-        let req = Request::post(url)
-            .header("idempotency-key", "slow-1")
-            .header("x-forwarded-for", ALICE)
-            .body(Full::new(Bytes::from_static(b"pay")))
-            .unwrap();
-        send(req).await
-    });
-    // The first is in flight once the origin has seen it.
-    while origin.hits("/slow") == 0 {
-        tokio::task::yield_now().await;
-    }
+    let first = first_in_flight(&gw, &origin, "slow-1").await;
     let (s, h, b) = post(&gw, "/slow", Some("slow-1"), "pay", ALICE).await;
     let v = assert_problem(s, &h, &b, StatusCode::CONFLICT, "idempotency-key-in-flight");
     assert!(v["detail"].as_str().unwrap().contains("in progress"));
@@ -247,4 +263,77 @@ async fn missing_or_malformed_keys_are_400() {
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(origin.hits("/orders"), 0);
     assert_eq!(origin.hits("/strict"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shared_keys_a_retry_on_another_gateway_is_still_a_repeat() {
+    let Some(url) = redis_url() else { return };
+    let (up, origin) = start_origin().await;
+    let cfg = format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\", trusted_proxies: [ 127.0.0.1 ] }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+cluster:
+  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 500ms }}
+upstreams:
+  origin:
+    targets: [ \"{up}\" ]
+routes:
+  - name: orders
+    match: {{ path_prefix: / }}
+    upstream: origin
+    idempotency: {{ shared: true }}
+",
+        prefix = unique_prefix()
+    );
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let (s, _, first) = post(&a, "/orders", Some("fleet-1"), "x", ALICE).await;
+    assert_eq!((s, &first[..]), (StatusCode::CREATED, &b"order 1"[..]));
+    // The kept response is written in the background: the other gateway answers 409
+    // until it lands, then the replay.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (s, h, b2) = post(&b, "/orders", Some("fleet-1"), "x", ALICE).await;
+        if s == StatusCode::CREATED {
+            assert_eq!(&b2[..], b"order 1");
+            assert_eq!(h["idempotent-replayed"], "true");
+            break;
+        }
+        assert_problem(
+            s,
+            &h,
+            &b2,
+            StatusCode::CONFLICT,
+            "idempotency-key-in-flight",
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept response never reached Redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (s, h, b3) = post(&b, "/orders", Some("fleet-1"), "y", ALICE).await;
+    assert_problem(
+        s,
+        &h,
+        &b3,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    );
+    assert_eq!(origin.hits("/orders"), 1, "one order for the fleet");
+
+    // While one gateway's first request is in flight, the other answers 409.
+    let first = first_in_flight(&a, &origin, "fleet-2").await;
+    let (s, h, body) = post(&b, "/slow", Some("fleet-2"), "pay", ALICE).await;
+    assert_problem(
+        s,
+        &h,
+        &body,
+        StatusCode::CONFLICT,
+        "idempotency-key-in-flight",
+    );
+    origin.open.send_replace(true);
+    assert_eq!(first.await.unwrap().0, StatusCode::CREATED);
+    assert_eq!(origin.hits("/slow"), 1);
 }

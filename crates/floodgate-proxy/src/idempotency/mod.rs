@@ -14,7 +14,9 @@
 //!
 //! Storage: one store per route, kept across reloads while the route's settings stay the
 //! same: requests in flight in a map (one entry per request being forwarded), kept
-//! responses in a moka cache bounded in bytes, each expiring after the TTL.
+//! responses in a moka cache bounded in bytes, each expiring after the TTL. With
+//! `shared`, the cluster's Redis holds both instead ([`shared`]), and the memory store
+//! stands in while Redis cannot be reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::body::{BoundedCopy, ResponseBody, Tap};
 use crate::handler::Inbound;
 use crate::problem::Problem;
+
+pub mod shared;
 
 /// The request field naming the key.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -115,9 +119,10 @@ impl KeyStore {
         }
         in_flight.insert(key.clone(), fingerprint);
         Claimed::New(Claim {
-            store: self.clone(),
+            place: Place::Memory(self.clone()),
             key,
             fingerprint,
+            kept: false,
         })
     }
 }
@@ -132,27 +137,49 @@ enum Claimed {
 /// A key held by the request in flight with it; released when dropped, after its response
 /// is kept if it is.
 pub(crate) struct Claim {
-    store: Arc<KeyStore>,
+    place: Place,
     key: Arc<str>,
     fingerprint: Fingerprint,
+    kept: bool,
+}
+
+/// Where a claim is held.
+enum Place {
+    /// In this node's memory.
+    Memory(Arc<KeyStore>),
+    /// In the cluster's Redis.
+    Redis(Arc<shared::SharedKeys>),
 }
 
 impl Claim {
-    fn keep(&self, kept: Kept) {
-        // Kept before the in-flight mark goes (on drop), so a repeat sees one or the other.
-        self.store.kept.insert(self.key.clone(), Arc::new(kept));
+    fn keep(&mut self, kept: Kept) {
+        self.kept = true;
+        match &self.place {
+            // Kept before the in-flight mark goes (on drop), so a repeat sees one or the
+            // other.
+            Place::Memory(store) => store.kept.insert(self.key.clone(), Arc::new(kept)),
+            Place::Redis(keys) => keys.keep(&self.key, &self.fingerprint, &kept),
+        }
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.store.in_flight.lock().remove(&self.key);
+        match &self.place {
+            Place::Memory(store) => {
+                store.in_flight.lock().remove(&self.key);
+            }
+            Place::Redis(keys) if !self.kept => keys.release(&self.key, &self.fingerprint),
+            Place::Redis(_) => {}
+        }
     }
 }
 
 /// A route's idempotency-key handling.
 pub struct RouteIdempotency {
     store: Arc<KeyStore>,
+    /// The cluster's Redis, when keys are shared; `store` stands in while it is down.
+    shared: Option<Arc<shared::SharedKeys>>,
     methods: Vec<Method>,
     required: bool,
     max_body: u64,
@@ -203,10 +230,12 @@ impl RouteIdempotency {
     pub fn new(
         c: &floodgate_config::cache::Idempotency,
         store: Arc<KeyStore>,
+        shared: Option<Arc<shared::SharedKeys>>,
         metrics: Metrics,
     ) -> Self {
         RouteIdempotency {
             store,
+            shared,
             methods: c
                 .methods
                 .iter()
@@ -261,7 +290,14 @@ impl RouteIdempotency {
             .to_bytes();
         let fingerprint = fingerprint(&parts.method, target, &body);
         let full_key: Arc<str> = format!("{scope}\u{0}{key}").into();
-        match self.store.claim(full_key, fingerprint) {
+        let claimed = match &self.shared {
+            Some(keys) => match keys.claim(&full_key, fingerprint).await {
+                Some(c) => c,
+                None => self.store.claim(full_key, fingerprint),
+            },
+            None => self.store.claim(full_key, fingerprint),
+        };
+        match claimed {
             Claimed::New(claim) => {
                 self.metrics.first.inc();
                 Ok(Begin::Forward(
@@ -355,7 +391,8 @@ impl Tap for Copy {
             return;
         }
         let fingerprint = this.claim.fingerprint;
-        this.claim.keep(match this.copy.finish() {
+        let mut claim = this.claim;
+        claim.keep(match this.copy.finish() {
             None => Kept::TooLarge { fingerprint },
             Some(body) => Kept::Response {
                 fingerprint,
@@ -450,7 +487,7 @@ mod tests {
         let k: Arc<str> = "client\u{0}k1".into();
         let fp = fingerprint(&Method::POST, "/a", b"1");
         let other = fingerprint(&Method::POST, "/a", b"2");
-        let Claimed::New(claim) = store.claim(k.clone(), fp) else {
+        let Claimed::New(mut claim) = store.claim(k.clone(), fp) else {
             panic!("first claim")
         };
         assert!(matches!(store.claim(k.clone(), fp), Claimed::InFlight));
