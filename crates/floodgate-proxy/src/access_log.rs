@@ -58,6 +58,10 @@ pub struct Record<'a> {
     /// `miss` (forwarded) or `refresh` (a background refresh); absent on routes without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+    /// Idempotency keys: `first` (forwarded, its response kept), `replayed` (answered with
+    /// the kept response) or `refused` (409, 422 or 400); absent without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<&'static str>,
     /// The rate limit that refused the request, or (dry run) would have; absent if none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<&'a str>,

@@ -493,7 +493,14 @@ async fn route_and_send(
                 ),
             };
             let target = done.target.as_str().to_owned();
-            match idem.begin(req, &scope, &target).await? {
+            let begun = idem.begin(req, &scope, &target).await;
+            done.idempotency = match &begun {
+                Ok(Begin::Pass(_)) => None,
+                Ok(Begin::Replay(_)) => Some("replayed"),
+                Ok(Begin::Forward(..)) => Some("first"),
+                Err(_) => Some("refused"),
+            };
+            match begun? {
                 Begin::Pass(req) => (req.map(Inbound::Stream), None),
                 Begin::Replay(resp) => return Ok(resp),
                 Begin::Forward(req, claim) => (req, Some(claim)),
@@ -1376,6 +1383,8 @@ struct Done {
     learn_key: Option<Vec<u8>>,
     /// What the cache did, for the log.
     cache: Option<&'static str>,
+    /// What idempotency-key handling did, for the log.
+    idempotency: Option<&'static str>,
     /// Validators the cache sends upstream to revalidate its entry, in place of the
     /// client's.
     conditionals: Vec<(header::HeaderName, HeaderValue)>,
@@ -1419,6 +1428,7 @@ impl Done {
             cors_headers: Vec::new(),
             learn_key: None,
             cache: None,
+            idempotency: None,
             conditionals: Vec::new(),
         }
     }
@@ -1465,6 +1475,7 @@ impl Completion for Done {
                 rate_limit: self.rate_limit.as_deref(),
                 dry_run: self.dry_run,
                 cache: self.cache,
+                idempotency: self.idempotency,
             };
             self.gw.access_log.log(&record);
         }

@@ -92,7 +92,7 @@ async fn setup() -> (Gateway, Arc<Origin>) {
     let gw = Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\", trusted_proxies: [ 127.0.0.1 ] }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
-access_log: {{ enabled: false }}
+access_log: {{ output: \"{{dir}}/access.log\" }}
 upstreams:
   origin:
     targets: [ \"{up}\" ]
@@ -152,6 +152,15 @@ async fn a_repeat_gets_the_kept_response_and_never_reaches_the_origin() {
         origin.keys.lock().unwrap().as_slice(),
         ["\"8e03978e-40d5-43e8-bc93-6894a57f9324\""],
         "the key is passed on"
+    );
+    let line = gw.access_line("\"idempotency\":\"replayed\"").await;
+    assert_eq!(
+        (line["route"].as_str(), line["status"].as_u64()),
+        (Some("orders"), Some(201))
+    );
+    assert_eq!(
+        gw.access_line("\"idempotency\":\"first\"").await["upstream"],
+        "origin"
     );
     // Without a key, or with another one, each request goes through.
     post(&gw, "/orders", None, "{\"qty\":1}", ALICE).await;
