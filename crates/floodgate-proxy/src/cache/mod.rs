@@ -213,16 +213,10 @@ impl RouteCache {
         let asking = client.with_conditionals(headers);
         // A leader that gives up hands the lead to a waiter: look again; the third time,
         // go upstream alone.
+        let mut loaded = false;
         for attempt in 0..3 {
             let now = SystemTime::now();
-            let mut found = self.store.find(&primary, headers);
-            if found.entry.is_none()
-                && attempt == 0
-                && let Some(tier) = &self.tier
-                && tier.load(&primary, &self.store).await
-            {
-                found = self.store.find(&primary, headers);
-            }
+            let found = self.store.find(&primary, headers);
             let mut fwd = if found.vary_miss {
                 "vary-miss"
             } else {
@@ -296,6 +290,16 @@ impl RouteCache {
                             }
                         }
                     }
+                }
+            }
+            // Nothing fresh in memory: another node may have stored the response in Redis.
+            // The leader alone asks; when Redis had it, the leader steps down and everyone
+            // looks in memory again.
+            if !loaded && let Some(tier) = &self.tier {
+                loaded = true;
+                if tier.load(&primary, &self.store).await {
+                    drop(leader);
+                    continue;
                 }
             }
             self.metrics.miss.inc();

@@ -100,6 +100,26 @@ routes:
     assert_eq!(h["etag"], "\"v1\"");
     assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch for the fleet");
 
+    // Many clients at once on the gateway that lacks a URL the other stored: one of them
+    // reads Redis, the others wait for it and read memory; none reaches the origin.
+    get(&a.url("/products/2")).await;
+    let object_2 = format!("{prefix}cache:obj:127.0.0.1/products/2");
+    until_redis(&mut con, "the second response", |c| {
+        c.arg("EXISTS").arg(&object_2);
+    })
+    .await;
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let url = b.url("/products/2");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for c in clients {
+        let (s, _, body) = c.await.unwrap();
+        assert_eq!((s, &body[..]), (StatusCode::OK, &b"product v2"[..]));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
     // Both subscribed, a purge by tag on one reaches Redis and both memories.
     let channel = format!("{prefix}cache:purge");
     until_redis(&mut con, "two subscribers", |c| {
@@ -121,7 +141,7 @@ routes:
         .unwrap();
     assert_eq!(exists, 0, "purged from Redis before the answer");
     let (_, h, body) = get(&a.url("/products/1")).await;
-    assert_eq!(&body[..], b"product v2", "{h:?}");
+    assert_eq!(&body[..], b"product v3", "{h:?}");
     // The other gateway drops its copy when the broadcast arrives; until then it may
     // still answer from memory, never from Redis.
     let deadline = Instant::now() + PATIENCE;
