@@ -250,8 +250,11 @@ impl ConnPool {
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+        // Boxed, as `connect` below: their futures are large and rarely run (HTTP/1.1
+        // requests mostly go out on pooled connections), and every request's future would
+        // otherwise carry their size, copied each time it is moved.
         if self.protocol == Protocol::Http2 {
-            return self.send_h2(req).await;
+            return Box::pin(self.send_h2(req)).await;
         }
         let mut replayed = false;
         loop {
@@ -259,7 +262,7 @@ impl ConnPool {
             let idle = if replayed { None } else { self.take_idle() };
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             // Only a reused connection can be stale, so only then is a copy kept.
             let copy = if reused && !replayed {
