@@ -126,6 +126,7 @@ async fn answer(gw: &Gateway, ready: &AtomicBool, req: Request<Incoming>) -> Res
                 "entries": entries,
                 "bytes": bytes,
                 "in_flight": gw.cache.flights.len(),
+                "shared_tier": gw.cache.tier().is_some(),
             });
             text(StatusCode::OK, "application/json", body.to_string())
         }

@@ -566,6 +566,7 @@ async fn purges_by_url_prefix_and_tag_through_the_admin_api() {
     assert_eq!(counts(&origin), [3, 3, 3, 3, 4]);
     let (_, _, b) = get(&format!("http://{}/cache", gw.admin)).await;
     assert_eq!(json(&b)["entries"], 5);
+    assert_eq!(json(&b)["shared_tier"], false);
 }
 
 /// The breakdown drill: a hot key whose entry has expired, 100 clients at once: exactly

@@ -99,6 +99,8 @@ routes:
     );
     assert_eq!(h["etag"], "\"v1\"");
     assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch for the fleet");
+    let (_, _, status) = get(&format!("http://{}/cache", b.admin)).await;
+    assert_eq!(json(&status)["shared_tier"], true);
 
     // Many clients at once on the gateway that lacks a URL the other stored: one of them
     // reads Redis, the others wait for it and read memory; none reaches the origin.
