@@ -10,21 +10,59 @@ use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
 /// Every directive of every `Cache-Control` field, as (lower-case name, unquoted value).
+/// A quoted value may hold commas (`no-cache="a, b"`) and backslash escapes.
 pub(crate) fn parse(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(split_list)
         .filter_map(|part| {
             let (name, value) = match part.split_once('=') {
-                Some((n, v)) => (n, Some(v.trim().trim_matches('"').to_owned())),
+                Some((n, v)) => (n, Some(unquote(v.trim()))),
                 None => (part, None),
             };
             let name = name.trim().to_ascii_lowercase();
             (!name.is_empty()).then_some((name, value))
         })
         .collect()
+}
+
+/// The elements of a comma-separated list, commas inside quoted strings kept.
+fn split_list(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+/// A directive's value: a quoted string's content (escapes undone), or the token.
+fn unquote(v: &str) -> String {
+    let Some(inner) = v.strip_prefix('"') else {
+        return v.to_owned();
+    };
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether a directive is present.
@@ -49,7 +87,7 @@ pub(crate) fn render(directives: &[(String, Option<String>)]) -> Option<HeaderVa
             Some(v) if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
                 format!("{n}={v}")
             }
-            Some(v) => format!("{n}=\"{v}\""),
+            Some(v) => format!("{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")),
             None => n.clone(),
         })
         .collect::<Vec<_>>()
@@ -98,6 +136,23 @@ mod tests {
             Some(Duration::from_secs(300))
         );
         assert_eq!(seconds(&d, "stale-while-revalidate"), None);
+    }
+
+    #[test]
+    fn quoted_values_keep_their_commas_and_escapes() {
+        let d = parse(&headers(
+            r#"no-cache="set-cookie, x-a", max-age=5, ext="a\"b""#,
+        ));
+        assert_eq!(
+            d,
+            [
+                ("no-cache".to_owned(), Some("set-cookie, x-a".to_owned())),
+                ("max-age".to_owned(), Some("5".to_owned())),
+                ("ext".to_owned(), Some("a\"b".to_owned())),
+            ]
+        );
+        let v = render(&d).unwrap();
+        assert_eq!(v, r#"no-cache="set-cookie, x-a", max-age=5, ext="a\"b""#);
     }
 
     #[test]

@@ -466,7 +466,7 @@ impl Pending {
                         tier: cache.tier.clone(),
                     },
                     status,
-                    resp.headers().clone(),
+                    without(resp.headers().clone(), &freshness.omit),
                     freshness,
                     leader.take(),
                     started,
@@ -527,7 +527,7 @@ fn revalidated(
         Some(freshness) => {
             let entry = Entry::new(
                 e.status,
-                merged,
+                without(merged, &freshness.omit),
                 e.body.clone(),
                 freshness,
                 started.elapsed(),
@@ -557,6 +557,14 @@ fn revalidated(
             resp
         }
     }
+}
+
+/// `headers` less the fields `omit` names.
+fn without(mut headers: HeaderMap, omit: &[HeaderName]) -> HeaderMap {
+    for name in omit {
+        headers.remove(name);
+    }
+    headers
 }
 
 /// The stored fields updated with a 304's, except those describing the body (RFC 9111

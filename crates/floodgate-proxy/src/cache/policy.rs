@@ -110,6 +110,8 @@ pub(crate) struct Freshness {
     pub stale_if_error: Duration,
     /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`: never served stale.
     pub strict: bool,
+    /// Fields `no-cache="..."` or `private="..."` name: not kept with the stored response.
+    pub omit: Vec<HeaderName>,
 }
 
 impl Freshness {
@@ -125,6 +127,7 @@ impl Freshness {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             strict: true,
+            omit: Vec::new(),
         }
     }
 
@@ -188,16 +191,26 @@ impl Rules {
         headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Freshness> {
-        // A stored cookie would be handed to every client.
-        if headers.contains_key(header::SET_COOKIE) || vary_any(headers) {
-            return None;
-        }
         let mut view = headers.clone();
         view.remove(header::VARY);
         cc::lowercase_names(&mut view);
+        let mut d = cc::parse(&view);
+        // `no-cache="f"` and `private="f"` (RFC 9111 §5.2.2.4, §5.2.2.7): the response may
+        // be stored and reused, only without those fields. The policy would read them as
+        // the unqualified directives, so it does not see them.
+        let omit = qualified_fields(&mut d);
+        if !omit.is_empty() {
+            cc::replace(&mut view, &d);
+            for name in &omit {
+                view.remove(name);
+            }
+        }
+        // A stored cookie would be handed to every client.
+        if view.contains_key(header::SET_COOKIE) || vary_any(headers) {
+            return None;
+        }
         // For a shared cache `proxy-revalidate` is `must-revalidate`; the policy would
         // instead never count such a response fresh.
-        let mut d = cc::parse(&view);
         if cc::has(&d, "proxy-revalidate") {
             d.retain(|(n, _)| n != "proxy-revalidate");
             if !cc::has(&d, "must-revalidate") {
@@ -298,6 +311,7 @@ impl Rules {
                 .unwrap_or(self.stale_if_error),
             strict,
             policy,
+            omit,
         })
     }
 
@@ -309,6 +323,26 @@ impl Rules {
         }
         ttl.mul_f64(1.0 - self.jitter * fastrand::f64())
     }
+}
+
+/// Takes the field-qualified `no-cache` and `private` directives out of `d`; the fields
+/// they name.
+fn qualified_fields(d: &mut Vec<(String, Option<String>)>) -> Vec<HeaderName> {
+    let mut fields = Vec::new();
+    d.retain(|(name, value)| {
+        let qualified = matches!(name.as_str(), "no-cache" | "private")
+            && value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        if qualified {
+            fields.extend(
+                value
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|f| HeaderName::from_bytes(f.trim().as_bytes()).ok()),
+            );
+        }
+        !qualified
+    });
+    fields
 }
 
 /// No `Age`, or one field line of digits (RFC 9111 §5.1: a non-negative integer).
@@ -511,6 +545,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ttl(&f), 10);
+    }
+
+    #[test]
+    fn field_qualified_no_cache_and_private_store_without_those_fields() {
+        let r = rules(|_| {});
+        let f = admit(
+            &r,
+            &[],
+            200,
+            &[
+                ("cache-control", "max-age=60, no-cache=\"x-a, x-b\""),
+                ("x-a", "1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((ttl(&f), f.strict), (60, false));
+        assert_eq!(f.omit, ["x-a", "x-b"]);
+        let f = admit(
+            &r,
+            &[],
+            200,
+            &[
+                ("cache-control", "max-age=60, private=\"set-cookie\""),
+                ("set-cookie", "a=b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            f.omit,
+            ["set-cookie"],
+            "the cookie is not kept, the rest is"
+        );
+        // Unqualified, they mean what they always do.
+        assert!(admit(&r, &[], 200, &[("cache-control", "max-age=60, private")]).is_none());
+        assert!(
+            admit(&r, &[], 200, &[("cache-control", "max-age=60, no-cache")])
+                .unwrap()
+                .strict
+        );
     }
 
     #[test]

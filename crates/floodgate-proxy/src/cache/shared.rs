@@ -229,6 +229,7 @@ fn decode(record: &[u8], now: SystemTime) -> Option<(HeaderMap, Entry)> {
         stale_while_revalidate: Duration::from_millis(head.stale_while_revalidate_ms),
         stale_if_error: Duration::from_millis(head.stale_if_error_ms),
         strict: head.strict,
+        omit: Vec::new(),
     };
     let entry = Entry::new(
         head.status,

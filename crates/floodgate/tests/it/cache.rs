@@ -110,6 +110,10 @@ impl Origin {
         } else if let Some(tag) = path.strip_prefix("/tagged/") {
             headers.push(("cache-control", "max-age=60".into()));
             headers.push(("surrogate-key", format!("item-{tag} all-items")));
+        } else if path == "/qualified" {
+            headers.push(("cache-control", "max-age=60, no-cache=\"x-secret\"".into()));
+            headers.push(("x-secret", "s".into()));
+            headers.push(("x-public", "p".into()));
         } else if path == "/surrogate" {
             let capability = req.headers().get("surrogate-capability");
             headers.push(("cache-control", "no-store".into()));
@@ -307,6 +311,21 @@ async fn stale_entries_are_revalidated_and_304s_merged() {
         ["\"e1\"", "\"e1\""],
         "the gateway revalidates with its own validator"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_named_by_a_qualified_no_cache_are_not_served_from_storage() {
+    let (gw, origin) = setup("{}").await;
+    let (_, h, _) = get(&gw.url("/qualified")).await;
+    assert_eq!(
+        (h["x-secret"].as_bytes(), h["x-public"].as_bytes()),
+        (&b"s"[..], &b"p"[..])
+    );
+    let (_, h, _) = get(&gw.url("/qualified")).await;
+    assert!(cache_status(&h).starts_with("Floodgate; hit"), "{h:?}");
+    assert!(!h.contains_key("x-secret"), "{h:?}");
+    assert_eq!(h["x-public"], "p");
+    assert_eq!(origin.hits("/qualified"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
