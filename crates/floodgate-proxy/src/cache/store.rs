@@ -322,7 +322,9 @@ fn normalize_into(name: &HeaderName, headers: &HeaderMap, out: &mut String) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    if *name == header::ACCEPT_ENCODING {
+    // Codings and language tags are case-insensitive, and a list of them is a set of
+    // preferences weighed by `q`, not by order.
+    if *name == header::ACCEPT_ENCODING || *name == header::ACCEPT_LANGUAGE {
         for p in &mut parts {
             p.make_ascii_lowercase();
         }
@@ -356,7 +358,7 @@ mod tests {
         let b = secondary_key(
             "h/x",
             &names,
-            &h(&[("accept-encoding", "BR,gzip"), ("accept-language", " en ")]),
+            &h(&[("accept-encoding", "BR,gzip"), ("accept-language", " EN ")]),
         );
         let c = secondary_key("h/x", &names, &h(&[("accept-encoding", "gzip")]));
         let d = secondary_key(
@@ -365,6 +367,9 @@ mod tests {
             &h(&[("accept-encoding", "gzip"), ("accept-language", "")]),
         );
         assert_eq!(a, b);
+        let lang = |v| secondary_key("h/x", &names[1..], &h(&[("accept-language", v)]));
+        assert_eq!(lang("en, de;q=0.5"), lang("de;q=0.5, EN"));
+        assert_ne!(lang("en, de;q=0.5"), lang("en;q=0.5, de"));
         assert_ne!(a, c);
         assert_ne!(c, d, "absent differs from empty");
         assert_eq!(primary_of(&a), "h/x");
