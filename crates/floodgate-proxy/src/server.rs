@@ -13,6 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -325,6 +326,11 @@ struct Watch<'a> {
 }
 
 /// Runs a connection until it ends, closing it gracefully on shutdown or when idle.
+///
+/// The connection is polled on every wake; the two watchers (shutdown, idle timer) only when
+/// one of them woke the task. They get a waker of their own that marks them woken before
+/// waking the task, so the reads and writes of a busy connection do not also poll a watch
+/// channel and a timer each time (`select!` would poll every branch on every wake).
 async fn drive<C>(mut conn: std::pin::Pin<Box<C>>, watch: Watch<'_>)
 where
     C: GracefulConnection,
@@ -336,27 +342,69 @@ where
         mut shutdown,
         remote,
     } = watch;
+    let signal = Arc::new(WatcherSignal::default());
+    // Set, so the first poll polls the watchers too (which registers their waker).
+    signal.woken.store(true, Ordering::Relaxed);
+    let watcher_waker = std::task::Waker::from(signal.clone());
+    let stop = stopped(&mut shutdown);
+    let mut stop = std::pin::pin!(stop);
+    let timer = tokio::time::sleep_until(state.idle_deadline(idle));
+    let mut timer = std::pin::pin!(timer);
     let mut closing = false;
-    loop {
-        let deadline = state.idle_deadline(idle);
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, client = %remote, "connection ended with an error");
-                }
-                break;
+    let result = std::future::poll_fn(|cx| {
+        signal.task.register(cx.waker());
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
             }
-            _ = stopped(&mut shutdown), if !closing => {
+            if closing || !signal.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            let mut wcx = std::task::Context::from_waker(&watcher_waker);
+            let shut = stop.as_mut().poll(&mut wcx).is_ready();
+            // The deadline moves with activity: until it has really passed, wait for the
+            // new one.
+            while !shut && timer.as_mut().poll(&mut wcx).is_ready() {
+                if state.idle_for(idle) {
+                    break;
+                }
+                // At least a moment ahead, so a zero idle timeout cannot spin here.
+                let next = state.idle_deadline(idle);
+                timer
+                    .as_mut()
+                    .reset(next.max(Instant::now() + Duration::from_millis(1)));
+            }
+            if shut || timer.is_elapsed() {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+                // Polled again at once: the close may be ready to finish now.
+                continue;
             }
-            _ = tokio::time::sleep_until(deadline), if !closing => {
-                if state.idle_for(idle) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+            return Poll::Pending;
         }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, client = %remote, "connection ended with an error");
+    }
+}
+
+/// What the watchers' waker records: that a watcher woke, then wakes the connection task.
+#[derive(Default)]
+struct WatcherSignal {
+    /// A watcher woke since they were last polled.
+    woken: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WatcherSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
