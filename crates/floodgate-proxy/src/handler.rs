@@ -38,7 +38,8 @@ use crate::router::RequestView;
 use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
 use crate::upstream::{
-    Allowance, ExchangeError, Failure, InFlight, RetryPolicy, Target, UpstreamConn, UpstreamSet,
+    Allowance, ExchangeError, Failure, InFlight, Remake, RequestHead, RetryPolicy, Target,
+    UpstreamConn, UpstreamSet,
 };
 use floodgate_config::resilience::Criticality;
 
@@ -945,7 +946,7 @@ async fn proxy(
             headers.insert(name.clone(), value.clone());
         }
     }
-    let head = UpstreamHead {
+    let head = RequestHead {
         method: parts.method,
         uri,
         headers,
@@ -995,24 +996,6 @@ async fn proxy(
     ))
 }
 
-/// The parts of the request sent upstream, besides its body.
-struct UpstreamHead {
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-}
-
-impl UpstreamHead {
-    fn request(&self, body: RequestBody) -> Request<RequestBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
-}
-
 /// Sends the request to a target of `upstream`, and on a failure the retry policy covers,
 /// to another, within the attempts and the budget. A body is only sent again if it could
 /// be held whole (no longer than the policy's replay buffer); otherwise it streams through
@@ -1020,7 +1003,7 @@ impl UpstreamHead {
 async fn send_with_retries(
     upstream: &UpstreamSet,
     hash: Option<u64>,
-    head: UpstreamHead,
+    head: RequestHead,
     body: Inbound,
     body_limit: u64,
     mirror: Option<&MirrorPlan>,
@@ -1063,7 +1046,9 @@ async fn send_with_retries(
             let exceeded = Arc::new(AtomicBool::new(false));
             let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
             let (target, call) = pick_target(upstream, hash, &[])?;
-            return match try_once(upstream, &target, call, req, done).await {
+            // Only a stream that turned out empty can be made again.
+            let remake = || head.request(RequestBody::empty());
+            return match try_once(upstream, &target, call, req, &remake, done).await {
                 Ok((resp, conn)) => Ok((target, resp, conn)),
                 Err(_) if exceeded.load(Ordering::Acquire) => Err(Problem::BodyTooLarge),
                 Err(f) => Err(failure_problem(done, upstream, f)),
@@ -1085,7 +1070,7 @@ async fn send_with_retries(
 async fn send_again(
     upstream: &UpstreamSet,
     hash: Option<u64>,
-    head: UpstreamHead,
+    head: RequestHead,
     replay: Bytes,
     mirror: Option<&MirrorPlan>,
     done: &mut Done,
@@ -1094,38 +1079,36 @@ async fn send_again(
     if let Some(m) = mirror {
         m.send(&head.method, &head.uri, &head.headers, replay.clone());
     }
+    let remake = || head.request(RequestBody::buffered(replay.clone()));
+    let Some(policy) = policy else {
+        // One try: no list of tried targets to keep.
+        let (target, call) = pick_target(upstream, hash, &[])?;
+        return match try_once(upstream, &target, call, remake(), &remake, done).await {
+            Ok((resp, conn)) => Ok((target, resp, conn)),
+            Err(f) => Err(failure_problem(done, upstream, f)),
+        };
+    };
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut retry = 0;
     loop {
         let (target, call) = pick_target(upstream, hash, &tried)?;
         tried.push(target.address.clone());
-        let req = head.request(RequestBody::buffered(replay.clone()));
-        let failure = match try_once(upstream, &target, call, req, done).await {
-            Ok((resp, conn)) => match policy {
-                Some(p) if p.retries_status(resp.status()) => {
-                    // Kept in case no retry happens; dropped (with its connection) if one does.
-                    let status = resp.status();
-                    match retry_decision(
-                        p,
-                        Failure::Status(status),
-                        &head.method,
-                        retry,
-                        upstream,
-                        done,
-                    ) {
-                        true => {
-                            drop((resp, conn));
-                            Failure::Status(status)
-                        }
-                        false => return Ok((target, resp, conn)),
+        let failure = match try_once(upstream, &target, call, remake(), &remake, done).await {
+            Ok((resp, conn)) if policy.retries_status(resp.status()) => {
+                // Kept in case no retry happens; dropped (with its connection) if one does.
+                let status = resp.status();
+                let failure = Failure::Status(status);
+                match retry_decision(policy, failure, &head.method, retry, upstream, done) {
+                    true => {
+                        drop((resp, conn));
+                        failure
                     }
+                    false => return Ok((target, resp, conn)),
                 }
-                _ => return Ok((target, resp, conn)),
-            },
+            }
+            Ok((resp, conn)) => return Ok((target, resp, conn)),
             Err(f) => {
-                let retried = policy
-                    .is_some_and(|p| retry_decision(p, f, &head.method, retry, upstream, done));
-                if !retried {
+                if !retry_decision(policy, f, &head.method, retry, upstream, done) {
                     return Err(failure_problem(done, upstream, f));
                 }
                 f
@@ -1134,9 +1117,7 @@ async fn send_again(
         done.gw
             .metrics
             .upstream_retry(&upstream.name, failure.label());
-        if let Some(p) = policy {
-            tokio::time::sleep(p.backoff(retry)).await;
-        }
+        tokio::time::sleep(policy.backoff(retry)).await;
         retry += 1;
     }
 }
@@ -1204,32 +1185,34 @@ async fn try_once(
     target: &Target,
     call: Option<Call>,
     req: Request<RequestBody>,
+    remake: Remake<'_>,
     done: &mut Done,
 ) -> Result<(Response<Incoming>, UpstreamConn), Failure> {
     done.in_flight = Some(target.pool.stats.begin());
     done.target_addr = Some(target.address.clone());
     let sent_at = Instant::now();
-    let result = match tokio::time::timeout(upstream.request_timeout, target.pool.send(req)).await {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Err(ExchangeError::Connect)) => {
-            if upstream.has_names {
-                // The name may point elsewhere now.
-                upstream.resolve_now.notify_one();
+    let result =
+        match tokio::time::timeout(upstream.request_timeout, target.pool.send(req, remake)).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(ExchangeError::Connect)) => {
+                if upstream.has_names {
+                    // The name may point elsewhere now.
+                    upstream.resolve_now.notify_one();
+                }
+                Err(Failure::Connect)
             }
-            Err(Failure::Connect)
-        }
-        Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
-        Ok(Ok(exchange)) => {
-            let took = sent_at.elapsed();
-            target.pool.stats.observe(took);
-            target.metrics.response(
-                exchange.0.status().as_u16(),
-                took.as_secs_f64(),
-                exchange.1.reused,
-            );
-            Ok(exchange)
-        }
-    };
+            Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
+            Ok(Ok(exchange)) => {
+                let took = sent_at.elapsed();
+                target.pool.stats.observe(took);
+                target.metrics.response(
+                    exchange.0.status().as_u16(),
+                    took.as_secs_f64(),
+                    exchange.1.reused,
+                );
+                Ok(exchange)
+            }
+        };
     if let Some(call) = call {
         call.finish(match &result {
             Ok((resp, _)) => CallOutcome::Status(resp.status()),

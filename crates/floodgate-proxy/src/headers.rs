@@ -10,33 +10,74 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Hop-by-hop fields that never cross the proxy, besides those named in `Connection`.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Removes hop-by-hop fields: the fixed set, every field named in `Connection`, and every
 /// `Proxy-*` field (`Proxy-Connection`, `Proxy-Authorization`, ...), which address this hop.
+///
+/// Runs twice on every proxied exchange, so the common cases cost one pass over the names
+/// and no allocation: most requests carry none of these fields, and most responses only
+/// `Connection: keep-alive`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let mut fixed = [false; 6];
+    let mut proxy = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            fixed[i] = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
+    if fixed[0] {
+        // Taken out first, so the names it lists can be removed while its values are read.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let single = values.next().is_some() && values.next().is_none();
+        if single {
+            if let Some(v) = headers.remove(header::CONNECTION) {
+                remove_listed(headers, &v);
+            }
+        } else if let header::Entry::Occupied(e) = headers.entry(header::CONNECTION) {
+            let values: Vec<HeaderValue> = e.remove_entry_mult().1.collect();
+            for v in &values {
+                remove_listed(headers, v);
+            }
+        }
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(fixed).skip(1) {
+        if present {
+            headers.remove(name);
+        }
+    }
+    if proxy {
+        let named: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the fields a `Connection` value names. A `&str` key is looked up
+/// case-insensitively without allocating, and one that is not a field name matches nothing.
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(list) = connection.to_str() else {
+        return;
+    };
+    for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        headers.remove(token);
     }
 }
 
@@ -78,15 +119,8 @@ pub struct Forwarding<'a> {
 /// Appends to `X-Forwarded-For`, `Forwarded` and `Via`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the client's values are replaced: they describe this hop).
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    append_list(
-        headers,
-        HeaderName::from_static("x-forwarded-for"),
-        f.client.ip.clone(),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(f.proto),
-    );
+    append_list(headers, X_FORWARDED_FOR, f.client.ip.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     let mut fwd = String::with_capacity(64);
     fwd.push_str(&f.client.forwarded_for);
     fwd.push_str(";proto=");
@@ -96,7 +130,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         && let Ok(text) = host.to_str()
         && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
     {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
         fwd.push_str(";host=\"");
         fwd.push_str(text);
         fwd.push('"');
@@ -111,18 +145,21 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 /// Appends `item` to a comma-separated list field, folding existing lines into one. The
 /// common case, no such field yet, inserts `item` without building a string.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
-    if !headers.contains_key(&name) {
-        headers.insert(name, item);
-        return;
-    }
+    let mut field = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(item);
+            return;
+        }
+        header::Entry::Occupied(field) => field,
+    };
     let mut joined = Vec::with_capacity(64);
-    for v in headers.get_all(&name).iter() {
+    for v in field.iter() {
         joined.extend_from_slice(v.as_bytes());
         joined.extend_from_slice(b", ");
     }
     joined.extend_from_slice(item.as_bytes());
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(name, v);
+        field.insert(v);
     }
 }
 
@@ -202,6 +239,24 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn every_connection_line_counts_and_names_match_in_any_case() {
+        let mut h = map(&[
+            ("connection", "X-One"),
+            ("connection", " , x-two ,bad name"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+
+        let mut untouched = map(&[("accept", "*/*"), ("x-kept", "yes")]);
+        remove_hop_by_hop(&mut untouched);
+        assert_eq!(untouched.len(), 2);
     }
 
     #[test]

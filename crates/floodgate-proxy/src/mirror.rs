@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{HeaderMap, Method, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::upstream::UpstreamSet;
+use crate::upstream::{RequestHead, UpstreamSet};
 
 /// Copies outstanding per route before further copies are dropped.
 pub const MAX_IN_FLIGHT: u32 = 64;
@@ -50,11 +50,11 @@ impl MirrorPlan {
             tracing::debug!(upstream = %self.upstream.name, "mirror copy dropped: too many outstanding");
             return;
         }
-        let mut req = Request::new(RequestBody::buffered(body));
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers.clone();
+        let mut head = RequestHead {
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+        };
         if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
             let (name, port) = match host.rsplit_once(':') {
                 Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => (n, Some(p)),
@@ -65,7 +65,7 @@ impl MirrorPlan {
                 _ => format!("{host}-shadow"),
             };
             if let Ok(v) = HeaderValue::from_str(&shadow) {
-                req.headers_mut().insert(header::HOST, v);
+                head.headers.insert(header::HOST, v);
             }
         }
         let upstream = self.upstream.clone();
@@ -73,7 +73,10 @@ impl MirrorPlan {
         tokio::spawn(async move {
             if let Some(target) = upstream.pick(None) {
                 let pool = target.pool.clone();
-                let sent = tokio::time::timeout(upstream.request_timeout, pool.send(req)).await;
+                let req = head.request(RequestBody::buffered(body.clone()));
+                let remake = || head.request(RequestBody::buffered(body.clone()));
+                let sent =
+                    tokio::time::timeout(upstream.request_timeout, pool.send(req, &remake)).await;
                 if let Ok(Ok((resp, conn))) = sent {
                     // Read the answer to its end, so the connection goes back to the pool.
                     let mut body = ResponseBody::pooled(resp.into_body(), conn, pool);

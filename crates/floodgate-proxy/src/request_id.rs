@@ -1,10 +1,10 @@
 //! Request ids: an incoming `X-Request-Id` that looks sane is kept (so a trace crosses hops),
 //! otherwise the gateway makes one, 128 random bits in hex.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header carrying the id, both ways.
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Returns the id to use for this request and whether it came from the client.
 pub fn from_headers(headers: &HeaderMap) -> (HeaderValue, bool) {

@@ -25,7 +25,7 @@ use http::uri::Authority;
 use crate::breaker::BreakerRegistry;
 
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
-pub use pool::{ConnPool, ExchangeError, Protocol, UpstreamConn};
+pub use pool::{ConnPool, ExchangeError, Protocol, Remake, RequestHead, UpstreamConn};
 pub use retry::{Allowance, Failure, RetryPolicy};
 
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -116,23 +116,42 @@ impl H1Conn {
     }
 }
 
-/// A copy of a request that may be sent again: idempotent method, no body.
-fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+/// Whether a request may go out again after a connection broke under it without an answer:
+/// an idempotent method (RFC 9110 §9.2.2) and no body.
+fn replayable(req: &Request<RequestBody>) -> bool {
     use http::Method;
-    let idempotent = matches!(
+    matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
-        return None;
-    }
-    let mut copy = Request::new(RequestBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    ) && http_body::Body::is_end_stream(req.body())
 }
+
+/// A request to send upstream, besides its body: what it is made from, and made again from
+/// for another try.
+pub struct RequestHead {
+    /// The method.
+    pub method: http::Method,
+    /// The target in origin form (the connection is already to the target).
+    pub uri: http::Uri,
+    /// The fields, hop-by-hop ones removed and this hop's added.
+    pub headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    /// An HTTP/1.1 request with this head and `body`.
+    pub fn request(&self, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = http::Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Makes a request again for a second try; the caller keeps what it was made from, so the
+/// common case (the first try answers) copies nothing.
+pub type Remake<'a> = &'a (dyn Fn() -> Request<RequestBody> + Sync);
 
 /// Tries of a request on HTTP/2 connections when it is known not to have been processed
 /// (a new connection can itself be going away by the time the request reaches it).
@@ -245,10 +264,12 @@ impl ConnPool {
     /// When nothing of the request was written, hyper hands it back and it goes out on
     /// another connection, whatever its method. When it was written but no answer came, a
     /// request that is idempotent (RFC 9110 §9.2.2) and has no body is sent once more on a
-    /// new connection, as nginx does for keep-alive connections; anything else fails.
+    /// new connection, as nginx does for keep-alive connections (`remake` makes it again);
+    /// anything else fails.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
+        remake: Remake<'_>,
     ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
         // Boxed, as `connect` below: their futures are large and rarely run (HTTP/1.1
         // requests mostly go out on pooled connections), and every request's future would
@@ -264,12 +285,8 @@ impl ConnPool {
                 Some(c) => (c, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
-            // Only a reused connection can be stale, so only then is a copy kept.
-            let copy = if reused && !replayed {
-                replay_copy(&req)
-            } else {
-                None
-            };
+            // Only a reused connection can be stale, so only then may the request be replayed.
+            let may_replay = reused && !replayed && replayable(&req);
             match conn.exchange(req).await {
                 Ok(resp) => {
                     return Ok((
@@ -281,14 +298,12 @@ impl ConnPool {
                     ));
                 }
                 Err((_, Some(unsent))) if reused => req = unsent,
-                Err((e, _)) => match copy {
-                    Some(copy) => {
-                        tracing::debug!(target = %self.address, error = %e, "reused connection failed; replaying on a new one");
-                        req = copy;
-                        replayed = true;
-                    }
-                    None => return Err(ExchangeError::Broken(e)),
-                },
+                Err((e, _)) if may_replay => {
+                    tracing::debug!(target = %self.address, error = %e, "reused connection failed; replaying on a new one");
+                    req = remake();
+                    replayed = true;
+                }
+                Err((e, _)) => return Err(ExchangeError::Broken(e)),
             }
         }
     }
@@ -533,7 +548,10 @@ mod tests {
             .header("host", "t")
             .body(RequestBody::empty())
             .expect("request");
-        let (resp, conn) = pool.send(req).await.expect("exchange");
+        let (resp, conn) = pool
+            .send(req, &|| Request::new(RequestBody::empty()))
+            .await
+            .expect("exchange");
         assert_eq!(resp.status(), 204);
         pool.put(conn);
         pool.sweep();
