@@ -91,6 +91,13 @@ cpu_ticks() { local sum=0 p v
     sum=$((sum + ${v:-0}))
   done
   echo "$sum"; }
+cpu_split() { # pid -> "user system" clock ticks of the process and its descendants
+  local u=0 k=0 p a b
+  for p in $(descendants "$1"); do
+    read -r a b < <(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{print $12, $13}')
+    u=$((u + ${a:-0})); k=$((k + ${b:-0}))
+  done
+  echo "$u $k"; }
 rss_kib() { local sum=0 p v
   for p in $(descendants "$1"); do
     v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2> /dev/null)

@@ -60,20 +60,24 @@ declare -A PID=([nginx]=$PID_nginx [haproxy]=$PID_haproxy [floodgate]=$PID_flood
 PROXIES=(nginx haproxy floodgate)
 
 
-printf 'proxy\trep\trps\tp50_ms\tp99_ms\tcpu\tnon2xx\n' > "$RESULTS"
+printf 'proxy\trep\trps\tp50_ms\tp99_ms\tcpu\tnon2xx\tuser_us\tsys_us\n' > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
   for proxy in "${PROXIES[@]}"; do
     url=${URL[$proxy]}
     wrk -t"$WRK_THREADS" -c"$CONNS" -d1s "$url" > /dev/null
-    t0=$(cpu_ticks "${PID[$proxy]}")
+    read -r u0 k0 <<< "$(cpu_split "${PID[$proxy]}")"
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency "$url")
-    t1=$(cpu_ticks "${PID[$proxy]}")
+    read -r u1 k1 <<< "$(cpu_split "${PID[$proxy]}")"
+    t0=$((u0 + k0)) t1=$((u1 + k1))
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
     non2xx=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v d="$DUR" 'BEGIN { printf "%.2f", (b - a) / hz / d }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rep" "$rps" "$p50" "$p99" "$cpu" "${non2xx:-0}" >> "$RESULTS"
+    # CPU per request, split: user space (the proxy's own work) and kernel (the sockets).
+    per_req() { awk -v a="$1" -v b="$2" -v hz="$HZ" -v n="$rps" -v d="$DUR" 'BEGIN { printf "%.2f", (b - a) / hz / (n * d) * 1e6 }'; }
+    user_us=$(per_req "$u0" "$u1") sys_us=$(per_req "$k0" "$k1")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rep" "$rps" "$p50" "$p99" "$cpu" "${non2xx:-0}" "$user_us" "$sys_us" >> "$RESULTS"
     log "rep $rep $proxy: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, cpu $cpu"
   done
 done
@@ -104,8 +108,8 @@ by = {}
 for r in rows:
     by.setdefault(r["proxy"], []).append(r)
 ref = {r["rep"]: float(r["rps"]) for r in by["nginx"]}
-print("| proxy (${WORKERS} worker(s)) | req/s median | min–max | p50 ms | p99 ms | proxy CPU (cores) | req/s per proxy core | vs nginx (medians) | paired ratio vs nginx |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| proxy (${WORKERS} worker(s)) | req/s median | min–max | p50 ms | p99 ms | proxy CPU (cores) | req/s per proxy core | CPU µs per request: user + kernel | vs nginx (medians) | paired ratio vs nginx |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 n_med = med([float(r["rps"]) for r in by["nginx"]])
 for name in ["nginx", "haproxy", "floodgate"]:
     rs = by[name]
@@ -114,6 +118,7 @@ for name in ["nginx", "haproxy", "floodgate"]:
     paired = med([float(r["rps"]) / ref[r["rep"]] for r in rs])
     print(f"| {name} | {med(rps):,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | {med([float(r['p50_ms']) for r in rs]):.2f} | "
           f"{med([float(r['p99_ms']) for r in rs]):.2f} | {med([float(r['cpu']) for r in rs]):.2f} | {eff:,.0f} | "
+          f"{med([float(r['user_us']) for r in rs]):.1f} + {med([float(r['sys_us']) for r in rs]):.1f} | "
           f"{med(rps) / n_med:.2f} | {paired:.2f} |")
 print()
 print(f"Memory: Floodgate idle RSS ${IDLE_RSS} KiB at start, ${LOAD_RSS} KiB right after the load; "
