@@ -180,28 +180,9 @@ async fn serve_conn(
                 }
             }
         }
-        Some(acceptor) => {
-            let handshake = tokio::select! {
-                r = acceptor.accept(stream) => r,
-                _ = tokio::time::sleep(first_bytes) => return,
-                _ = stopped(&mut shutdown) => return,
-            };
-            match handshake {
-                Ok(stream) => {
-                    let conn = stream.get_ref().1;
-                    let protocol = match conn.alpn_protocol() {
-                        Some(b"h2") => Protocol::Http2,
-                        _ => Protocol::Http1,
-                    };
-                    let info = crate::tls_server::info(conn);
-                    // Boxed: a TLS session's state is large, and idle connections keep it.
-                    served
-                        .serve(Box::new(stream), protocol, Some(info), shutdown)
-                        .await;
-                }
-                Err(e) => tracing::debug!(error = %e, client = %remote, "TLS handshake failed"),
-            }
-        }
+        // Boxed: the handshake's state is large (5 KiB with the TLS session inline), and
+        // every cleartext connection's task would otherwise keep room for it.
+        Some(acceptor) => Box::pin(served.serve_tls(stream, acceptor, first_bytes, shutdown)).await,
     }
 }
 
@@ -216,6 +197,36 @@ struct Served {
 }
 
 impl Served {
+    /// Completes the TLS handshake (within `first_bytes`), then serves the protocol ALPN chose.
+    async fn serve_tls(
+        self,
+        stream: TcpStream,
+        acceptor: tokio_rustls::TlsAcceptor,
+        first_bytes: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let remote = self.remote;
+        let handshake = tokio::select! {
+            r = acceptor.accept(stream) => r,
+            _ = tokio::time::sleep(first_bytes) => return,
+            _ = stopped(&mut shutdown) => return,
+        };
+        match handshake {
+            Ok(stream) => {
+                let conn = stream.get_ref().1;
+                let protocol = match conn.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                let info = crate::tls_server::info(conn);
+                // Boxed: a TLS session's state is large, and idle connections keep it.
+                self.serve(Box::new(stream), protocol, Some(info), shutdown)
+                    .await;
+            }
+            Err(e) => tracing::debug!(error = %e, client = %remote, "TLS handshake failed"),
+        }
+    }
+
     /// Serves HTTP over `io` (cleartext or TLS) until the connection ends.
     async fn serve<I>(
         self,
@@ -346,10 +357,8 @@ where
     // Set, so the first poll polls the watchers too (which registers their waker).
     signal.woken.store(true, Ordering::Relaxed);
     let watcher_waker = std::task::Waker::from(signal.clone());
-    let stop = stopped(&mut shutdown);
-    let mut stop = std::pin::pin!(stop);
-    let timer = tokio::time::sleep_until(state.idle_deadline(idle));
-    let mut timer = std::pin::pin!(timer);
+    let mut stop = std::pin::pin!(stopped(&mut shutdown));
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(state.idle_deadline(idle)));
     let mut closing = false;
     let result = std::future::poll_fn(|cx| {
         signal.task.register(cx.waker());
