@@ -392,19 +392,19 @@ async fn route_and_send(
     }
     if let Some(access) = &route.access {
         let gw = done.gw.clone();
-        let passed = access
-            .check(
-                &snap.identities,
-                &gw.basic,
-                req.headers(),
-                req.uri().query(),
-                conn.tls.as_ref().and_then(|t| t.client_identity.as_deref()),
-            )
-            .await
-            .map_err(|d| match d {
-                Denied::Unauthenticated => Problem::Unauthorized,
-                Denied::Forbidden => Problem::Forbidden,
-            })?;
+        // Boxed (see `forward` below): checking credentials can fetch keys, a large future.
+        let passed = Box::pin(access.check(
+            &snap.identities,
+            &gw.basic,
+            req.headers(),
+            req.uri().query(),
+            conn.tls.as_ref().and_then(|t| t.client_identity.as_deref()),
+        ))
+        .await
+        .map_err(|d| match d {
+            Denied::Unauthenticated => Problem::Unauthorized,
+            Denied::Forbidden => Problem::Forbidden,
+        })?;
         done.consumer = Some(passed.identity.name.clone());
         done.claim_headers = passed.headers;
     }
@@ -418,7 +418,8 @@ async fn route_and_send(
         crate::ratelimit::key::render(std::slice::from_ref(&ex.key), &facts, &mut key);
         // Only reads are filtered: a PUT may create the key it names.
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
-        if read && !ex.admits(&key).await {
+        // Boxed (see `forward` below): a filter with a shared tier has a large future.
+        if read && !Box::pin(ex.admits(&key)).await {
             return Err(Problem::Absent);
         }
         if ex.learn {
@@ -494,7 +495,8 @@ async fn route_and_send(
                 ),
             };
             let target = done.target.as_str().to_owned();
-            let begun = idem.begin(req, &scope, &target).await;
+            // Boxed (see `forward` below).
+            let begun = Box::pin(idem.begin(req, &scope, &target)).await;
             done.idempotency = match &begun {
                 Ok(Begin::Pass(_)) => None,
                 Ok(Begin::Replay(_)) => Some("replayed"),
@@ -509,7 +511,21 @@ async fn route_and_send(
         }
         None => (req.map(Inbound::Stream), None),
     };
-    let result = forward(req, &params, route, plan, conn, &host_value, consumer, done).await;
+    // Boxed, with the proxy step inside: hyper keeps each connection's request future
+    // allocated while the connection idles, so the large state of forwarding lives only as
+    // long as a request. The same goes for the other large steps below, which only routes
+    // with those features take (each is a box per request there).
+    let result = Box::pin(forward(
+        req,
+        &params,
+        route,
+        plan,
+        conn,
+        &host_value,
+        consumer,
+        done,
+    ))
+    .await;
     let result = match (&route.idempotency, claim) {
         (Some(idem), Some(claim)) => idem.complete(claim, result),
         _ => result,
@@ -789,9 +805,7 @@ async fn forward(
                 }
                 _ => req,
             };
-            // Boxed: hyper keeps each connection's request future allocated while the
-            // connection idles, so the large proxy state lives only as long as a request.
-            let result = Box::pin(proxy(req, conn, forward, done)).await;
+            let result = proxy(req, conn, forward, done).await;
             if let Some(call) = call {
                 finish(call, &result);
             }
