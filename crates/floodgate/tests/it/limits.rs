@@ -156,3 +156,29 @@ async fn idle_keep_alive_connection_is_closed() {
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without another response");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_outlasting_the_idle_timeout_is_not_cut() {
+    // The idle timer (300 ms) comes due while the request is in flight: it is put off, the
+    // answer arrives, the connection takes another request, and only then idles out.
+    let up = upstream(|_req: Request<hyper::body::Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        json_response(StatusCode::OK, &serde_json::json!({ "slow": true }))
+    })
+    .await;
+    let gw = Gateway::start(&limited(up));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = crate::headers::read_response(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .expect("idle connection must be closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without another response");
+}
