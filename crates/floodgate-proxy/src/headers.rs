@@ -81,13 +81,17 @@ fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
     }
 }
 
-/// The client's address rendered once per connection for the forwarding fields.
-#[derive(Debug, Clone)]
+/// The client's address rendered once per connection for the forwarding fields, and the
+/// connection's last `Forwarded` element: a connection's requests nearly always name the
+/// same host, so the element is built (and its buffer allocated) once, not per request.
+#[derive(Debug)]
 pub struct ClientAddr {
     /// For `X-Forwarded-For`: the bare address.
     pub ip: HeaderValue,
     /// For `Forwarded`: `for=192.0.2.1` or `for="[2001:db8::1]"` (RFC 7239 §6).
     pub forwarded_for: String,
+    /// The last element built: for which host and scheme, and the value.
+    last_forwarded: std::sync::Mutex<Option<(HeaderValue, &'static str, HeaderValue)>>,
 }
 
 impl ClientAddr {
@@ -100,8 +104,51 @@ impl ClientAddr {
         };
         let ip =
             HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        ClientAddr { ip, forwarded_for }
+        ClientAddr {
+            ip,
+            forwarded_for,
+            last_forwarded: std::sync::Mutex::new(None),
+        }
     }
+
+    /// This hop's `Forwarded` element for a request over `proto` to `host` (already
+    /// checked to be quotable).
+    fn forwarded(&self, host: Option<&HeaderValue>, proto: &'static str) -> Option<HeaderValue> {
+        let mut last = self
+            .last_forwarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let (Some((h, p, v)), Some(host)) = (last.as_ref(), host)
+            && *p == proto
+            && h == host
+        {
+            return Some(v.clone());
+        }
+        let mut fwd = String::with_capacity(64);
+        fwd.push_str(&self.forwarded_for);
+        fwd.push_str(";proto=");
+        fwd.push_str(proto);
+        if let Some(text) = host.and_then(|h| h.to_str().ok()) {
+            fwd.push_str(";host=\"");
+            fwd.push_str(text);
+            fwd.push('"');
+        }
+        // Hands the string's buffer to the header value instead of copying it.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()?;
+        // A copy of the host, not a clone: a clone would share (and keep alive) the buffer
+        // the request was read into.
+        if let Some(h) = host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()) {
+            *last = Some((h, proto, value.clone()));
+        }
+        Some(value)
+    }
+}
+
+/// Whether a host can go inside a quoted string as it is: visible ASCII, no `"`.
+fn quotable(host: &HeaderValue) -> bool {
+    host.as_bytes()
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && b != b'"')
 }
 
 /// What the forwarding fields say about the client side of this hop.
@@ -121,22 +168,12 @@ pub struct Forwarding<'a> {
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     append_list(headers, X_FORWARDED_FOR, f.client.ip.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    let mut fwd = String::with_capacity(64);
-    fwd.push_str(&f.client.forwarded_for);
-    fwd.push_str(";proto=");
-    fwd.push_str(f.proto);
     // Only a host that can sit inside a quoted string as is goes into the fields.
-    if let Some(host) = f.host
-        && let Ok(text) = host.to_str()
-        && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
-    {
+    let host = f.host.filter(|h| quotable(h));
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
-        fwd.push_str(";host=\"");
-        fwd.push_str(text);
-        fwd.push('"');
     }
-    // Hands the string's buffer to the header value instead of copying it.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+    if let Some(v) = f.client.forwarded(host, f.proto) {
         append_list(headers, header::FORWARDED, v);
     }
     append_list(headers, header::VIA, HeaderValue::from_static(f.via));
@@ -278,5 +315,40 @@ mod tests {
             "for=\"[::1]\";proto=http;host=\"shop.test\""
         );
         assert_eq!(h["via"], "1.0 edge, 1.1 floodgate");
+
+        // The connection's element is kept for its host, and made anew for another host,
+        // another scheme, or none.
+        let mut again = HeaderMap::new();
+        add_forwarding(&mut again, &f);
+        assert_eq!(again["forwarded"], h["forwarded"]);
+        let other = HeaderValue::from_static("other.test");
+        for (host, proto, expected) in [
+            (
+                Some(&other),
+                "http",
+                "for=\"[::1]\";proto=http;host=\"other.test\"",
+            ),
+            (
+                Some(&other),
+                "https",
+                "for=\"[::1]\";proto=https;host=\"other.test\"",
+            ),
+            (None, "https", "for=\"[::1]\";proto=https"),
+            (
+                Some(&HeaderValue::from_static("a\"b")),
+                "https",
+                "for=\"[::1]\";proto=https",
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            let f = Forwarding {
+                client: &client,
+                host,
+                proto,
+                via: "1.1 floodgate",
+            };
+            add_forwarding(&mut h, &f);
+            assert_eq!(h["forwarded"], expected);
+        }
     }
 }
