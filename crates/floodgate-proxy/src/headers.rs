@@ -8,7 +8,7 @@ use floodgate_config::model::HeaderOps;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop fields that never cross the proxy, besides those named in `Connection`.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     KEEP_ALIVE,
     header::TE,
@@ -17,6 +17,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
+const HOP_COUNT: usize = 6;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -29,7 +30,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// and no allocation: most requests carry none of these fields, and most responses only
 /// `Connection: keep-alive`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut fixed = [false; 6];
+    let mut fixed = [false; HOP_COUNT];
     let mut proxy = false;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
