@@ -206,6 +206,10 @@ pub struct ListenerTimeouts {
     /// A connection with no request in flight for this long is closed. Default 60s.
     #[serde(default = "default_idle")]
     pub idle: Duration,
+    /// Longest wait for the next piece of a request body; past it the client gets 408 and
+    /// the upstream (if the body was streaming to one) is not blamed. Default 60s.
+    #[serde(default = "default_idle")]
+    pub body_read: Duration,
 }
 
 impl Default for ListenerTimeouts {
@@ -213,6 +217,7 @@ impl Default for ListenerTimeouts {
         ListenerTimeouts {
             header_read: default_header_read(),
             idle: default_idle(),
+            body_read: default_idle(),
         }
     }
 }
@@ -522,8 +527,10 @@ pub struct UpstreamTimeouts {
     /// Time to establish a TCP connection; past it the client gets 502. Default 2s.
     #[serde(default = "default_connect")]
     pub connect: Duration,
-    /// Time from sending the request until the response head arrives; past it the client
-    /// gets 504. Default 30s.
+    /// Time from the end of the request (its body sent) until the response head arrives,
+    /// and the longest the upstream may leave a request body unread while the client has
+    /// more to send; past it the client gets 504. Time spent waiting for a slow client's
+    /// body does not count (the listener's `timeouts.body_read` bounds that). Default 30s.
     #[serde(default = "default_request")]
     pub request: Duration,
     /// How long an unused pooled connection is kept. Default 90s.

@@ -157,7 +157,10 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
                 "must be at least 16B".into(),
             ));
         }
-        if l.timeouts.header_read.0.is_zero() || l.timeouts.idle.0.is_zero() {
+        if l.timeouts.header_read.0.is_zero()
+            || l.timeouts.idle.0.is_zero()
+            || l.timeouts.body_read.0.is_zero()
+        {
             out.push((
                 path.key("timeouts"),
                 "timeouts must be greater than zero".into(),

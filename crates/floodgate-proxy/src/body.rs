@@ -1,7 +1,10 @@
 //! Body wrappers on the proxy path. Both stream: nothing is buffered beyond the frame in hand.
 //!
 //! - [`RequestBody`] enforces the listener's body size limit while the client's body streams
-//!   upstream, and remembers that the limit (not the upstream) ended the exchange.
+//!   upstream, and keeps its [`Progress`]: whether the client's fault (a limit, a broken
+//!   or abandoned body, see [`crate::client_body`]) ended the exchange, and how far the body
+//!   got, so the upstream's response timer starts once the body is sent and never runs
+//!   while the gateway waits for a slow client.
 //! - [`ResponseBody`] carries either the upstream's body (driving the upstream connection as
 //!   it goes, see [`crate::upstream::pool`]) or a body the gateway made, counts the bytes
 //!   sent, and runs the request's completion (metrics, access log, in-flight count, returning
@@ -12,28 +15,75 @@
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
+use crate::client_body::{ClientBody, ClientFault};
 use crate::upstream::{ConnPool, UpstreamConn};
 
 /// Errors carried through bodies.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The client's body became larger than the listener allows.
-#[derive(Debug)]
-pub struct BodyTooLarge;
+/// How far a streamed request body got, shared by the body (which hyper polls, in this
+/// request's task or an HTTP/2 connection's) and the exchange that waits for the answer.
+pub struct Progress {
+    /// A [`ClientFault`] code once the client's side ended the body; 0 before.
+    fault: AtomicU8,
+    /// What the body waits for: [`WAITING_UPSTREAM`], [`WAITING_CLIENT`] or [`SENT`].
+    phase: AtomicU8,
+    /// When the phase began, in nanoseconds after `base`.
+    since: AtomicU64,
+    base: Instant,
+}
 
-impl std::fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body exceeds the size limit")
+const WAITING_UPSTREAM: u8 = 0;
+const WAITING_CLIENT: u8 = 1;
+const SENT: u8 = 2;
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            fault: AtomicU8::new(0),
+            phase: AtomicU8::new(WAITING_UPSTREAM),
+            since: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// The client's fault that ended the body, if one did.
+    pub fn fault(&self) -> Option<ClientFault> {
+        ClientFault::from_code(self.fault.load(Ordering::Acquire))
+    }
+
+    fn set_fault(&self, f: ClientFault) {
+        self.fault.store(f.code(), Ordering::Release);
+    }
+
+    fn enter(&self, phase: u8) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.since.store(nanos, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    /// When an upstream that takes `limit` to answer (or to take the next piece of the
+    /// body) has run out of time, as of now: `limit` after the body was sent, or after
+    /// the upstream was handed the last piece; while the body waits for the client, not
+    /// before `limit` from now (the client's own timeout covers that wait).
+    pub fn upstream_deadline(&self, limit: Duration) -> Instant {
+        let phase = self.phase.load(Ordering::Acquire);
+        if phase == WAITING_CLIENT {
+            return Instant::now() + limit;
+        }
+        let since = Duration::from_nanos(self.since.load(Ordering::Relaxed));
+        self.base + since + limit
     }
 }
-impl StdError for BodyTooLarge {}
 
 /// A client request body on its way upstream: streamed (cut off past `limit` bytes), or
 /// held in memory so that it can be sent again on a retry.
@@ -41,24 +91,22 @@ pub struct RequestBody {
     source: Source,
     seen: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
 }
 
 enum Source {
     /// Streamed from the client.
-    Stream(Incoming),
+    Stream(ClientBody, Arc<Progress>),
     /// Held whole (taken when sent); `None` once sent, or for an empty body.
     Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `exceeded` is set if the limit ends the body.
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    /// Streams `inner`, at most `limit` bytes of it.
+    pub fn new(inner: ClientBody, limit: u64) -> Self {
         RequestBody {
-            source: Source::Stream(inner),
+            source: Source::Stream(inner, Arc::new(Progress::new())),
             seen: 0,
             limit,
-            exceeded,
         }
     }
 
@@ -67,13 +115,22 @@ impl RequestBody {
         Self::buffered(Bytes::new())
     }
 
+    /// How a streamed body is getting on (`None` for one held in memory, which is sent at
+    /// once and cannot fail).
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        match &self.source {
+            Source::Stream(b, p) if !b.is_end_stream() => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     /// A copy of a body held in memory or known to be empty (`None` for a streamed one,
     /// which cannot be copied).
     pub fn try_clone(&self) -> Option<Self> {
         match &self.source {
             Source::Buffered(b) => Some(Self::buffered(b.clone().unwrap_or_default())),
-            Source::Stream(b) if b.is_end_stream() && self.seen == 0 => Some(Self::empty()),
-            Source::Stream(_) => None,
+            Source::Stream(b, _) if b.is_end_stream() && self.seen == 0 => Some(Self::empty()),
+            Source::Stream(..) => None,
         }
     }
 
@@ -83,7 +140,6 @@ impl RequestBody {
             source: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
             seen: 0,
             limit: u64::MAX,
-            exceeded: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -97,47 +153,71 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let inner = match &mut this.source {
+        let (inner, progress) = match &mut this.source {
             Source::Buffered(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Source::Stream(inner) => inner,
+            Source::Stream(inner, progress) => (inner, progress),
         };
-        match Pin::new(inner).poll_frame(cx) {
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
-                        this.exceeded.store(true, Ordering::Release);
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        progress.set_fault(ClientFault::TooLarge);
+                        return Poll::Ready(Some(Err(Box::new(ClientFault::TooLarge))));
                     }
                 }
+                progress.enter(if inner.is_end_stream() {
+                    SENT
+                } else {
+                    WAITING_UPSTREAM
+                });
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(fault))) => {
+                progress.set_fault(fault);
+                Poll::Ready(Some(Err(Box::new(fault))))
+            }
+            Poll::Ready(None) => {
+                progress.enter(SENT);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                progress.enter(WAITING_CLIENT);
+                Poll::Pending
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Stream(b) => b.is_end_stream(),
+            Source::Stream(b, _) => b.is_end_stream(),
             Source::Buffered(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Stream(b) => b.size_hint(),
+            Source::Stream(b, _) => b.size_hint(),
             Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
 
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every byte was handed to the connection.
+    Complete,
+    /// The client went away (or its connection failed) before the end.
+    ClientGone,
+    /// The upstream's body broke off (closed early, bad framing).
+    UpstreamBroke,
+}
+
 /// Runs once when a response is over.
 pub trait Completion: Send + Sync {
-    /// `bytes_sent` is the body length delivered; `complete` is false when the stream ended
-    /// early (client gone or upstream broke off).
-    fn done(self: Box<Self>, bytes_sent: u64, complete: bool);
+    /// `bytes_sent` is the body length delivered; `end` says whether all of it was.
+    fn done(self: Box<Self>, bytes_sent: u64, end: BodyEnd);
 }
 
 /// Sees a response body's data as it is sent, then how it ended.
@@ -250,11 +330,12 @@ impl ResponseBody {
     pub fn on_done(&mut self, c: Box<dyn Completion>) {
         self.completion = Some(c);
         if self.is_end_stream() {
-            self.finish(true);
+            self.finish(BodyEnd::Complete);
         }
     }
 
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self, end: BodyEnd) {
+        let complete = end == BodyEnd::Complete;
         if let Some(t) = self.tap.take() {
             t.end(complete);
         }
@@ -265,7 +346,7 @@ impl ResponseBody {
             pool.put(conn);
         }
         if let Some(c) = self.completion.take() {
-            c.done(self.sent, complete);
+            c.done(self.sent, end);
         }
     }
 }
@@ -292,11 +373,11 @@ impl Body for ResponseBody {
                     }
                 }
                 if this.is_end_stream() {
-                    this.finish(true);
+                    this.finish(BodyEnd::Complete);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(BodyEnd::UpstreamBroke),
+            Poll::Ready(None) => this.finish(BodyEnd::Complete),
             Poll::Pending => {}
         }
         polled
@@ -340,7 +421,12 @@ fn poll_pooled(
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let complete = self.is_end_stream();
-        self.finish(complete);
+        // Dropped before its end: the connection to the client is gone.
+        let end = if self.is_end_stream() {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::ClientGone
+        };
+        self.finish(end);
     }
 }

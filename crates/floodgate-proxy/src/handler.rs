@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -21,9 +20,10 @@ use hyper::body::Incoming;
 use crate::access_log::{Record, rfc3339};
 use crate::admission::{Admission, Permit, Refused};
 use crate::auth::Denied;
-use crate::body::{Completion, RequestBody, ResponseBody};
+use crate::body::{BodyEnd, Completion, RequestBody, ResponseBody};
 use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
 use crate::cache::{Lookup, Pending, surrogate};
+use crate::client_body::{ClientBody, read_whole};
 use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
 use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
@@ -57,6 +57,8 @@ pub struct ConnInfo {
     pub state: Arc<ConnState>,
     /// What the TLS handshake established, on a TLS listener.
     pub tls: Option<crate::tls_server::TlsInfo>,
+    /// The longest wait for the next piece of a request body (`timeouts.body_read`).
+    pub body_read: std::time::Duration,
 }
 
 const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
@@ -70,6 +72,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let snap = gw.snapshot();
     conn.state.begin();
+    let req = req.map(|body| ClientBody::new(body, conn.body_read));
     let mut done = Done::new(
         gw.clone(),
         conn.clone(),
@@ -295,7 +298,7 @@ struct Replay {
 /// A request body on its way upstream: the client's stream, or none at all.
 pub enum Inbound {
     /// The client's body.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// No body (a request sent again to a fallback upstream).
     Empty,
     /// A body read whole (to be inspected by the WAF, or fingerprinted for an idempotency
@@ -324,7 +327,7 @@ fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
 async fn route_and_send(
     snap: &Snapshot,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
     let Some(plan) = snap.listeners.get(conn.listener) else {
@@ -636,7 +639,7 @@ fn spawn_refresh(r: Refresh) {
             Err(p) => {
                 done.status = p.status();
                 done.error = Some(p.code());
-                Box::new(done).done(0, true);
+                Box::new(done).done(0, BodyEnd::Complete);
             }
         }
     });
@@ -785,16 +788,7 @@ async fn forward(
                 Some(waf) if wants_inspection(waf, req.headers()) => {
                     let (parts, body) = req.into_parts();
                     let bytes = match body {
-                        Inbound::Stream(body) => {
-                            let limit = usize::try_from(waf.body_limit).unwrap_or(usize::MAX);
-                            http_body_util::Limited::new(body, limit)
-                                .collect()
-                                .await
-                                .map_err(|_| {
-                                    Problem::BadRequest("The request body could not be read.")
-                                })?
-                                .to_bytes()
-                        }
+                        Inbound::Stream(body) => read_whole(body, waf.body_limit).await?,
                         Inbound::Held(bytes) => bytes,
                         Inbound::Empty => Bytes::new(),
                     };
@@ -1044,12 +1038,7 @@ async fn send_with_retries(
     let replay: Option<Bytes> = match policy {
         Some(_) if http_body::Body::is_end_stream(&body) => Some(Bytes::new()),
         Some(p) if declared.is_some_and(|len| len <= p.replay_limit.min(body_limit)) => {
-            let limit = usize::try_from(p.replay_limit.min(body_limit)).unwrap_or(usize::MAX);
-            let collected = http_body_util::Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|_| Problem::BadRequest("The request body could not be read."))?;
-            Some(collected.to_bytes())
+            Some(read_whole(body, p.replay_limit.min(body_limit)).await?)
         }
         _ => {
             if let Some(m) = mirror
@@ -1057,15 +1046,13 @@ async fn send_with_retries(
             {
                 m.send(&head.method, &head.uri, &head.headers, Bytes::new());
             }
-            let exceeded = Arc::new(AtomicBool::new(false));
-            let req = head.request(RequestBody::new(body, body_limit, exceeded.clone()));
+            let req = head.request(RequestBody::new(body, body_limit));
             let (target, call) = pick_target(upstream, hash, &[])?;
             // Only a stream that turned out empty can be made again.
             let remake = || head.request(RequestBody::empty());
             return match try_once(upstream, &target, call, req, &remake, done).await {
                 Ok((resp, conn)) => Ok((target, resp, conn)),
-                Err(_) if exceeded.load(Ordering::Acquire) => Err(Problem::BodyTooLarge),
-                Err(f) => Err(failure_problem(done, upstream, f)),
+                Err(e) => Err(e.problem(done, upstream)),
             };
         }
     };
@@ -1099,7 +1086,7 @@ async fn send_again(
         let (target, call) = pick_target(upstream, hash, &[])?;
         return match try_once(upstream, &target, call, remake(), &remake, done).await {
             Ok((resp, conn)) => Ok((target, resp, conn)),
-            Err(f) => Err(failure_problem(done, upstream, f)),
+            Err(e) => Err(e.problem(done, upstream)),
         };
     };
     let mut tried: Vec<Arc<str>> = Vec::new();
@@ -1121,7 +1108,8 @@ async fn send_again(
                 }
             }
             Ok((resp, conn)) => return Ok((target, resp, conn)),
-            Err(f) => {
+            Err(TryError::Client(p)) => return Err(p),
+            Err(TryError::Upstream(f)) => {
                 if !retry_decision(policy, f, &head.method, retry, upstream, done) {
                     return Err(failure_problem(done, upstream, f));
                 }
@@ -1192,8 +1180,27 @@ fn retry_decision(
     }
 }
 
+/// Why a try failed: the upstream's failure (counted against it, maybe retried), or the
+/// client's (its body broke off, stopped or grew too large), which is answered as the
+/// client's and counted nowhere against the upstream.
+enum TryError {
+    Upstream(Failure),
+    Client(Problem),
+}
+
+impl TryError {
+    /// The answer when the try is not retried (an upstream failure is counted).
+    fn problem(self, done: &Done, upstream: &UpstreamSet) -> Problem {
+        match self {
+            TryError::Upstream(f) => failure_problem(done, upstream, f),
+            TryError::Client(p) => p,
+        }
+    }
+}
+
 /// One try at `target`, within the per-try timeout; counts the request in flight there
-/// and its latency.
+/// and its latency. The timeout runs from the end of the request body (a slow client's
+/// upload is not the upstream's time) and while the upstream leaves the body unread.
 async fn try_once(
     upstream: &UpstreamSet,
     target: &Target,
@@ -1201,32 +1208,43 @@ async fn try_once(
     req: Request<RequestBody>,
     remake: Remake<'_>,
     done: &mut Done,
-) -> Result<(Response<Incoming>, UpstreamConn), Failure> {
+) -> Result<(Response<Incoming>, UpstreamConn), TryError> {
     done.in_flight = Some(target.pool.stats.begin());
     done.target_addr = Some(target.address.clone());
     let sent_at = Instant::now();
-    let result =
-        match tokio::time::timeout(upstream.request_timeout, target.pool.send(req, remake)).await {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Err(ExchangeError::Connect)) => {
-                if upstream.has_names {
-                    // The name may point elsewhere now.
-                    upstream.resolve_now.notify_one();
-                }
-                Err(Failure::Connect)
+    let progress = req.body().progress();
+    let send = target.pool.send(req, remake);
+    let answered = match &progress {
+        None => tokio::time::timeout(upstream.request_timeout, send)
+            .await
+            .ok(),
+        Some(p) => answered_within(upstream.request_timeout, p, send).await,
+    };
+    if let Some(fault) = progress.as_ref().and_then(|p| p.fault()) {
+        // The client's body ended the exchange: nothing here is the upstream's doing.
+        return Err(TryError::Client(fault.problem()));
+    }
+    let result = match answered {
+        None => Err(Failure::Timeout),
+        Some(Err(ExchangeError::Connect)) => {
+            if upstream.has_names {
+                // The name may point elsewhere now.
+                upstream.resolve_now.notify_one();
             }
-            Ok(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
-            Ok(Ok(exchange)) => {
-                let took = sent_at.elapsed();
-                target.pool.stats.observe(took);
-                target.metrics.response(
-                    exchange.0.status().as_u16(),
-                    took.as_secs_f64(),
-                    exchange.1.reused,
-                );
-                Ok(exchange)
-            }
-        };
+            Err(Failure::Connect)
+        }
+        Some(Err(ExchangeError::Broken(_))) => Err(Failure::Reset),
+        Some(Ok(exchange)) => {
+            let took = sent_at.elapsed();
+            target.pool.stats.observe(took);
+            target.metrics.response(
+                exchange.0.status().as_u16(),
+                took.as_secs_f64(),
+                exchange.1.reused,
+            );
+            Ok(exchange)
+        }
+    };
     if let Some(call) = call {
         call.finish(match &result {
             Ok((resp, _)) => CallOutcome::Status(resp.status()),
@@ -1248,7 +1266,33 @@ async fn try_once(
             "target ejected: its requests are failing"
         );
     }
-    result
+    result.map_err(TryError::Upstream)
+}
+
+/// `exchange`'s result, or `None` once the upstream has taken longer than `limit` by
+/// `progress`'s clock (see [`crate::body::Progress::upstream_deadline`]). The timer is
+/// checked only when it fires: the body's phases move its deadline without touching it.
+async fn answered_within<F: std::future::Future>(
+    limit: std::time::Duration,
+    progress: &crate::body::Progress,
+    exchange: F,
+) -> Option<F::Output> {
+    let mut exchange = std::pin::pin!(exchange);
+    let mut timer = std::pin::pin!(tokio::time::sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = exchange.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let deadline = progress.upstream_deadline(limit);
+            if deadline <= tokio::time::Instant::now() {
+                return std::task::Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The answer for a failure that is not retried, counted as an upstream error.
@@ -1291,8 +1335,8 @@ fn via_for(v: Version) -> &'static str {
     }
 }
 
-fn check_limits(
-    req: &Request<Incoming>,
+fn check_limits<B>(
+    req: &Request<B>,
     limits: &floodgate_config::model::Limits,
 ) -> Result<(), Problem> {
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) as u64;
@@ -1315,7 +1359,7 @@ fn check_limits(
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`
 /// (shared with the request, not copied).
-fn host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
@@ -1432,8 +1476,21 @@ impl Done {
 }
 
 impl Completion for Done {
-    fn done(self: Box<Self>, bytes_sent: u64, _complete: bool) {
+    fn done(mut self: Box<Self>, bytes_sent: u64, end: BodyEnd) {
         let elapsed = self.started.elapsed();
+        // A response that did not reach the client whole says so in the log.
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::ClientGone => {
+                self.error = self.error.or(Some(Problem::ClientClosed.code()));
+            }
+            BodyEnd::UpstreamBroke => {
+                self.error = self.error.or(Some(Problem::UpstreamBroken.code()));
+                if let Some(upstream) = &self.upstream {
+                    self.gw.metrics.upstream_error(upstream, "broken");
+                }
+            }
+        }
         self.metrics
             .record(self.status.as_u16(), elapsed.as_secs_f64());
         if self.gw.access_log.enabled() {

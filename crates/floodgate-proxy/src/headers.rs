@@ -18,6 +18,8 @@ const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
 ];
 
 const HOP_COUNT: usize = 6;
+/// Where `Transfer-Encoding` is in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_AT: usize = 4;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -25,6 +27,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes hop-by-hop fields: the fixed set, every field named in `Connection`, and every
 /// `Proxy-*` field (`Proxy-Connection`, `Proxy-Authorization`, ...), which address this hop.
+/// A message framed by `Transfer-Encoding` also loses its `Content-Length`: the length
+/// did not frame it (RFC 9112 §6.3), and the next hop frames it anew from the body.
 ///
 /// Runs twice on every proxied exchange, so the common cases cost one pass over the names
 /// and no allocation: most requests carry none of these fields, and most responses only
@@ -58,6 +62,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         if present {
             headers.remove(name);
         }
+    }
+    if fixed[TRANSFER_ENCODING_AT] {
+        headers.remove(header::CONTENT_LENGTH);
     }
     if proxy {
         let named: Vec<HeaderName> = headers
@@ -277,6 +284,19 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_length_beside_transfer_encoding_goes_with_it() {
+        let mut h = map(&[("transfer-encoding", "chunked"), ("content-length", "3")]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = map(&[("content-length", "3")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(
+            h["content-length"], "3",
+            "a length alone frames the message"
+        );
     }
 
     #[test]

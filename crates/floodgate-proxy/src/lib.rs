@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod cache;
+pub mod client_body;
 pub mod client_ip;
 pub mod cors;
 pub mod existence;

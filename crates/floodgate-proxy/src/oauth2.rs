@@ -17,7 +17,6 @@ use floodgate_config::auth::OAuth2;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use ring::signature::KeyPair;
 use rustls_pki_types::PrivateKeyDer;
@@ -163,7 +162,11 @@ impl TokenIssuer {
     }
 
     /// Answers a token request.
-    pub async fn token(&self, req: Request<Incoming>, verifier: &BasicVerifier) -> Response<Bytes> {
+    pub async fn token(
+        &self,
+        req: Request<crate::client_body::ClientBody>,
+        verifier: &BasicVerifier,
+    ) -> Response<Bytes> {
         if req.method() != Method::POST {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,

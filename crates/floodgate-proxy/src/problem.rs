@@ -4,6 +4,12 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+/// nginx's status for a client that closed its connection before the answer.
+const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// A condition that ends a request with an error answered by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
@@ -17,6 +23,12 @@ pub enum Problem {
     HeadersTooLarge,
     /// The request body is larger than the listener allows (client fault).
     BodyTooLarge,
+    /// The client stopped sending its request body for longer than the listener allows
+    /// (client fault).
+    BodyTimeout,
+    /// The client went away before its request was complete (client fault). Logged with
+    /// nginx's 499, which no client sees.
+    ClientClosed,
     /// No connection could be made to the upstream (upstream fault).
     UpstreamConnect,
     /// The upstream did not answer in time (upstream fault).
@@ -72,6 +84,8 @@ impl Problem {
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
             Problem::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Problem::ClientClosed => CLIENT_CLOSED,
             Problem::UpstreamConnect | Problem::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Problem::NoTarget
@@ -100,6 +114,8 @@ impl Problem {
             Problem::UriTooLong => "uri-too-long",
             Problem::HeadersTooLarge => "headers-too-large",
             Problem::BodyTooLarge => "body-too-large",
+            Problem::BodyTimeout => "body-timeout",
+            Problem::ClientClosed => "client-closed",
             Problem::UpstreamConnect => "upstream-connect-failed",
             Problem::UpstreamTimeout => "upstream-timeout",
             Problem::UpstreamBroken => "upstream-broken",
@@ -131,6 +147,10 @@ impl Problem {
                 "The request headers are larger than this listener accepts."
             }
             Problem::BodyTooLarge => "The request body is larger than this listener accepts.",
+            Problem::BodyTimeout => {
+                "The client stopped sending the request body for longer than this listener waits."
+            }
+            Problem::ClientClosed => "The client went away before its request was complete.",
             Problem::UpstreamConnect => "The gateway could not connect to the upstream service.",
             Problem::UpstreamTimeout => "The upstream service did not answer in time.",
             Problem::UpstreamBroken => {

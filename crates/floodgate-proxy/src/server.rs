@@ -253,6 +253,7 @@ impl Served {
             remote,
             state: state.clone(),
             tls,
+            body_read: timeouts.body_read.0,
         });
         let svc = service_fn(move |req| {
             let gw = gw.clone();

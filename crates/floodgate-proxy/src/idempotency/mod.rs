@@ -25,12 +25,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use moka::sync::Cache;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{BoundedCopy, ResponseBody, Tap};
+use crate::client_body::ClientBody;
 use crate::handler::Inbound;
 use crate::problem::Problem;
 
@@ -217,7 +216,7 @@ impl Metrics {
 /// What to do with a request on a route with idempotency keys.
 pub(crate) enum Begin {
     /// Not concerned (another method, or no key where none is required): as it came.
-    Pass(Request<Incoming>),
+    Pass(Request<ClientBody>),
     /// A repeat: the kept response.
     Replay(Response<ResponseBody>),
     /// The first with its key: forward the request (its body read), then hand the result
@@ -251,7 +250,7 @@ impl RouteIdempotency {
     /// Looks `req` up under `scope` (who sends it) and `target` (its path and query).
     pub(crate) async fn begin(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         scope: &str,
         target: &str,
     ) -> Result<Begin, Problem> {
@@ -276,18 +275,7 @@ impl RouteIdempotency {
             return Err(Problem::BodyTooLarge);
         }
         let (parts, body) = req.into_parts();
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let body = http_body_util::Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Problem::BodyTooLarge
-                } else {
-                    Problem::BadRequest("The request body could not be read.")
-                }
-            })?
-            .to_bytes();
+        let body = crate::client_body::read_whole(body, self.max_body).await?;
         let fingerprint = fingerprint(&parts.method, target, &body);
         let full_key: Arc<str> = format!("{scope}\u{0}{key}").into();
         let claimed = match &self.shared {

@@ -585,3 +585,65 @@ pub fn node_peers() -> PathBuf {
     })
     .clone()
 }
+
+/// Writes `request` (raw bytes) on a new connection to `addr` and reads until the gateway
+/// closes it or a whole response (by its `Content-Length`) has arrived; the text read.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s))
+        .await
+        .expect("an answer or a close in time")
+}
+
+impl Gateway {
+    /// Waits until `count` access-log lines contain `needle`; returns them parsed.
+    pub async fn access_lines(&self, needle: &str, count: usize) -> Vec<serde_json::Value> {
+        let path = self.dir.path().join("access.log");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let found: Vec<serde_json::Value> = text
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(|l| serde_json::from_str(l).expect("access log JSON"))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {count} access log lines with {needle:?} in:\n{text}",
+                found.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// An upstream that answers every connection's first request head with `response` (raw
+/// bytes, framing errors included) and then closes it.
+pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _sent = s.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
