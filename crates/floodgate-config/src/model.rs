@@ -161,6 +161,49 @@ pub struct Listener {
     /// `Strict-Transport-Security` on every response (TLS listeners only).
     #[serde(default)]
     pub hsts: Option<crate::tls::Hsts>,
+    /// How request paths are made canonical before routing (dot segments are always
+    /// removed and percent-encoded unreserved characters always decoded).
+    #[serde(default)]
+    pub paths: PathHandling,
+}
+
+/// How a listener makes request paths canonical beyond RFC 3986 §6's normalization.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathHandling {
+    /// Merge runs of slashes into one (`/a//b` is `/a/b`), as most origins do, so `//admin`
+    /// cannot pass where `/admin` is refused. Default true; turn it off for APIs whose
+    /// paths hold empty segments.
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` (encoded `/` and `\`), which origins disagree on.
+    /// Default `keep`.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathHandling {
+    fn default() -> Self {
+        PathHandling {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::default(),
+        }
+    }
+}
+
+/// The handling of encoded slashes in request paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Leave them encoded: they are not path separators for routing (the origin may think
+    /// otherwise).
+    #[default]
+    Keep,
+    /// Decode both to `/`, before dot segments are removed, so they separate segments for
+    /// routing as they would at an origin that decodes them.
+    Decode,
+    /// Refuse the request with 400.
+    Reject,
 }
 
 /// Request size limits of a listener; over a limit the request is refused with the status

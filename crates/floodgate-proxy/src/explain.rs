@@ -38,7 +38,24 @@ pub fn explain(
         .rsplit_once(':')
         .map_or(host_full.as_str(), |(h, _)| h)
         .to_ascii_lowercase();
-    let path = uri.path();
+    let mut out = String::new();
+    let _ = writeln!(out, "request:   {method} {uri}");
+    let _ = writeln!(out, "listener:  {}", plan.name);
+    let path = match crate::path::normalize(uri.path(), &plan.paths) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "path:      refused -> 400 problem+json (urn:floodgate:problem:bad-request): {}",
+                e.detail()
+            );
+            return Ok(out);
+        }
+    };
+    if path != uri.path() {
+        let _ = writeln!(out, "path:      {path} (canonical form, used from here on)");
+    }
+    let path = path.as_ref();
     let view = RequestView {
         host: &host,
         path,
@@ -46,9 +63,6 @@ pub fn explain(
         method,
         headers,
     };
-    let mut out = String::new();
-    let _ = writeln!(out, "request:   {method} {uri}");
-    let _ = writeln!(out, "listener:  {}", plan.name);
     let Some(m) = plan.router.find(&view) else {
         let _ = writeln!(
             out,

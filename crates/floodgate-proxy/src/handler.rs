@@ -327,13 +327,20 @@ fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
 async fn route_and_send(
     snap: &Snapshot,
     conn: &ConnInfo,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
     let Some(plan) = snap.listeners.get(conn.listener) else {
         return Err(Problem::NoRoute);
     };
     check_limits(&req, &plan.limits)?;
+    if let Some(canonical) = canonical_target(req.uri(), &plan.paths)? {
+        done.target = canonical
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = canonical;
+    }
     let host_value = host_of(&req).ok_or(Problem::BadRequest("The request has no Host header."))?;
     let host_text = host_value
         .to_str()
@@ -1355,6 +1362,32 @@ fn check_limits<B>(
         return Err(Problem::HeadersTooLarge);
     }
     Ok(())
+}
+
+/// The request's URI with its path made canonical (see [`crate::path`]), or `None` when
+/// it already was; the query is kept as it came.
+fn canonical_target(
+    uri: &Uri,
+    how: &floodgate_config::model::PathHandling,
+) -> Result<Option<Uri>, Problem> {
+    let path = uri.path();
+    let canonical =
+        crate::path::normalize(path, how).map_err(|e| Problem::BadRequest(e.detail()))?;
+    let Cow::Owned(canonical) = canonical else {
+        return Ok(None);
+    };
+    let target = match uri.query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(target)
+            .map_err(|_| Problem::BadRequest("The request path is not valid."))?,
+    );
+    Uri::from_parts(parts)
+        .map(Some)
+        .map_err(|_| Problem::BadRequest("The request path is not valid."))
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`

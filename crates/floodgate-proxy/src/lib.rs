@@ -34,6 +34,7 @@ pub mod kept;
 pub mod metrics;
 pub mod mirror;
 pub mod oauth2;
+pub mod path;
 pub mod problem;
 pub mod ratelimit;
 mod record;

@@ -212,6 +212,8 @@ pub struct ListenerPlan {
     pub hsts: Option<http::HeaderValue>,
     /// Redirect every request to HTTPS: the port and the status.
     pub redirect_to_https: Option<(u16, StatusCode)>,
+    /// How request paths are made canonical.
+    pub paths: floodgate_config::model::PathHandling,
 }
 
 /// A compiled route with the listener names it is limited to (`None`: all).
@@ -403,6 +405,7 @@ impl Snapshot {
                     name: Arc::from(l.name.as_str()),
                     limits: l.limits.clone(),
                     timeouts: l.timeouts.clone(),
+                    paths: l.paths.clone(),
                     router: Router::new(specs),
                     trusted_proxies: TrustedProxies::new(&l.trusted_proxies),
                     criticality_header: l

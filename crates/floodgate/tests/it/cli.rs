@@ -22,7 +22,7 @@ const BROKEN: &[(&str, &[&str])] = &[
     (
         "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
         &[
-            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`",
+            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`, `paths`",
             "2:5: listeners[0]: missing field `address`",
         ],
     ),
@@ -32,7 +32,7 @@ const BROKEN: &[(&str, &[&str])] = &[
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
         &[
             "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
-            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`",
+            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`, `paths`",
             "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
         ],
     ),

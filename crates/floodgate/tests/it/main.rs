@@ -29,6 +29,7 @@ mod introspection;
 mod jwt;
 mod limits;
 mod oauth2;
+mod paths;
 mod pool;
 mod ratelimit;
 mod reload;
