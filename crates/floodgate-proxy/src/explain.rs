@@ -24,20 +24,14 @@ pub fn explain(
             .ok_or_else(|| format!("no listener named {name:?}"))?,
         None => snap.listeners.first().ok_or("the config has no listener")?,
     };
-    let host_full = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .ok_or("give an absolute URL (http://host/path) or a Host header")?;
-    let host = host_full
-        .rsplit_once(':')
-        .map_or(host_full.as_str(), |(h, _)| h)
-        .to_ascii_lowercase();
+    let host_value = match crate::host::of_request(uri, http::Version::HTTP_11, headers) {
+        Ok(v) => v,
+        Err(crate::host::HostError::Missing) => {
+            return Err("give an absolute URL (http://host/path) or a Host header".into());
+        }
+        Err(e) => return Err(format!("400 bad-request: {}", e.detail())),
+    };
+    let host = crate::host::routing_name(host_value.to_str().unwrap_or_default()).into_owned();
     let mut out = String::new();
     let _ = writeln!(out, "request:   {method} {uri}");
     let _ = writeln!(out, "listener:  {}", plan.name);

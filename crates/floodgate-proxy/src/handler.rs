@@ -341,11 +341,12 @@ async fn route_and_send(
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = canonical;
     }
-    let host_value = host_of(&req).ok_or(Problem::BadRequest("The request has no Host header."))?;
+    let host_value = crate::host::of_request(req.uri(), req.version(), req.headers())
+        .map_err(|e| Problem::BadRequest(e.detail()))?;
     let host_text = host_value
         .to_str()
         .map_err(|_| Problem::BadRequest("The Host header is not valid text."))?;
-    let host = normalize_host(host_text);
+    let host = crate::host::routing_name(host_text);
     if let Some((port, status)) = plan.redirect_to_https {
         return https_redirect(&host, port, status, req.uri());
     }
@@ -1390,30 +1391,6 @@ fn canonical_target(
         .map_err(|_| Problem::BadRequest("The request path is not valid."))
 }
 
-/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`
-/// (shared with the request, not copied).
-fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
-    }
-    req.headers().get(header::HOST).cloned()
-}
-
-/// Lower case, without the port (keeps IPv6 brackets); allocates only for upper case.
-pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
-    let h = if host.starts_with('[') {
-        host.find(']').map_or(host, |i| &host[..=i])
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    let h = h.trim_end_matches('.');
-    if h.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(h.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(h)
-    }
-}
-
 /// Everything needed to finish a request's bookkeeping once its response is over.
 struct Done {
     gw: Arc<Gateway>,
@@ -1567,17 +1544,5 @@ impl Completion for Done {
             self.gw.access_log.log(&record);
         }
         self.conn.state.end();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_normalized() {
-        assert_eq!(normalize_host("Shop.Example.COM:8080"), "shop.example.com");
-        assert_eq!(normalize_host("[::1]:80"), "[::1]");
-        assert_eq!(normalize_host("example.com."), "example.com");
     }
 }

@@ -27,6 +27,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod handler;
 pub mod headers;
+pub mod host;
 pub mod idempotency;
 pub mod introspect;
 pub mod jwt;

@@ -129,7 +129,7 @@ pub fn key_for_url(url: &str) -> Result<String, String> {
         .map(|a| a.as_str())
         .filter(|a| !a.is_empty())
         .ok_or_else(|| format!("{url:?} names no host"))?;
-    let host = crate::handler::normalize_host(host);
+    let host = crate::host::routing_name(host);
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     Ok(format!("{host}{target}"))
 }

@@ -24,6 +24,7 @@ mod existence;
 mod framing;
 mod headers;
 mod health;
+mod hosts;
 mod idempotency;
 mod introspection;
 mod jwt;
