@@ -217,6 +217,8 @@ pub struct RouteAccess {
     pub challenge: HeaderValue,
     /// Headers removed before proxying (the credentials), if `hide_credentials`.
     pub hide: Vec<HeaderName>,
+    /// The query parameter removed before proxying (the API key), if `hide_credentials`.
+    pub hide_query: Option<String>,
 }
 
 impl RouteAccess {
@@ -251,6 +253,11 @@ impl RouteAccess {
             hide.extend(key_header.clone());
         }
         RouteAccess {
+            hide_query: a
+                .api_key
+                .as_ref()
+                .and_then(|k| k.query.clone())
+                .filter(|_| a.hide_credentials),
             combine: a.require,
             key_query: a.api_key.as_ref().and_then(|k| k.query.clone()),
             key_header,
@@ -454,6 +461,45 @@ impl IpAccess {
     }
 }
 
+/// `query` without any parameter called `name` (by its raw or its percent-decoded name,
+/// since an origin may decode names), or `None` when it has none.
+pub fn without_param(query: &str, name: &str) -> Option<String> {
+    let named = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        key == name || (key.contains('%') && decoded(key).as_deref() == Some(name))
+    };
+    if !query.split('&').any(named) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !named(p)).collect();
+    Some(kept.join("&"))
+}
+
+/// A percent-decoded query name (`None` if it is not valid UTF-8 or a `%` is broken).
+fn decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `path` with the value of query parameter `name` replaced by `REDACTED`.
 pub fn redact_query(path: &str, name: &str) -> String {
     let Some((p, q)) = path.split_once('?') else {
@@ -502,6 +548,18 @@ mod tests {
             "/a?x=1&key=REDACTED&y"
         );
         assert_eq!(redact_query("/a", "key"), "/a");
+    }
+
+    #[test]
+    fn consumed_query_keys_are_removed() {
+        assert_eq!(
+            without_param("a=1&key=s3cret&b=2&key=again", "key").as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(without_param("%6Bey=s3cret&b", "key").as_deref(), Some("b"));
+        assert_eq!(without_param("key", "key").as_deref(), Some(""));
+        assert_eq!(without_param("keys=1&akey=2", "key"), None);
+        assert_eq!(without_param("%zz=1", "key"), None);
     }
 
     #[test]

@@ -913,20 +913,32 @@ async fn proxy(
     {
         return Err(Problem::BodyTooLarge);
     }
-    let pq = match new_path {
-        Some(p) => {
-            let s = match parts.uri.query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            };
-            PathAndQuery::try_from(s)
-                .map_err(|_| Problem::BadRequest("The rewritten path is not valid."))?
-        }
-        None => parts
+    // A credential the gateway consumed from the query goes no further.
+    let stripped = route
+        .access
+        .as_ref()
+        .and_then(|a| a.hide_query.as_deref())
+        .zip(parts.uri.query())
+        .and_then(|(name, query)| crate::auth::without_param(query, name));
+    let pq = match (new_path, stripped) {
+        (None, None) => parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (path, stripped) => {
+            let path = path.as_deref().unwrap_or(parts.uri.path());
+            let query = match &stripped {
+                Some(q) => Some(q.as_str()).filter(|q| !q.is_empty()),
+                None => parts.uri.query(),
+            };
+            let s = match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            PathAndQuery::try_from(s)
+                .map_err(|_| Problem::BadRequest("The rewritten path is not valid."))?
+        }
     };
     // Origin-form target: the connection is already to the target.
     let uri = Uri::from(pq);

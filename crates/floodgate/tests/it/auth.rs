@@ -227,3 +227,70 @@ async fn api_keys_basic_auth_and_authorization() {
         assert!(!log.contains(secret), "{secret:?} was logged");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_gateway_consumed_reaches_no_upstream_mirror_or_fallback() {
+    // Every request any upstream receives, as its target.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let recorder = upstream(move |req: http::Request<hyper::body::Incoming>| {
+        record.lock().unwrap().push(req.uri().to_string());
+        async move { http::Response::new(full("ok")) }
+    })
+    .await;
+    let digest = run_python(&format!(
+        "import hashlib; print(hashlib.sha256({ALICE_KEY:?}.encode()).hexdigest())"
+    ));
+    let down = closed_port();
+    let gw = Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+consumers:
+  - {{ name: alice, api_keys: [ \"sha256:{digest}\" ] }}
+upstreams:
+  main: {{ targets: [ \"{recorder}\" ] }}
+  copies: {{ targets: [ \"{recorder}\" ] }}
+  down: {{ targets: [ \"{down}\" ] }}
+routes:
+  - name: query
+    match: {{ path: /query }}
+    upstream: main
+    mirror: {{ upstream: copies }}
+    auth: {{ api_key: {{ query: key }} }}
+  - name: rescued
+    match: {{ path: /rescued }}
+    upstream: down
+    fallback: {{ when: [ upstream_error ], upstream: main }}
+    auth: {{ api_key: {{ query: key }} }}
+  - name: kept
+    match: {{ path: /kept }}
+    upstream: main
+    auth: {{ api_key: {{ query: key }}, hide_credentials: false }}
+"
+    ));
+    let (s, _, _) = get(&gw.url(&format!("/query?a=1&key={ALICE_KEY}&b=2"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = get(&gw.url(&format!("/rescued?key={ALICE_KEY}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    // The mirror's copy goes out in the background: wait for it.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while seen.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut targets = seen.lock().unwrap().clone();
+    targets.sort();
+    assert_eq!(targets, ["/query?a=1&b=2", "/query?a=1&b=2", "/rescued"]);
+    // Unless the route says to pass it on.
+    let (s, _, _) = get(&gw.url(&format!("/kept?key={ALICE_KEY}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&format!("/kept?key={ALICE_KEY}"))
+    );
+}
