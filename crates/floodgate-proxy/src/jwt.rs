@@ -8,11 +8,17 @@
 //!
 //! A verified token is remembered for [`CACHE_FOR`], so a client that
 //! sends the same token on every request pays for one signature check a minute; its
-//! times are still checked on every request.
+//! times are still checked on every request, and a token a JWKS key verified is
+//! remembered only while that key is still in the set.
 //!
-//! JWKS keys are fetched on first use, again after `refresh` (in the background, the old
-//! keys serving meanwhile), and when a token names an unknown key id, at most once per
-//! `min_refetch`, so made-up ids cannot be used to hammer the JWKS server.
+//! JWKS keys are fetched on first use, again once `refresh` has passed (checked on every
+//! request, fetched in the background, the old keys serving meanwhile), and when a token
+//! names an unknown key id, at most once per `min_refetch`, so made-up ids cannot be used
+//! to hammer the JWKS server. A key removed from the set is honoured until the next fetch
+//! has completed: at most `refresh` after the previous one, plus the fetch.
+//!
+//! A token whose header has `crit` is refused: it names extensions (RFC 7515 §4.1.11)
+//! that must be understood, and this verifier understands none.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,13 +51,20 @@ const JWKS_MAX_BYTES: usize = 1 << 20;
 /// A token's claims.
 pub type Claims = serde_json::Map<String, serde_json::Value>;
 
-/// Tokens verified lately: token → its claims and when it was verified.
-type VerifiedTokens = std::collections::HashMap<Box<str>, (Arc<Claims>, Instant)>;
+/// Tokens verified lately: token → its claims, when it was verified, and the JWKS key
+/// that verified it (`None` for a configured key, which cannot leave).
+type VerifiedTokens =
+    std::collections::HashMap<Box<str>, (Arc<Claims>, Instant, Option<Fingerprint>)>;
+
+/// A digest of a JWKS entry, to tell whether the key is still in the set.
+type Fingerprint = [u8; 32];
 
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
+    /// For JWKS keys: the digest of the entry's JSON.
+    fingerprint: Option<Fingerprint>,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -109,6 +122,7 @@ fn configured_key(k: &floodgate_config::auth::JwtKey) -> Result<Key, String> {
         kid: k.kid.clone(),
         alg,
         key,
+        fingerprint: None,
     })
 }
 
@@ -136,10 +150,14 @@ fn jwks_keys(doc: &[u8], default_alg: Option<Algorithm>) -> Result<Vec<Key>, Str
         let Ok(key) = DecodingKey::from_jwk(&jwk) else {
             continue;
         };
+        let digest = ring::digest::digest(&ring::digest::SHA256, item.to_string().as_bytes());
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(digest.as_ref());
         keys.push(Key {
             kid: jwk.common.key_id.clone(),
             alg,
             key,
+            fingerprint: Some(fingerprint),
         });
     }
     Ok(keys)
@@ -226,6 +244,7 @@ impl JwtVerifier {
                 kid: Some(issuer.kid.clone()),
                 alg: issuer.algorithm,
                 key: issuer.decoding.clone(),
+                fingerprint: None,
             });
             Some(issuer)
         } else {
@@ -279,19 +298,38 @@ impl JwtVerifier {
     /// The token's claims if it is valid now. A token verified in the last
     /// [`CACHE_FOR`] is not checked again, only its times.
     pub async fn verify(&self, token: &str) -> Option<Arc<Claims>> {
+        if let Some(src) = &self.jwks
+            && !src.keys.load().is_empty()
+            && !src.fetched_within(src.refresh)
+        {
+            let src = src.clone();
+            tokio::spawn(async move { src.update().await });
+        }
         if let Some(claims) = self.cached(token) {
             return Some(claims);
         }
-        let claims = Arc::new(self.verify_fresh(token).await?);
-        self.remember(token, &claims);
+        let (claims, fingerprint) = self.verify_fresh(token).await?;
+        let claims = Arc::new(claims);
+        self.remember(token, &claims, fingerprint);
         Some(claims)
     }
 
     fn cached(&self, token: &str) -> Option<Arc<Claims>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (claims, at) = cache.get(token)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (claims, at, fingerprint) = cache.get(token)?;
         if at.elapsed() >= CACHE_FOR {
             return None;
+        }
+        // A key the JWKS no longer lists verifies nothing, remembered or not.
+        if let Some(fp) = fingerprint {
+            let listed = self
+                .jwks
+                .as_ref()
+                .is_some_and(|s| s.keys.load().iter().any(|k| k.fingerprint == Some(*fp)));
+            if !listed {
+                cache.remove(token);
+                return None;
+            }
         }
         let now = unix_now();
         let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
@@ -300,27 +338,31 @@ impl JwtVerifier {
         live.then(|| claims.clone())
     }
 
-    fn remember(&self, token: &str, claims: &Arc<Claims>) {
+    fn remember(&self, token: &str, claims: &Arc<Claims>, fingerprint: Option<Fingerprint>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
-            cache.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
+            cache.retain(|_, (_, at, _)| at.elapsed() < CACHE_FOR);
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
         }
-        cache.insert(Box::from(token), (claims.clone(), Instant::now()));
+        cache.insert(
+            Box::from(token),
+            (claims.clone(), Instant::now(), fingerprint),
+        );
     }
 
-    async fn verify_fresh(&self, token: &str) -> Option<Claims> {
+    /// The claims of a token checked now, and the JWKS key that verified it.
+    async fn verify_fresh(&self, token: &str) -> Option<(Claims, Option<Fingerprint>)> {
+        if has_critical_extensions(token) {
+            return None;
+        }
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if let Some(src) = &self.jwks {
-            let empty = src.keys.load().is_empty();
-            if empty && !src.fetched_within(src.min_refetch) {
-                src.update().await;
-            } else if !empty && !src.fetched_within(src.refresh) {
-                let src = src.clone();
-                tokio::spawn(async move { src.update().await });
-            }
+        if let Some(src) = &self.jwks
+            && src.keys.load().is_empty()
+            && !src.fetched_within(src.min_refetch)
+        {
+            src.update().await;
         }
         if let Some(claims) = self.try_keys(token, &header) {
             return Some(claims);
@@ -340,7 +382,11 @@ impl JwtVerifier {
         self.try_keys(token, &header)
     }
 
-    fn try_keys(&self, token: &str, header: &jsonwebtoken::Header) -> Option<Claims> {
+    fn try_keys(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Option<(Claims, Option<Fingerprint>)> {
         let jwks = self.jwks.as_ref().map(|s| s.keys.load_full());
         let all: Vec<&Key> = self
             .fixed
@@ -365,7 +411,7 @@ impl JwtVerifier {
             .into_iter()
             // The key's algorithm decides, never the token's.
             .filter(|k| k.alg == header.alg)
-            .find_map(|k| self.check(token, k))
+            .find_map(|k| Some((self.check(token, k)?, k.fingerprint)))
     }
 
     fn check(&self, token: &str, key: &Key) -> Option<Claims> {
@@ -407,6 +453,19 @@ impl JwtVerifier {
             })
             .collect()
     }
+}
+
+/// Whether the token's header names critical extensions (`crit`, RFC 7515 §4.1.11), none
+/// of which this verifier implements; an unreadable header is left to the decoder.
+fn has_critical_extensions(token: &str) -> bool {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    Base64UrlUnpadded::decode_vec(head)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .is_some_and(|h| h.get("crit").is_some())
 }
 
 /// The scopes a token grants: `scope` (space-separated) or `scp` (a list).
@@ -464,12 +523,33 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "exp": now + 100, "nbf": now + 50 }))
                 .unwrap();
         for (t, c) in [("live", live), ("dead", dead), ("early", early)] {
-            v.remember(t, &Arc::new(c));
+            v.remember(t, &Arc::new(c), None);
         }
         assert!(v.cached("live").is_some());
         assert!(v.cached("dead").is_none(), "expired since it was verified");
         assert!(v.cached("early").is_none(), "not valid yet");
         assert!(v.cached("other").is_none());
+    }
+
+    #[test]
+    fn critical_extensions_are_seen() {
+        use base64ct::{Base64UrlUnpadded, Encoding};
+        let token = |header: &str| {
+            format!(
+                "{}.e30.sig",
+                Base64UrlUnpadded::encode_string(header.as_bytes())
+            )
+        };
+        assert!(has_critical_extensions(&token(
+            r#"{"alg":"ES256","crit":["b64"],"b64":false}"#
+        )));
+        assert!(has_critical_extensions(&token(
+            r#"{"alg":"ES256","crit":[]}"#
+        )));
+        assert!(!has_critical_extensions(&token(
+            r#"{"alg":"ES256","kid":"k"}"#
+        )));
+        assert!(!has_critical_extensions("not a token"));
     }
 
     #[test]

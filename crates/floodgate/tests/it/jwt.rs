@@ -129,6 +129,8 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
         "wrong_iss",
         "wrong_aud",
         "no_exp",
+        "crit",
+        "es512",
     ] {
         let auth = bearer(&token(name));
         let (s, _, _) = get_with(&gw.url("/jwt"), &[("authorization", &auth)]).await;
@@ -194,5 +196,75 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
     let log = gw.log();
     for alg in ALGORITHMS {
         assert!(!log.contains(&token(alg)), "{alg} token logged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_jwks_stops_verifying_at_the_next_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let tokens = run_python(&format!(
+        "import runpy, sys; sys.argv = ['jwt_tokens.py', {d:?}]; runpy.run_path('{PEERS}/jwt_tokens.py', run_name='__main__')"
+    ));
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    // The JWKS lists k1 until it is retired, then only k2; fetches are counted.
+    let retired = Arc::new(AtomicBool::new(false));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (r, f, jd) = (retired.clone(), fetches.clone(), d.clone());
+    let jwks = upstream(move |_req| {
+        let (r, f, jd) = (r.clone(), f.clone(), jd.clone());
+        async move {
+            let file = if r.load(Ordering::SeqCst) {
+                "jwks-k2-only.json"
+            } else {
+                "jwks-k1.json"
+            };
+            let resp = Response::new(full(std::fs::read(format!("{jd}/{file}")).unwrap()));
+            f.fetch_add(1, Ordering::SeqCst);
+            resp
+        }
+    })
+    .await;
+    let echo = echo_upstream().await;
+    let gw = gateway_with(
+        &format!("  echo:\n    targets: [ \"{echo}\" ]"),
+        &format!(
+            "  - match: {{ path: /jwks }}
+    upstream: echo
+    auth:
+      jwt:
+        audience: [ shop ]
+        jwks: {{ url: \"http://{jwks}/keys\", refresh: 300ms, min_refetch: 0s }}
+"
+        ),
+    );
+    let k1 = format!("Bearer {}", tokens["jwks_k1"].as_str().unwrap());
+    let url = gw.url("/jwks");
+    let headers = [("authorization", k1.as_str())];
+    let call = || get_with(&url, &headers);
+    assert_eq!(call().await.0, StatusCode::OK);
+    assert_eq!(call().await.0, StatusCode::OK, "remembered");
+    retired.store(true, Ordering::SeqCst);
+    // Once `refresh` has passed, a request starts the next fetch (it may still be answered
+    // with the old set); after that fetch, the remembered token is no longer honoured.
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let before = fetches.load(Ordering::SeqCst);
+    let _ = call().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fetches.load(Ordering::SeqCst) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fetch after refresh"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The fetch is counted as it is answered; give the gateway the moment to store it.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while call().await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a token of a retired key still passes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

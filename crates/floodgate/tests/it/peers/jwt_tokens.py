@@ -65,6 +65,12 @@ tokens["wrong_aud"] = es256({**claims, "aud": "other"})
 tokens["no_exp"] = es256({k: v for k, v in claims.items() if k != "exp"})
 tokens["no_admin_scope"] = es256({**claims, "sub": "bob", "scope": "read"})
 tokens["admin_not_listed"] = es256({**claims, "sub": "carol"})
+# A critical header extension nobody implements (RFC 7515 §4.1.11): must be refused.
+tokens["crit"] = jwt.encode(claims, es, algorithm="ES256",
+                            headers={"kid": "ES256", "crit": ["x-unknown"], "x-unknown": 1})
+# ES512 (P-521), which Floodgate does not verify, naming the ES256 key.
+tokens["es512"] = jwt.encode(claims, ec.generate_private_key(ec.SECP521R1()), algorithm="ES512",
+                             headers={"kid": "ES256"})
 # A tampered payload with the original signature.
 h, p, s = tokens["ES256"].split(".")
 tokens["tampered"] = f"{h}.{b64(json.dumps({**claims, 'sub': 'mallory'}).encode())}.{s}"
@@ -78,6 +84,8 @@ def jwk(key, kid):
     return d
 json.dump({"keys": [jwk(k1, "k1")]}, open(f"{out}/jwks-k1.json", "w"))
 json.dump({"keys": [jwk(k1, "k1"), jwk(k2, "k2")]}, open(f"{out}/jwks-k2.json", "w"))
+# k1 retired: only k2 left.
+json.dump({"keys": [jwk(k2, "k2")]}, open(f"{out}/jwks-k2-only.json", "w"))
 tokens["jwks_k1"] = jwt.encode({**claims, "sub": "carol"}, k1, algorithm="ES256", headers={"kid": "k1"})
 tokens["jwks_k2"] = jwt.encode({**claims, "sub": "dave"}, k2, algorithm="ES256", headers={"kid": "k2"})
 
