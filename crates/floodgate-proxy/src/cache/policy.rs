@@ -257,15 +257,12 @@ impl Rules {
             || view.contains_key(header::EXPIRES)
             || view.contains_key(header::PRAGMA);
         let negative = self.negative.contains(&status.as_u16());
-        // `force_ttl` overrides the upstream's word, `no-cache` included.
-        let overriding = self.force_ttl.is_some() && !negative;
+        // `force_ttl` overrides the upstream's word, `no-cache` included; so does
+        // `negative_ttl` for negative answers: many origins send `max-age=0` or `no-cache`
+        // with a 404, and the defence against cache penetration must hold for them too.
+        let overriding = self.force_ttl.is_some() || negative;
         let forced = if negative {
-            // Shorter than the upstream's, never longer: a cache may treat a response as
-            // stale early, not late.
-            Some(match explicit {
-                true => self.negative_ttl.min(first.time_to_live(now)),
-                false => self.negative_ttl,
-            })
+            Some(self.negative_ttl)
         } else if self.force_ttl.is_some() {
             self.force_ttl
         } else if explicit {
@@ -498,6 +495,13 @@ mod tests {
             10
         );
         assert!(admit(&r, &[], 404, &[("cache-control", "no-store")]).is_none());
+        assert!(admit(&r, &[], 404, &[("cache-control", "private")]).is_none());
+        for cc in ["max-age=0", "no-cache", "no-cache, max-age=0, must-revalidate"] {
+            let f = admit(&r, &[], 404, &[("cache-control", cc)]).unwrap();
+            assert_eq!(ttl(&f), 10, "{cc}");
+        }
+        let f = admit(&r, &[], 404, &[("cache-control", "no-cache")]).unwrap();
+        assert!(!f.strict, "no-cache is overridden, not revalidated");
     }
 
     #[test]

@@ -105,6 +105,13 @@ impl Origin {
             }
         } else if path == "/missing" {
             status = StatusCode::NOT_FOUND;
+        } else if path == "/missing-max-age-0" {
+            status = StatusCode::NOT_FOUND;
+            headers.push(("cache-control", "max-age=0".into()));
+        } else if path == "/missing-no-cache" {
+            status = StatusCode::GONE;
+            headers.push(("cache-control", "no-cache".into()));
+            headers.push(("pragma", "no-cache".into()));
         } else if path == "/forced" {
             headers.push(("cache-control", "no-cache".into()));
         } else if let Some(tag) = path.strip_prefix("/tagged/") {
@@ -501,6 +508,14 @@ async fn negative_answers_and_forced_ttls_are_cached() {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
     assert_eq!(origin.hits("/missing"), 1, "404 cached for negative_ttl");
+    // Whatever the origin says about freshness (short of no-store or private).
+    for path in ["/missing-max-age-0", "/missing-no-cache"] {
+        for _ in 0..5 {
+            let (s, _, _) = get(&gw.url(path)).await;
+            assert!(s.is_client_error(), "{path}: {s}");
+        }
+        assert_eq!(origin.hits(path), 1, "{path} cached for negative_ttl");
+    }
     for _ in 0..3 {
         let (_, h, _) = get(&gw.url("/forced")).await;
         assert_eq!(
