@@ -115,6 +115,8 @@ impl std::error::Error for ClientFault {}
 
 /// A client's request body with a read timeout and classified errors.
 pub struct ClientBody {
+    /// Bytes read ahead and given back ([`Self::read_within`]), sent before the rest.
+    prefix: Option<Bytes>,
     inner: Incoming,
     timeout: Duration,
     /// Made on the first wait (most bodies arrive without one), then reused.
@@ -127,10 +129,35 @@ impl ClientBody {
     /// Wraps hyper's body; a wait of more than `timeout` for the next frame ends it.
     pub fn new(inner: Incoming, timeout: Duration) -> Self {
         ClientBody {
+            prefix: None,
             inner,
             timeout,
             timer: None,
             waiting: false,
+        }
+    }
+
+    /// The whole body if it ends within `limit` bytes; otherwise `None`, with what was read
+    /// given back so the body still streams whole. (For inspecting bodies of unknown
+    /// length, such as chunked ones, without holding large ones.)
+    pub async fn read_within(&mut self, limit: u64) -> Result<Option<Bytes>, Problem> {
+        let mut read = bytes::BytesMut::new();
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await;
+            match frame {
+                None => return Ok(Some(read.freeze())),
+                Some(Err(fault)) => return Err(fault.problem()),
+                Some(Ok(frame)) => {
+                    // Trailers are not kept: a body read whole is sent without them.
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                    }
+                    if read.len() as u64 > limit {
+                        self.prefix = Some(read.freeze());
+                        return Ok(None);
+                    }
+                }
+            }
         }
     }
 
@@ -162,6 +189,9 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
         let this = &mut *self;
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
@@ -183,11 +213,21 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let Some(prefix) = &self.prefix else {
+            return inner;
+        };
+        let len = prefix.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(len));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(len));
+        }
+        hint
     }
 }
 

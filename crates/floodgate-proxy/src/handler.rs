@@ -252,12 +252,18 @@ fn https_redirect(
     Ok(resp)
 }
 
-/// Whether the WAF reads this request's body: one of known length within its limit.
-fn wants_inspection(waf: &crate::waf::WafPolicy, headers: &http::HeaderMap) -> bool {
-    headers
+/// Whether the WAF reads this request's body: one of known length within its limit, or
+/// one of unknown length (chunked, or HTTP/2 without `Content-Length`), read up to the
+/// limit to learn whether it fits.
+fn wants_inspection(waf: &crate::waf::WafPolicy, req: &Request<Inbound>) -> bool {
+    match req
+        .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|len| len > 0 && len <= waf.body_limit)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()))
+    {
+        Some(declared) => declared.is_some_and(|len| len > 0 && len <= waf.body_limit),
+        None => waf.body_limit > 0 && !req.body().is_end_stream(),
+    }
 }
 
 /// Counts and logs a WAF match; in block mode, refuses the request.
@@ -793,17 +799,25 @@ async fn forward(
                 }
             }
             let req = match &route.waf {
-                Some(waf) if wants_inspection(waf, req.headers()) => {
+                Some(waf) if wants_inspection(waf, &req) => {
                     let (parts, body) = req.into_parts();
-                    let bytes = match body {
-                        Inbound::Stream(body) => read_whole(body, waf.body_limit).await?,
-                        Inbound::Held(bytes) => bytes,
-                        Inbound::Empty => Bytes::new(),
+                    // A body longer than the limit is not inspected (nor held): it
+                    // streams on whole, as one whose declared length is over the limit.
+                    let body = match body {
+                        Inbound::Stream(mut body) => {
+                            match body.read_within(waf.body_limit).await? {
+                                Some(bytes) => Inbound::Held(bytes),
+                                None => Inbound::Stream(body),
+                            }
+                        }
+                        other => other,
                     };
-                    if let Some(rule) = waf.check_text(&bytes) {
+                    if let Inbound::Held(bytes) = &body
+                        && let Some(rule) = waf.check_text(bytes)
+                    {
                         waf_matched(waf, rule, route, done)?;
                     }
-                    Request::from_parts(parts, Inbound::Held(bytes))
+                    Request::from_parts(parts, body)
                 }
                 _ => req,
             };

@@ -1,8 +1,9 @@
 //! A basic WAF: request paths, query strings, a few headers that carry user text
 //! (`User-Agent`, `Referer`, `Cookie`) and bounded bodies are checked against SQL
 //! injection and XSS patterns, after normalisation (percent-decoding twice, `+` as space,
-//! lower case, SQL comments and runs of white space as one space), so encodings and
-//! comment tricks do not hide them.
+//! JSON string escapes such as `\u003c`, HTML character references such as `&lt;` and
+//! `&#x3c;`, lower case, SQL comments and runs of white space as one space), so encodings
+//! and comment tricks do not hide them.
 //!
 //! The patterns aim at what attacks need (a quote or number followed by boolean logic, a
 //! `union select`, stacked statements, time functions; script tags, event handlers,
@@ -17,7 +18,9 @@ use regex::RegexSet;
 
 const SQLI: &[&str] = &[
     // ' or 1=1, " or "a"="a, 1 or 1=1, ' or 'x' like 'x
-    r#"['"`]\s*(or|and|xor|\|\||&&)\s*['"`]?[\w-]+['"`]?\s*(=|<|>|!=|<>|like|is)\s*['"`]?[\w-]+"#,
+    // ' or ''=' (empty strings compared)
+    r#"['"`]\s*(or|and|xor|\|\||&&)\s*['"`][\w-]*['"`]\s*(=|<|>|!=|<>|\blike\b)\s*['"`]"#,
+    r#"['"`]\s*(or|and|xor|\|\||&&)\s*['"`]?[\w-]+['"`]?\s*(=|<|>|!=|<>|\blike\b|\bis\b)\s*['"`]?[\w-]+"#,
     r#"\b\d+\s+(or|and)\s+\d+\s*=\s*\d+"#,
     // ' or true, ' or 1 --
     r#"['"`]\s*(or|and)\s+(true|false|not\b|\d+\s*(--|#|$))"#,
@@ -125,11 +128,156 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decoded twice (double encoding), lower case, SQL comments and white space runs as one
-/// space.
+/// JSON string escapes decoded: `\uXXXX` (surrogate pairs joined, a lone one as U+FFFD),
+/// `\"`, `\\`, `\/`, and the control escapes as white space. Other backslashes stay.
+fn json_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some('u') => {
+                chars.next();
+                let Some(unit) = hex4(&mut chars) else {
+                    out.push_str("\\u");
+                    continue;
+                };
+                let decoded = if (0xD800..0xDC00).contains(&unit) {
+                    // A high surrogate: a low one must follow as `\uXXXX`.
+                    let mut ahead = chars.clone();
+                    let low = (ahead.next() == Some('\\') && ahead.next() == Some('u'))
+                        .then(|| hex4(&mut ahead))
+                        .flatten()
+                        .filter(|l| (0xDC00..0xE000).contains(l));
+                    match low {
+                        Some(low) => {
+                            chars = ahead;
+                            char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                        }
+                        None => None,
+                    }
+                } else {
+                    char::from_u32(unit)
+                };
+                out.push(decoded.unwrap_or('\u{fffd}'));
+            }
+            Some(e @ ('"' | '\\' | '/')) => {
+                chars.next();
+                out.push(e);
+            }
+            Some('n' | 'r' | 't' | 'b' | 'f') => {
+                chars.next();
+                out.push(' ');
+            }
+            _ => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Four hex digits as a number, taken from `chars` (none taken if they are not there).
+fn hex4(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<u32> {
+    let mut ahead = chars.clone();
+    let mut v = 0u32;
+    for _ in 0..4 {
+        v = v * 16 + ahead.next()?.to_digit(16)?;
+    }
+    *chars = ahead;
+    Some(v)
+}
+
+/// HTML character references decoded: numeric ones (`&#60;`, `&#x3c;`, the `;` optional
+/// as browsers allow) and the named ones payloads use to hide syntax.
+fn html_unescape(text: &str) -> String {
+    const NAMED: &[(&str, char)] = &[
+        ("lt", '<'),
+        ("gt", '>'),
+        ("quot", '"'),
+        ("apos", '\''),
+        ("amp", '&'),
+        ("colon", ':'),
+        ("lpar", '('),
+        ("rpar", ')'),
+        ("sol", '/'),
+        ("equals", '='),
+        ("semi", ';'),
+        ("tab", ' '),
+        ("newline", ' '),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (decoded, used) = if let Some(num) = after.strip_prefix('#') {
+            let (digits, radix, skip) = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => (hex, 16, 2),
+                None => (num, 10, 1),
+            };
+            let len = digits
+                .bytes()
+                .take_while(|b| (*b as char).is_digit(radix))
+                .count();
+            let value = digits
+                .get(..len.min(8))
+                .filter(|d| !d.is_empty())
+                .and_then(|d| u32::from_str_radix(d, radix).ok());
+            match value {
+                Some(v) => {
+                    let semi = usize::from(digits[len..].starts_with(';'));
+                    (
+                        Some(char::from_u32(v).unwrap_or('\u{fffd}')),
+                        skip + len + semi,
+                    )
+                }
+                None => (None, 0),
+            }
+        } else {
+            NAMED
+                .iter()
+                .find(|(name, _)| {
+                    let bytes = after.as_bytes();
+                    bytes
+                        .get(..name.len())
+                        .is_some_and(|b| b.eq_ignore_ascii_case(name.as_bytes()))
+                        && bytes.get(name.len()) == Some(&b';')
+                })
+                .map_or((None, 0), |(name, c)| (Some(*c), name.len() + 1))
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &after[used..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Decoded twice (double encoding), then JSON escapes and HTML references decoded, lower
+/// case, SQL comments and white space runs as one space.
 fn normalize(raw: &[u8]) -> String {
     let decoded = percent_decode(&percent_decode(raw));
-    let text = String::from_utf8_lossy(&decoded).to_lowercase();
+    let text = String::from_utf8_lossy(&decoded);
+    let text = if text.contains('\\') {
+        json_unescape(&text)
+    } else {
+        text.into_owned()
+    };
+    let text = if text.contains('&') {
+        html_unescape(&text)
+    } else {
+        text
+    };
+    let text = text.to_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(start) = rest.find("/*") {
@@ -232,6 +380,11 @@ mod tests {
         "q=how+do+I+drop+a+table+from+my+plans",
         "text=%3Cimg+alt%3D%22cat%22%3E",
         "formula=%3DSUM%28A1%3AA3%29",
+        r#"{"path":"C:\\Users\\ana\\notes.txt","quote":"she said \"or\" twice"}"#,
+        r#"{"emoji":"\ud83d\ude00","accent":"caf\u00e9","tab":"a\tb"}"#,
+        "q=tom+%26amp%3B+jerry&note=5+%26lt%3B+6",
+        "q=%26%2339%3Bquoted%26%2339%3B+and+fish+%26+chips",
+        "terms=I+agree+%27or%27+disagree",
     ];
 
     /// Attacks, in the forms scanners and hand-written payloads use.
@@ -276,6 +429,16 @@ mod tests {
         "name=x&bio=%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E",
         "user=admin%27+or+1%3D1--&pass=x",
         "q=1%29+union+select+1%2C2%2C3--",
+        "/login?user=' OR ''='",
+        "/login?user=x%27+or+%27%27%3D%27",
+        r#"{"comment":"\u003cscript\u003ealert(1)\u003c/script\u003e"}"#,
+        r#"{"comment":"\u003CSCRIPT\u003E"}"#,
+        r#"{"q":"1\u0027 OR \u00271\u0027=\u00271"}"#,
+        r#"{"bio":"\u003cimg src=x onerror=alert(1)\u003e"}"#,
+        "comment=&lt;script&gt;alert(1)&lt;/script&gt;",
+        "comment=&#60;img src=x onerror=alert(1)&#62;",
+        "url=javascript&colon;alert(1)",
+        "comment=&#x3C;svg onload=confirm(1)&#x3E;",
     ];
 
     #[test]
@@ -314,6 +477,15 @@ mod tests {
     #[test]
     fn normalisation() {
         assert_eq!(normalize(b"A%2527B"), "a'b");
+        assert_eq!(normalize(br#"\u003Cb\u003e \"q\" \/ \\"#), r#"<b> "q" / \"#);
+        assert_eq!(
+            normalize(br#"\ud83d\ude00 \ud83d x \u12"#),
+            "\u{1f600} \u{fffd} x \\u12"
+        );
+        assert_eq!(
+            normalize(b"&lt;a&GT; &#60;&#x3C;&#X3c &amp;amp; &nope; &#;"),
+            "<a> <<< &amp; &nope; &#;"
+        );
         assert_eq!(normalize(b"UNION/**/SELECT  \t x"), "union select x");
         assert_eq!(normalize(b"a+b"), "a b");
     }

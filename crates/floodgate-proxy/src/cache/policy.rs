@@ -496,7 +496,11 @@ mod tests {
         );
         assert!(admit(&r, &[], 404, &[("cache-control", "no-store")]).is_none());
         assert!(admit(&r, &[], 404, &[("cache-control", "private")]).is_none());
-        for cc in ["max-age=0", "no-cache", "no-cache, max-age=0, must-revalidate"] {
+        for cc in [
+            "max-age=0",
+            "no-cache",
+            "no-cache, max-age=0, must-revalidate",
+        ] {
             let f = admit(&r, &[], 404, &[("cache-control", cc)]).unwrap();
             assert_eq!(ttl(&f), 10, "{cc}");
         }
