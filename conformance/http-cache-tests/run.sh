@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs mnot's HTTP caching tests (the npm package http-cache-tests: an origin server and a
-# command-line client) through Floodgate with caching on, and through nginx with
-# proxy_cache when nginx is installed, then scores both by test kind with the suite's own
-# verdicts. Results (one JSON per proxy, the suite's format) go to results/; commit them so
+# command-line client) through Floodgate with caching on (the defaults, and strict: without
+# negative caching, whose negative_ttl deliberately outranks an origin's word on 404/410),
+# and through nginx with proxy_cache when nginx is installed, then scores them by test kind
+# with the suite's own verdicts. Results (one JSON per proxy, the suite's format) go to results/; commit them so
 # regressions show in review.
 #
 #   conformance/http-cache-tests/run.sh            # release build of floodgate
@@ -15,6 +16,7 @@ root=$(cd "$here/../.." && pwd)
 cd "$here"
 
 ORIGIN_PORT=18094 FLOODGATE_PORT=18095 ADMIN_PORT=18096 NGINX_PORT=18097
+STRICT_PORT=18098 STRICT_ADMIN_PORT=18099
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -60,6 +62,11 @@ CONFORMANCE_PORT=$FLOODGATE_PORT CONFORMANCE_ADMIN_PORT=$ADMIN_PORT \
 pids+=($!)
 wait_port "$FLOODGATE_PORT"
 run_suite floodgate "http://127.0.0.1:$FLOODGATE_PORT"
+CONFORMANCE_PORT=$STRICT_PORT CONFORMANCE_ADMIN_PORT=$STRICT_ADMIN_PORT \
+    CONFORMANCE_ORIGIN_PORT=$ORIGIN_PORT "$bin" run -c floodgate-strict.yaml 2>"$work/strict.log" &
+pids+=($!)
+wait_port "$STRICT_PORT"
+run_suite floodgate-strict "http://127.0.0.1:$STRICT_PORT"
 
 baseline=()
 if command -v nginx >/dev/null; then
@@ -79,3 +86,5 @@ else
 fi
 
 node score.mjs results/floodgate.json "${baseline[@]}"
+echo "strict (negative_statuses: []), against the defaults:" >&2
+node score.mjs results/floodgate-strict.json results/floodgate.json

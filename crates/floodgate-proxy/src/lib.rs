@@ -43,6 +43,7 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod sniff;
 pub mod tls_server;
 pub mod upstream;
 pub mod waf;

@@ -1,5 +1,5 @@
 //! Listeners and connections: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge)
-//! on the same port (told apart by the first bytes) or over TLS (told apart by ALPN; see
+//! on the same port (told apart by the first bytes, [`crate::sniff`]) or over TLS (told apart by ALPN; see
 //! [`crate::tls_server`]), close idle connections, and drain on shutdown.
 //!
 //! Each connection task watches three things: the connection itself, the shutdown signal
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::gateway::Gateway;
 use crate::handler::{self, ConnInfo};
+use crate::sniff::{Prefixed, Protocol, sniff};
 
 /// A bound listener, not yet accepting.
 pub struct Bound {
@@ -140,7 +141,7 @@ async fn accept_loop(
 
 async fn serve_conn(
     gw: Arc<Gateway>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     index: usize,
     listener_name: Arc<str>,
@@ -169,12 +170,17 @@ async fn serve_conn(
     match tls {
         None => {
             let protocol = tokio::select! {
-                p = sniff(&stream) => p,
+                p = sniff(&mut stream) => p,
                 _ = tokio::time::sleep(first_bytes) => return,
                 _ = stopped(&mut shutdown) => return,
             };
             match protocol {
-                Ok(p) => served.serve(stream, p, None, shutdown).await,
+                Ok((p, read)) if read.is_empty() => served.serve(stream, p, None, shutdown).await,
+                // Rare (a preface split across packets): boxed, as the TLS branch is.
+                Ok((p, read)) => {
+                    let stream = Prefixed::new(read, stream);
+                    Box::pin(served.serve(stream, p, None, shutdown)).await;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, client = %remote, "connection closed before a request")
                 }
@@ -294,38 +300,6 @@ impl Served {
                 drive(Box::pin(b.serve_connection(io, svc)), watch).await;
             }
         }
-    }
-}
-
-/// Which protocol a client speaks: by its first bytes (cleartext) or ALPN (TLS).
-enum Protocol {
-    Http1,
-    /// HTTP/2 with prior knowledge: the connection starts with the client preface.
-    Http2,
-}
-
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Looks at the first bytes without consuming them. Detecting the protocol here, rather than
-/// through hyper-util's `auto` connection, lets each protocol's connection be built (and
-/// boxed) on its own, with no wrapper around every read.
-async fn sniff(stream: &TcpStream) -> io::Result<Protocol> {
-    let mut buf = [0u8; 24];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Protocol::Http1);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(Protocol::Http2);
-        }
-        // Part of the preface so far: wait for the rest. Peeking does not consume, so the
-        // socket stays readable; a short pause avoids spinning (rare: the preface is one
-        // packet in practice). The caller bounds the whole wait.
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -467,47 +441,5 @@ impl ConnState {
 
     fn idle_for(&self, idle: Duration) -> bool {
         self.inflight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_deadline(idle)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let client = TcpStream::connect(l.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = l.accept().await.expect("accept");
-        (client, server)
-    }
-
-    #[tokio::test]
-    async fn sniffs_the_protocol_from_the_first_bytes() {
-        let (mut c, s) = pair().await;
-        c.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
-        assert!(matches!(sniff(&s).await, Ok(Protocol::Http1)));
-
-        // The HTTP/2 preface split across writes is still recognised, and nothing is consumed.
-        let (mut c, s) = pair().await;
-        c.write_all(&H2_PREFACE[..10]).await.expect("write");
-        let rest = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            c.write_all(&H2_PREFACE[10..]).await.expect("write");
-            c
-        });
-        assert!(matches!(sniff(&s).await, Ok(Protocol::Http2)));
-        let mut buf = [0u8; 24];
-        assert_eq!(s.peek(&mut buf).await.expect("peek"), 24);
-        drop(rest.await);
-
-        let (c, s) = pair().await;
-        drop(c);
-        assert!(
-            sniff(&s).await.is_err(),
-            "a closed connection is no protocol"
-        );
     }
 }

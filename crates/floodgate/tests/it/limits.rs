@@ -182,3 +182,50 @@ async fn assert_idles_out(s: &mut tokio::net::TcpStream) {
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without another response");
 }
+
+/// CPU time the process has used (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_an_http2_preface_costs_no_cpu_while_it_waits() {
+    // A bound on work, not a timing: 300 connections that sent half the HTTP/2 preface and
+    // wait. Polling for the rest every few milliseconds cost a core; waiting for the socket
+    // costs nothing, so a second of it stays far below 0.1 CPU-seconds.
+    let up = counting_upstream().await;
+    let gw =
+        Gateway::start(&limited(up).replace("header_read: 300ms, idle: 300ms", "header_read: 10s"));
+    let mut waiting = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        waiting.push(s);
+    }
+    // Every connection accepted and sniffing: a request on a new connection is served
+    // after them (the accept queue is first in, first out).
+    let (status, _, _) = get(&gw.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = cpu_ticks(gw.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(gw.pid()) - before;
+    assert!(used < 10, "{used} ticks of CPU in one second of waiting");
+    // The rest of the preface still makes a working HTTP/2 connection.
+    let mut s = waiting.pop().unwrap();
+    s.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    let mut head = [0u8; 9];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut head))
+        .await
+        .expect("the server's SETTINGS in time")
+        .unwrap();
+    assert_eq!(head[3], 4, "a SETTINGS frame first: {head:?}");
+}
