@@ -104,8 +104,13 @@ pub fn check(text: &str) -> Result<(), HostError> {
         }
     };
     if let Some(host) = host {
-        let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-        if host.is_empty() || !host.bytes().all(name_char) {
+        // Labels of name characters; one trailing dot (the root) is allowed.
+        let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~');
+        let labels = host.strip_suffix('.').unwrap_or(host);
+        if !labels
+            .split('.')
+            .all(|label| !label.is_empty() && label.bytes().all(name_char))
+        {
             return Err(HostError::Invalid);
         }
     }
@@ -190,6 +195,11 @@ mod tests {
             "[::1]x",
             "a%2eb",
             "a\\b",
+            ".",
+            "..",
+            ".a",
+            "a..b",
+            "a.b..",
         ] {
             assert_eq!(host("/", H1, &[h]), Err(HostError::Invalid), "{h:?}");
         }

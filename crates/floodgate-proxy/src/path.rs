@@ -286,4 +286,46 @@ mod tests {
             }
         }
     }
+
+    /// What any canonical path satisfies.
+    fn canonical(out: &str, merge: bool) {
+        assert!(out.starts_with('/'), "{out:?}");
+        assert!(
+            out.split('/').all(|seg| seg != "." && seg != ".."),
+            "dot segment left in {out:?}"
+        );
+        assert!(!merge || !out.contains("//"), "{out:?}");
+        let bytes = out.as_bytes();
+        for (i, _) in out.match_indices('%') {
+            let (hi, lo) = (bytes[i + 1], bytes[i + 2]);
+            assert!(
+                hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit(),
+                "broken escape in {out:?}"
+            );
+            assert!(
+                !hi.is_ascii_lowercase() && !lo.is_ascii_lowercase(),
+                "lower-case escape in {out:?}"
+            );
+            let v = hex(hi).unwrap_or(0) << 4 | hex(lo).unwrap_or(0);
+            assert!(!unreserved(v), "escaped unreserved character in {out:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_comes_out_canonical_or_refused(
+            path in "/(/|\\.|%|2|e|E|f|F|5|c|C|a|~|x|%2e|%2E|%2f|%5c|%41|%7e)*",
+            merge in proptest::bool::ANY,
+            slashes in proptest::sample::select(vec![
+                EscapedSlashes::Keep,
+                EscapedSlashes::Decode,
+                EscapedSlashes::Reject,
+            ]),
+        ) {
+            if let Ok(once) = with(&path, merge, slashes) {
+                canonical(&once, merge);
+                proptest::prop_assert_eq!(with(&once, merge, slashes), Ok(once.clone()));
+            }
+        }
+    }
 }
