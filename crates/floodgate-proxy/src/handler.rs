@@ -1031,6 +1031,9 @@ async fn proxy(
         header::VIA,
         HeaderValue::from_static(via_for(parts.version)),
     );
+    // The gateway answers with its own version (RFC 9110 §6.2): an HTTP/1.0 upstream
+    // must not turn the client's connection into a 1.0 one that closes after each answer.
+    parts.version = Version::HTTP_11;
     route.response_headers.apply(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
