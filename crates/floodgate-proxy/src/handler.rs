@@ -1298,7 +1298,7 @@ async fn try_once(
         done.gw.metrics.ejection(&upstream.name, &target.address);
         tracing::warn!(
             upstream = %upstream.name,
-            target = %target.address,
+            address = %target.address,
             seconds = time.as_secs(),
             "target ejected: its requests are failing"
         );

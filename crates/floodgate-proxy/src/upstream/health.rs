@@ -92,10 +92,10 @@ async fn run(stats: Arc<TargetStats>, address: String, check: HealthCheck, gauge
         let healthy = stats.healthy();
         if !healthy && passes >= check.healthy_after {
             stats.set_healthy(true);
-            tracing::info!(target = %address, "health check: target healthy again");
+            tracing::info!(address = %address, "health check: target healthy again");
         } else if healthy && fails >= check.unhealthy_after {
             stats.set_healthy(false);
-            tracing::warn!(target = %address, "health check: target unhealthy");
+            tracing::warn!(address = %address, "health check: target unhealthy");
         }
         gauge.set(i64::from(stats.healthy()));
     }

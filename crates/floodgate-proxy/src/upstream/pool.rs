@@ -241,7 +241,7 @@ impl ConnPool {
         };
         let tls = tls.map(|(settings, name)| {
             TlsSetup::new(settings, name, alpn).inspect_err(|e| {
-                tracing::error!(target = address, error = %e, "upstream TLS cannot be set up; connections will fail");
+                tracing::error!(address = address, error = %e, "upstream TLS cannot be set up; connections will fail");
             })
         });
         ConnPool {
@@ -299,7 +299,7 @@ impl ConnPool {
                 }
                 Err((_, Some(unsent))) if reused => req = unsent,
                 Err((e, _)) if may_replay => {
-                    tracing::debug!(target = %self.address, error = %e, "reused connection failed; replaying on a new one");
+                    tracing::debug!(address = %self.address, error = %e, "reused connection failed; replaying on a new one");
                     req = remake();
                     replayed = true;
                 }
@@ -369,11 +369,11 @@ impl ConnPool {
                     };
                     match again {
                         Some(again) if attempt < H2_ATTEMPTS => {
-                            tracing::debug!(target = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
+                            tracing::debug!(address = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
                             req = again;
                         }
                         _ => {
-                            tracing::debug!(target = %self.address, error = ?error, "HTTP/2 exchange failed");
+                            tracing::debug!(address = %self.address, error = ?error, "HTTP/2 exchange failed");
                             return Err(ExchangeError::Broken(error));
                         }
                     }
@@ -398,7 +398,7 @@ impl ConnPool {
         let address = self.address.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(target = %address, error = %e, "upstream HTTP/2 connection ended");
+                tracing::debug!(address = %address, error = %e, "upstream HTTP/2 connection ended");
             }
         });
         *slot = Some(sender.clone());
@@ -450,11 +450,11 @@ impl ConnPool {
                 match tokio::time::timeout(self.connect_timeout, setup.connect(tcp)).await {
                     Ok(Ok(stream)) => Ok(stream),
                     Ok(Err(e)) => {
-                        tracing::warn!(target = %self.address, error = %e, "upstream TLS handshake failed");
+                        tracing::warn!(address = %self.address, error = %e, "upstream TLS handshake failed");
                         Err(ExchangeError::Connect)
                     }
                     Err(_) => {
-                        tracing::debug!(target = %self.address, "upstream TLS handshake timed out");
+                        tracing::debug!(address = %self.address, "upstream TLS handshake timed out");
                         Err(ExchangeError::Connect)
                     }
                 }
@@ -472,11 +472,11 @@ impl ConnPool {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::debug!(target = %self.address, error = %e, "upstream connect failed");
+                tracing::debug!(address = %self.address, error = %e, "upstream connect failed");
                 return Err(ExchangeError::Connect);
             }
             Err(_) => {
-                tracing::debug!(target = %self.address, "upstream connect timed out");
+                tracing::debug!(address = %self.address, "upstream connect timed out");
                 return Err(ExchangeError::Connect);
             }
         };

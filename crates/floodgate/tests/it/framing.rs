@@ -62,10 +62,15 @@ async fn an_http10_upstream_does_not_downgrade_the_client() {
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     for _ in 0..2 {
         use tokio::io::AsyncWriteExt;
-        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let head = read_head(&mut s).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("via: 1.0 floodgate"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("via: 1.0 floodgate"),
+            "{head}"
+        );
         assert_eq!(read_chunked(&mut s).await, "hello");
     }
 }
@@ -80,7 +85,12 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> String {
             .await
             .expect("a head in time")
             .unwrap();
-        assert_eq!(n, 1, "the connection closed after {:?}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "the connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     String::from_utf8(head).unwrap()
@@ -93,7 +103,9 @@ async fn read_chunked(s: &mut tokio::net::TcpStream) -> String {
         let line = read_line(s).await;
         let size = usize::from_str_radix(line.trim(), 16).unwrap();
         let mut data = vec![0u8; size + 2];
-        tokio::io::AsyncReadExt::read_exact(s, &mut data).await.unwrap();
+        tokio::io::AsyncReadExt::read_exact(s, &mut data)
+            .await
+            .unwrap();
         if size == 0 {
             return body;
         }

@@ -29,6 +29,7 @@ mod idempotency;
 mod introspection;
 mod jwt;
 mod limits;
+mod logs;
 mod oauth2;
 mod paths;
 mod pool;

@@ -212,7 +212,72 @@ impl Drop for Gateway {
             let _killed = self.child.kill().is_ok();
             let _reaped = self.child.wait().is_ok();
         }
+        // Every process log line of every test is one JSON object without a repeated key
+        // (`jq` and most log stores keep only the last of two).
+        if !std::thread::panicking() {
+            for line in self.lines.0.lock().unwrap().iter() {
+                if let Err(why) = check_log_line(line) {
+                    panic!("log line {line:?}: {why}");
+                }
+            }
+        }
     }
+}
+
+/// Whether `line` is a JSON object none of whose objects repeats a key.
+pub fn check_log_line(line: &str) -> Result<(), String> {
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("key {key:?} repeated")));
+                }
+                map.next_value::<UniqueValue>()?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element::<UniqueValue>()?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    struct UniqueValue;
+    impl<'de> serde::Deserialize<'de> for UniqueValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Unique).map(|()| UniqueValue)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    (&mut de)
+        .deserialize_map(Unique)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
 }
 
 /// A string field of a JSON log line.
