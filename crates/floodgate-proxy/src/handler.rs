@@ -106,6 +106,7 @@ pub async fn handle(
     };
     done.status = resp.status();
     learn(&resp, &mut done);
+    mark_uncached(&mut resp, &done);
     resp.headers_mut()
         .insert(request_id::HEADER, done.request_id.clone());
     if let Some(route) = &done.compiled_route {
@@ -138,6 +139,30 @@ pub async fn handle(
     }
     resp.body_mut().on_done(Box::new(done));
     resp
+}
+
+/// Gives a response of a caching route that the cache did not mark its `Cache-Status`
+/// (RFC 9211), so every response of such a route says what the cache did: the gateway's
+/// own answer names its problem (`detail=rate-limited`), and a method the cache does not
+/// serve was forwarded for it (`fwd=method`).
+fn mark_uncached(resp: &mut Response<ResponseBody>, done: &Done) {
+    let caching = done
+        .compiled_route
+        .as_ref()
+        .is_some_and(|r| r.cache.is_some());
+    if !caching || resp.headers().contains_key(crate::cache::CACHE_STATUS) {
+        return;
+    }
+    let value = match done.error {
+        Some(code) => format!("Floodgate; detail={code}"),
+        None if !matches!(done.method, Method::GET | Method::HEAD) => {
+            "Floodgate; fwd=method".into()
+        }
+        None => "Floodgate; detail=gateway".into(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(crate::cache::CACHE_STATUS, v);
+    }
 }
 
 /// Teaches the route's existence filter the key of a successful upstream response, and

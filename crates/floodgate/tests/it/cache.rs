@@ -678,3 +678,56 @@ async fn a_cancelled_leader_hands_the_fetch_to_a_waiter() {
     }
     assert_eq!(origin.hits("/hot"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_of_a_caching_route_says_what_the_cache_did() {
+    let origin = Arc::new(Origin::default());
+    let ids = upstream(|_req| async { Response::new(full("[\"1\", \"2\"]")) }).await;
+    let o = origin.clone();
+    let up = upstream(move |req| {
+        let o = o.clone();
+        async move { o.answer(req).await }
+    })
+    .await;
+    let gw = gateway_with(
+        &format!("  origin:\n    targets: [ \"{up}\" ]"),
+        &"  - name: limited
+    match: { path_prefix: /limited }
+    upstream: origin
+    cache: {}
+    rate_limits: [ { algorithm: token_bucket, rate: 1/1m, burst: 1 } ]
+  - name: products
+    match: { path: \"/products/{id}\" }
+    upstream: origin
+    cache: {}
+    existence_filter: { key: path:id, expected_keys: 100, source: \"http://IDS/\" }"
+            .replace("IDS", &ids.to_string()),
+    );
+    let (s, h, _) = get(&gw.url("/limited/a")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(cache_status(&h).contains("fwd=uri-miss"), "{h:?}");
+    // The gateway's own answers: a rate limit's 429, the existence filter's 404.
+    let (s, h, _) = get(&gw.url("/limited/b")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(cache_status(&h), "Floodgate; detail=rate-limited");
+    // The filter refuses once its source has been read (it lets all through before).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let h = loop {
+        let (s, h, _) = get(&gw.url("/products/7")).await;
+        if s == StatusCode::NOT_FOUND && cache_status(&h).contains("detail=absent") {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s} {h:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(cache_status(&h), "Floodgate; detail=absent");
+    // A method the cache does not serve is forwarded for it.
+    let (s, h, _) = send(
+        Request::post(gw.url("/products/7"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(cache_status(&h), "Floodgate; fwd=method");
+}
