@@ -50,14 +50,29 @@ impl Deref for ValidConfig {
     }
 }
 
+/// Checks beyond this crate's, run on a config that passed all of them: what only the
+/// runtime can judge (a URL its client library parses, key and certificate files it
+/// reads). Each problem names the field at fault, so it is reported with its place in the
+/// file like any other.
+pub type Check<'a> = &'a dyn Fn(&Config) -> Vec<(FieldPath, String)>;
+
 /// Reads and checks a configuration file; `env` answers `${VAR}` references.
 pub fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ValidConfig, ConfigErrors> {
+    load_file_with(path, env, &|_| Vec::new())
+}
+
+/// [`load_file`], then `check`.
+pub fn load_file_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
+) -> Result<ValidConfig, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&name, &text, env),
+        Ok(text) => load_str_with(&name, &text, env, check),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: name,
             pos: node::Position::default(),
@@ -72,6 +87,16 @@ pub fn load_str(
     name: &str,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ValidConfig, ConfigErrors> {
+    load_str_with(name, text, env, &|_| Vec::new())
+}
+
+/// [`load_str`], then `check`.
+pub fn load_str_with(
+    name: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
 ) -> Result<ValidConfig, ConfigErrors> {
     let finish = |mut errors: Vec<ConfigError>| {
         for e in &mut errors {
@@ -94,6 +119,13 @@ pub fn load_str(
         if let Some(path) = assembled.original_path(&path)
             && !unresolved.contains(&path)
         {
+            errors.push(ConfigError::new(path.clone(), root.locate(&path), message));
+        }
+    }
+    if errors.is_empty() {
+        // The runtime's checks assume a config that passed everything else.
+        for (path, message) in check(&config) {
+            let path = assembled.original_path(&path).unwrap_or(path);
             errors.push(ConfigError::new(path.clone(), root.locate(&path), message));
         }
     }

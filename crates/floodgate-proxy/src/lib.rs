@@ -44,6 +44,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod sniff;
+pub mod startup;
 pub mod tls_server;
 pub mod upstream;
 pub mod waf;

@@ -14,10 +14,18 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Loads a configuration file with every check, the runtime's included, so that what
+/// `run` would refuse at start is refused here first, with its place in the file.
+pub(crate) fn load(
+    path: &Path,
+) -> Result<floodgate_config::ValidConfig, floodgate_config::ConfigErrors> {
+    floodgate_config::load_file_with(path, &process_env, &floodgate_proxy::startup::checks)
+}
+
 pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for f in files {
-        match floodgate_config::load_file(f, &process_env) {
+        match load(f) {
             Ok(cfg) => println!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",
                 f.display(),
@@ -46,7 +54,7 @@ pub(crate) fn explain(
     url: &str,
     headers: &[String],
 ) -> ExitCode {
-    let cfg = match floodgate_config::load_file(config, &process_env) {
+    let cfg = match load(config) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");

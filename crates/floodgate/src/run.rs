@@ -13,7 +13,6 @@ use floodgate_proxy::access_log::AccessLog;
 use floodgate_proxy::{Gateway, Metrics, server};
 use tokio::sync::{mpsc, watch};
 
-use crate::commands::process_env;
 use crate::logging;
 
 /// Addresses the gateway ended up on, for callers that print them (the demo).
@@ -25,7 +24,7 @@ pub(crate) struct Started {
 /// `floodgate run -c FILE`.
 pub(crate) fn run_file(path: &Path) -> ExitCode {
     logging::init();
-    let cfg = match floodgate_config::load_file(path, &process_env) {
+    let cfg = match crate::commands::load(path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -230,7 +229,7 @@ fn spawn_reloader(gw: Arc<Gateway>, path: PathBuf) -> Result<(), String> {
 }
 
 fn reload(gw: &Arc<Gateway>, path: &Path, cause: &str) {
-    match floodgate_config::load_file(path, &process_env) {
+    match crate::commands::load(path) {
         Err(errors) => {
             gw.metrics.reload(false);
             for e in &errors.0 {

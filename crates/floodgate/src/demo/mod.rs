@@ -65,7 +65,12 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone())
     };
-    let cfg = match floodgate_config::load_str("<demo>", DEMO_CONFIG, &env) {
+    let cfg = match floodgate_config::load_str_with(
+        "<demo>",
+        DEMO_CONFIG,
+        &env,
+        &floodgate_proxy::startup::checks,
+    ) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("the embedded demo config is broken:\n{errors}");

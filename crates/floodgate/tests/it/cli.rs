@@ -37,6 +37,11 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        // What only the runtime judges is refused by `validate` too, in place.
+        "cluster: { redis: { url: \"redis://127.0.0.1:20379/abc\" } }\n",
+        &["1:26: cluster.redis.url: not a usable Redis URL: invalid database number"],
+    ),
+    (
         "listeners:\n  - name: public\n    address: localhost:80\n",
         &["3:14: listeners[0].address: invalid socket address syntax"],
     ),
