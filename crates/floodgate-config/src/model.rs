@@ -753,7 +753,7 @@ pub struct RateLimit {
     /// locally at the limit divided by the number of live nodes last seen; `fail_closed`
     /// refuses (503). Default `fail_open`.
     #[serde(default)]
-    pub on_redis_error: FailMode,
+    pub on_redis_error: Option<FailMode>,
     /// Keys held at most, per node (local scope, and the local fallback). Over it the
     /// least recently used keys are forgotten. Default 100000.
     #[serde(default = "default_max_keys")]

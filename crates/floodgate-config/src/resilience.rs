@@ -26,8 +26,8 @@ pub struct CircuitBreaker {
     pub key: Vec<String>,
     /// `scope: key` only: breakers held at most; over it, closed ones are forgotten first.
     /// Default 10000.
-    #[serde(default = "default_breaker_keys")]
-    pub max_keys: usize,
+    #[serde(default)]
+    pub max_keys: Option<usize>,
     /// Trip after this many failures in a row.
     #[serde(default)]
     pub consecutive_failures: Option<u32>,
@@ -238,9 +238,9 @@ impl Criticality {
     }
 }
 
-fn default_breaker_keys() -> usize {
-    10_000
-}
+/// Keyed breakers held at most when `max_keys` is not given.
+pub const DEFAULT_BREAKER_KEYS: usize = 10_000;
+
 fn default_slow_call() -> Duration {
     Duration(std::time::Duration::from_secs(5))
 }

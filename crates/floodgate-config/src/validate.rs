@@ -117,13 +117,20 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
             out,
         );
         validate_tls::check_listener_tls(l, &path, out);
-        if let Some(h) = &l.criticality_header
-            && HeaderName::from_bytes(h.as_bytes()).is_err()
-        {
-            out.push((
-                path.key("criticality_header"),
-                format!("{h:?} is not a valid header name"),
-            ));
+        if let Some(h) = &l.criticality_header {
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                out.push((
+                    path.key("criticality_header"),
+                    format!("{h:?} is not a valid header name"),
+                ));
+            } else if l.trusted_proxies.is_empty() {
+                out.push((
+                    path.key("criticality_header"),
+                    "believed only from `trusted_proxies`, and this listener lists none: \
+                     it would never be read"
+                        .into(),
+                ));
+            }
         }
         if l.name.is_empty() || !names.insert(l.name.as_str()) {
             out.push((
@@ -356,6 +363,30 @@ fn validate_route(
         &path.key("rate_limits"),
         out,
     );
+    if route.auth.is_none() {
+        // Without authentication there is no consumer: every request would share one key.
+        let keys = route
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (path.key("rate_limits").index(i).key("key"), &l.key))
+            .chain(
+                route
+                    .circuit_breaker
+                    .iter()
+                    .map(|cb| (path.key("circuit_breaker").key("key"), &cb.key)),
+            );
+        for (p, parts) in keys {
+            if let Some(k) = parts.iter().position(|part| part == "consumer") {
+                out.push((
+                    p.index(k),
+                    "`consumer` needs the route's `auth`: without it no request has a \
+                     consumer, and all would share one key"
+                        .into(),
+                ));
+            }
+        }
+    }
     if let Some(c) = &route.concurrency {
         validate_policies::check_concurrency(c, &path.key("concurrency"), out);
     }

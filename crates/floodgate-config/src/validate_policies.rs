@@ -105,6 +105,13 @@ pub(crate) fn check_rate_limits(
         if limit.max_keys == 0 {
             out.push((p.key("max_keys"), "must be at least 1".into()));
         }
+        if limit.scope == Scope::Local && limit.on_redis_error.is_some() {
+            out.push((
+                p.key("on_redis_error"),
+                "`on_redis_error` applies only to `scope: cluster` (a local limit never asks Redis)"
+                    .into(),
+            ));
+        }
         if limit.scope == Scope::Cluster {
             if cluster.is_none() {
                 out.push((

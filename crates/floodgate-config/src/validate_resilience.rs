@@ -97,8 +97,13 @@ pub(crate) fn check_breaker(
     if cb.close_ratio.0 <= 0.0 {
         out.push((p.key("close_ratio"), "must be more than 0%".into()));
     }
-    if cb.max_keys == 0 {
-        out.push((p.key("max_keys"), "must be at least 1".into()));
+    match cb.max_keys {
+        Some(0) => out.push((p.key("max_keys"), "must be at least 1".into())),
+        Some(_) if scope != BreakerScope::Key => out.push((
+            p.key("max_keys"),
+            "`max_keys` applies only to `scope: key`".into(),
+        )),
+        _ => {}
     }
     for (i, cond) in cb.failure_on.iter().enumerate() {
         if !is_condition(cond) {

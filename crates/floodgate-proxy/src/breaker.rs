@@ -127,7 +127,11 @@ impl ScopedBreaker {
         let cfg = core_config(c);
         let kind = if scope == "key" {
             Kind::Keyed {
-                breakers: Box::new(KeyedBreakers::new(cfg, c.max_keys)),
+                breakers: Box::new(KeyedBreakers::new(
+                    cfg,
+                    c.max_keys
+                        .unwrap_or(floodgate_config::resilience::DEFAULT_BREAKER_KEYS),
+                )),
                 parts: c.key.iter().filter_map(|p| KeyPart::parse(p)).collect(),
             }
         } else {

@@ -287,7 +287,9 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
             extra.push(format!("{} override(s)", l.overrides.len()));
         }
         if l.scope == Scope::Cluster {
-            extra.push(format!("cluster, {:?}", l.on_redis_error).to_lowercase());
+            extra.push(
+                format!("cluster, {:?}", l.on_redis_error.unwrap_or_default()).to_lowercase(),
+            );
         }
         if l.dry_run {
             extra.push("dry run".into());

@@ -180,7 +180,7 @@ impl RouteLimits {
                                     )
                                 })
                                 .collect(),
-                            fail_mode: l.on_redis_error,
+                            fail_mode: l.on_redis_error.unwrap_or_default(),
                             quota: build_local(l, 1).quota(),
                             spec: l.clone(),
                             fallback: Mutex::new(None),
@@ -387,7 +387,7 @@ mod tests {
             overrides: vec![],
             dry_run: false,
             scope: Scope::Cluster,
-            on_redis_error: FailMode::FailOpen,
+            on_redis_error: None,
             max_keys: 10,
             headers: false,
         }

@@ -37,6 +37,19 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        // Settings that would do nothing are refused, not ignored.
+        "routes:\n  - match: { path_prefix: / }\n    upstream: app\n    rate_limits: [ { algorithm: gcra, rate: 1/s, on_redis_error: fail_closed, key: [ consumer ] } ]\n    circuit_breaker: { consecutive_failures: 3, max_keys: 10 }\n",
+        &[
+            "4:66: routes[0].rate_limits[0].on_redis_error: `on_redis_error` applies only to `scope: cluster` (a local limit never asks Redis)",
+            "4:86: routes[0].rate_limits[0].key[0]: `consumer` needs the route's `auth`: without it no request has a consumer, and all would share one key",
+            "5:59: routes[0].circuit_breaker.max_keys: `max_keys` applies only to `scope: key`",
+        ],
+    ),
+    (
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    criticality_header: x-criticality\n",
+        &["4:25: listeners[0].criticality_header: believed only from `trusted_proxies`, and this listener lists none: it would never be read"],
+    ),
+    (
         // What only the runtime judges is refused by `validate` too, in place.
         "cluster: { redis: { url: \"redis://127.0.0.1:20379/abc\" } }\n",
         &["1:26: cluster.redis.url: not a usable Redis URL: invalid database number"],
