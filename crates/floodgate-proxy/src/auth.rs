@@ -182,10 +182,83 @@ impl BasicVerifier {
 /// Why a request may not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
-    /// No valid credentials (401).
-    Unauthenticated,
-    /// Valid credentials, but not for this route (403).
-    Forbidden,
+    /// No valid credentials (401), and why.
+    Unauthenticated(Refusal),
+    /// Valid credentials, but not for this route (403); the rule that refused:
+    /// `consumer`, `group`, `scope` or `claims`.
+    Forbidden(&'static str),
+}
+
+/// Why credentials were refused: for the client (RFC 6750's `error_description` on bearer
+/// routes, and the problem's detail), the log and `floodgate_auth_refusals_total`. Never
+/// anything about the keys or the credential itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Whose credentials: `api_key`, `basic`, `jwt`, `introspection`,
+    /// `client_certificate`; `none` when the request carried none, `all` when `require:
+    /// all` found them naming different consumers.
+    pub method: &'static str,
+    /// A stable label: `missing`, `unknown_key`, `malformed`, `unknown_user`,
+    /// `wrong_password`, `expired`, `not_yet_valid`, `bad_signature`, `wrong_issuer`,
+    /// `wrong_audience`, `missing_claim`, `algorithm_not_accepted`,
+    /// `unsupported_extension`, `keys_unavailable`, `inactive`, `unavailable`,
+    /// `different_consumers`.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    /// No credentials of any accepted kind.
+    pub const NONE: Refusal = Refusal {
+        method: "none",
+        reason: "missing",
+    };
+
+    /// A sentence for the client.
+    pub fn description(self) -> &'static str {
+        match (self.method, self.reason) {
+            (_, "missing") => {
+                "This route requires authentication: send valid credentials (see WWW-Authenticate)."
+            }
+            ("api_key", "unknown_key") => "The API key is not known.",
+            ("basic", "malformed") => "The Basic credentials are malformed.",
+            ("basic", _) => "The user name or password is wrong.",
+            ("client_certificate", _) => "A valid client certificate is required.",
+            ("jwt" | "introspection", "malformed") => "The token is malformed.",
+            (_, "expired") => "The token has expired.",
+            (_, "not_yet_valid") => "The token is not valid yet.",
+            (_, "bad_signature") => "The token's signature does not verify.",
+            (_, "unknown_key") => "The token names a key this route does not know.",
+            (_, "algorithm_not_accepted") => {
+                "The token's algorithm is not one this route's keys accept."
+            }
+            (_, "wrong_issuer") => "The token's issuer is not accepted.",
+            (_, "wrong_audience") => "The token's audience is not accepted.",
+            (_, "missing_claim") => "The token lacks a required claim.",
+            (_, "unsupported_extension") => {
+                "The token requires an extension (crit) that is not supported."
+            }
+            (_, "keys_unavailable") => "The keys to check the token are unavailable.",
+            (_, "inactive") => "The token is not active.",
+            (_, "unavailable") => "The token could not be checked; try again later.",
+            (_, "different_consumers") => "The credentials name different consumers.",
+            _ => "The credentials are malformed.",
+        }
+    }
+
+    /// Whether the refused credential was a bearer token (RFC 6750 errors apply).
+    pub fn bearer(self) -> bool {
+        matches!(self.method, "jwt" | "introspection") && self.reason != "missing"
+    }
+}
+
+/// What one method made of a request.
+enum Found {
+    /// Its credential is not in the request.
+    Absent,
+    /// Its credential names this consumer.
+    Passed(Arc<Identity>),
+    /// Its credential is there and refused, for this reason.
+    Refused(&'static str),
 }
 
 /// Who passed, and what to tell the upstream about it.
@@ -195,6 +268,9 @@ pub struct Authenticated {
     /// Headers from token claims (`claims_to_headers`), for the upstream request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
+
+/// The bearer challenge every bearer route sends.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"floodgate\"";
 
 /// A route's compiled `auth`.
 pub struct RouteAccess {
@@ -238,7 +314,7 @@ impl RouteAccess {
             challenges.push(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""));
         }
         if a.jwt.is_some() || a.introspection.is_some() {
-            challenges.push("Bearer realm=\"floodgate\"".to_owned());
+            challenges.push(BEARER_CHALLENGE.to_owned());
         }
         if let Some(h) = &key_header {
             challenges.push(format!("ApiKey header=\"{h}\""));
@@ -293,6 +369,39 @@ impl RouteAccess {
         self.key_query.as_deref()
     }
 
+    /// The `WWW-Authenticate` challenges for a 401 with `refusal`: the route's, with RFC
+    /// 6750's `error="invalid_token"` and its description on the bearer challenge when a
+    /// token was refused (none when the request carried no credentials, §3.1).
+    pub fn challenge_for(&self, refusal: Refusal) -> HeaderValue {
+        if !refusal.bearer() {
+            return self.challenge.clone();
+        }
+        self.with_bearer_error(&format!(
+            "error=\"invalid_token\", error_description=\"{}\"",
+            refusal.description()
+        ))
+    }
+
+    /// The challenge for a 403 of a bearer route whose token lacks a scope (RFC 6750
+    /// §3.1: `insufficient_scope` with the scopes needed); `None` elsewhere.
+    pub fn scope_challenge(&self) -> Option<HeaderValue> {
+        let bearer = self.jwt.is_some() || self.introspection.is_some();
+        (bearer && !self.scopes.is_empty()).then(|| {
+            let scopes = self.scopes.join(" ").replace(['"', '\\'], "");
+            self.with_bearer_error(&format!("error=\"insufficient_scope\", scope=\"{scopes}\""))
+        })
+    }
+
+    fn with_bearer_error(&self, params: &str) -> HeaderValue {
+        let text = self.challenge.to_str().unwrap_or_default();
+        let with = text.replacen(
+            BEARER_CHALLENGE,
+            &format!("{BEARER_CHALLENGE}, {params}"),
+            1,
+        );
+        HeaderValue::from_str(&with).unwrap_or_else(|_| self.challenge.clone())
+    }
+
     /// Who the request is, if it may pass.
     pub async fn check(
         &self,
@@ -302,10 +411,16 @@ impl RouteAccess {
         query: Option<&str>,
         client_certificate: Option<&str>,
     ) -> Result<Authenticated, Denied> {
-        let mut found: Vec<Option<Arc<Identity>>> = Vec::with_capacity(5);
+        let mut found: Vec<(&'static str, Found)> = Vec::with_capacity(5);
         let mut claims = None;
         if self.client_certificate {
-            found.push(client_certificate.map(|name| ids.named(name)));
+            found.push((
+                "client_certificate",
+                match client_certificate {
+                    Some(name) => Found::Passed(ids.named(name)),
+                    None => Found::Absent,
+                },
+            ));
         }
         if self.key_header.is_some() || self.key_query.is_some() {
             let key = self
@@ -317,10 +432,18 @@ impl RouteAccess {
                     let q = self.key_query.as_deref()?;
                     query_param(query, q).map(|v| v.as_bytes().to_vec())
                 });
-            found.push(key.and_then(|k| ids.by_key(&k)));
+            found.push((
+                "api_key",
+                match key {
+                    None => Found::Absent,
+                    Some(k) => ids
+                        .by_key(&k)
+                        .map_or(Found::Refused("unknown_key"), Found::Passed),
+                },
+            ));
         }
         if self.basic {
-            found.push(self.basic_identity(ids, verifier, headers).await);
+            found.push(("basic", self.basic_identity(ids, verifier, headers).await));
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -330,42 +453,47 @@ impl RouteAccess {
             .map(|(_, t)| t.trim());
         let mut introspected = None;
         if let Some(intro) = &self.introspection {
-            let active = match (intro, bearer) {
-                (Ok(i), Some(t)) => i.check(t).await,
-                _ => None,
+            let outcome = match (intro, bearer) {
+                (_, None) => Found::Absent,
+                (Err(_), Some(_)) => Found::Refused("unavailable"),
+                (Ok(i), Some(t)) => match i.check(t).await {
+                    Err(reason) => Found::Refused(reason),
+                    Ok(c) => {
+                        let name = ["sub", "username", "client_id"]
+                            .iter()
+                            .find_map(|k| c.get(*k)?.as_str())
+                            .map(str::to_owned);
+                        match name {
+                            Some(name) => {
+                                introspected = Some(c);
+                                Found::Passed(ids.named(&name))
+                            }
+                            None => Found::Refused("missing_claim"),
+                        }
+                    }
+                },
             };
-            found.push(active.and_then(|c| {
-                let name = ["sub", "username", "client_id"]
-                    .iter()
-                    .find_map(|k| c.get(*k)?.as_str())?
-                    .to_owned();
-                introspected = Some(c);
-                Some(ids.named(&name))
-            }));
+            found.push(("introspection", outcome));
         }
         if let Some(jwt) = &self.jwt {
-            let token = bearer;
-            let verified = match (jwt, token) {
-                (Ok(v), Some(t)) => v.verify(t).await.map(|c| (v, c)),
-                _ => None,
+            let outcome = match (jwt, bearer) {
+                (_, None) => Found::Absent,
+                (Err(_), Some(_)) => Found::Refused("keys_unavailable"),
+                (Ok(v), Some(t)) => match v.verify(t).await {
+                    Err(reason) => Found::Refused(reason),
+                    Ok(c) => match c.get(&v.consumer_claim).and_then(|n| n.as_str()) {
+                        Some(name) => {
+                            let id = ids.named(name);
+                            claims = Some((v, c));
+                            Found::Passed(id)
+                        }
+                        None => Found::Refused("missing_claim"),
+                    },
+                },
             };
-            found.push(verified.and_then(|(v, c)| {
-                let name = c.get(&v.consumer_claim)?.as_str()?.to_owned();
-                claims = Some((v, c));
-                Some(ids.named(&name))
-            }));
+            found.push(("jwt", outcome));
         }
-        let who = match self.combine {
-            AuthCombine::Any => found.into_iter().flatten().next(),
-            AuthCombine::All => {
-                let all: Option<Vec<Arc<Identity>>> = found.into_iter().collect();
-                all.and_then(|ids| {
-                    let first = ids.first()?.clone();
-                    ids.iter().all(|i| i.name == first.name).then_some(first)
-                })
-            }
-        };
-        let who = who.ok_or(Denied::Unauthenticated)?;
+        let who = self.decide(&found)?;
         let by_name = self.consumers.is_empty() || self.consumers.iter().any(|c| **c == *who.name);
         let by_group = self.groups.is_empty() || self.groups.iter().any(|g| who.groups.contains(g));
         let token_claims = claims.as_ref().map(|(_, c)| c).or(introspected.as_ref());
@@ -378,8 +506,15 @@ impl RouteAccess {
                 .and_then(|c| c.get(name))
                 .is_some_and(|v| claim_matches(v, allowed))
         });
-        if !(by_name && by_group && by_scope && by_claims) {
-            return Err(Denied::Forbidden);
+        for (passed, rule) in [
+            (by_name, "consumer"),
+            (by_group, "group"),
+            (by_scope, "scope"),
+            (by_claims, "claims"),
+        ] {
+            if !passed {
+                return Err(Denied::Forbidden(rule));
+            }
         }
         Ok(Authenticated {
             identity: who,
@@ -387,25 +522,87 @@ impl RouteAccess {
         })
     }
 
+    /// The consumer the methods' findings name together, or why there is none: with
+    /// `require: any` the first that passed; with `require: all` every one, naming the
+    /// same consumer. A refusal reported is the first method whose credential was refused
+    /// (or missing, for `all`); a request with no credential at all is [`Refusal::NONE`].
+    fn decide(&self, found: &[(&'static str, Found)]) -> Result<Arc<Identity>, Denied> {
+        let refused = found.iter().find_map(|(method, f)| match f {
+            Found::Refused(reason) => Some(Refusal { method, reason }),
+            _ => None,
+        });
+        let denied = |r: Option<Refusal>| Denied::Unauthenticated(r.unwrap_or(Refusal::NONE));
+        match self.combine {
+            AuthCombine::Any => found
+                .iter()
+                .find_map(|(_, f)| match f {
+                    Found::Passed(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .ok_or_else(|| denied(refused)),
+            AuthCombine::All => {
+                let mut first: Option<&Arc<Identity>> = None;
+                for (method, f) in found {
+                    match f {
+                        Found::Passed(id) => match first {
+                            Some(one) if one.name != id.name => {
+                                return Err(Denied::Unauthenticated(Refusal {
+                                    method: "all",
+                                    reason: "different_consumers",
+                                }));
+                            }
+                            Some(_) => {}
+                            None => first = Some(id),
+                        },
+                        Found::Refused(reason) => {
+                            return Err(Denied::Unauthenticated(Refusal { method, reason }));
+                        }
+                        Found::Absent => {
+                            return Err(denied(refused.or(Some(Refusal {
+                                method,
+                                reason: "missing",
+                            }))));
+                        }
+                    }
+                }
+                first.cloned().ok_or_else(|| denied(refused))
+            }
+        }
+    }
+
     async fn basic_identity(
         &self,
         ids: &Identities,
         verifier: &BasicVerifier,
         headers: &HeaderMap,
-    ) -> Option<Arc<Identity>> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.trim().split_once(' ')?;
+    ) -> Found {
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Found::Absent;
+        };
+        let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+            return Found::Absent;
+        };
         if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
+            return Found::Absent;
         }
-        let decoded = Base64::decode_vec(encoded.trim()).ok()?;
-        let colon = decoded.iter().position(|&b| b == b':')?;
-        let user = std::str::from_utf8(&decoded[..colon]).ok()?;
-        let (id, phc) = ids.users.get(user)?;
-        verifier
-            .verify(phc.clone(), decoded[colon + 1..].to_vec())
-            .await
-            .then(|| id.clone())
+        let Some((user, password)) = Base64::decode_vec(encoded.trim()).ok().and_then(|d| {
+            let colon = d.iter().position(|&b| b == b':')?;
+            let user = String::from_utf8(d[..colon].to_vec()).ok()?;
+            Some((user, d[colon + 1..].to_vec()))
+        }) else {
+            return Found::Refused("malformed");
+        };
+        let Some((id, phc)) = ids.users.get(&user) else {
+            return Found::Refused("unknown_user");
+        };
+        if verifier.verify(phc.clone(), password).await {
+            Found::Passed(id.clone())
+        } else {
+            Found::Refused("wrong_password")
+        }
     }
 }
 

@@ -95,11 +95,16 @@ pub async fn handle(
         Err(problem) => {
             done.error = Some(problem.code());
             let mut resp = problem_response(problem, &done);
-            if problem == Problem::Unauthorized
-                && let Some(access) = done.compiled_route.as_ref().and_then(|r| r.access.as_ref())
-            {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, access.challenge.clone());
+            let access = done.compiled_route.as_ref().and_then(|r| r.access.as_ref());
+            let challenge = match (problem, access, done.auth_refusal) {
+                (Problem::Unauthorized(_), Some(a), refusal) => {
+                    Some(a.challenge_for(refusal.unwrap_or(crate::auth::Refusal::NONE)))
+                }
+                (Problem::Forbidden, Some(a), None) if done.scope_refused => a.scope_challenge(),
+                _ => None,
+            };
+            if let Some(c) = challenge {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
             }
             resp
         }
@@ -291,6 +296,31 @@ fn wants_inspection(waf: &crate::waf::WafPolicy, req: &Request<Inbound>) -> bool
     }
 }
 
+/// The answer to a request the route's `auth` refused: counted by method and reason,
+/// logged at info with the request id (never the credential), and kept for the response's
+/// challenge.
+fn refused(denied: Denied, route: &Route, done: &mut Done) -> Problem {
+    let (problem, method, reason) = match denied {
+        Denied::Unauthenticated(r) => {
+            done.auth_refusal = Some(r);
+            (Problem::Unauthorized(r.description()), r.method, r.reason)
+        }
+        Denied::Forbidden(rule) => {
+            done.scope_refused = rule == "scope";
+            (Problem::Forbidden, "authorization", rule)
+        }
+    };
+    done.gw.metrics.auth_refusal(&route.name, method, reason);
+    tracing::info!(
+        route = %route.name,
+        method,
+        reason,
+        request_id = done.request_id.to_str().unwrap_or_default(),
+        "authentication refused"
+    );
+    problem
+}
+
 /// Counts and logs a WAF match; in block mode, refuses the request.
 fn waf_matched(
     waf: &crate::waf::WafPolicy,
@@ -443,10 +473,7 @@ async fn route_and_send(
             conn.tls.as_ref().and_then(|t| t.client_identity.as_deref()),
         ))
         .await
-        .map_err(|d| match d {
-            Denied::Unauthenticated => Problem::Unauthorized,
-            Denied::Forbidden => Problem::Forbidden,
-        })?;
+        .map_err(|d| refused(d, route, done))?;
         done.consumer = Some(passed.identity.name.clone());
         done.claim_headers = passed.headers;
     }
@@ -1480,6 +1507,10 @@ struct Done {
     fallback: Option<&'static str>,
     /// The authenticated consumer.
     consumer: Option<Arc<str>>,
+    /// Why authentication refused the request (for its challenge).
+    auth_refusal: Option<crate::auth::Refusal>,
+    /// Whether authorization refused it for a missing scope (a bearer challenge says so).
+    scope_refused: bool,
     /// Headers for the upstream from the token's claims.
     claim_headers: Vec<(header::HeaderName, HeaderValue)>,
     /// CORS headers for the response.
@@ -1529,6 +1560,8 @@ impl Done {
             replay: None,
             fallback: None,
             consumer: None,
+            auth_refusal: None,
+            scope_refused: false,
             claim_headers: Vec::new(),
             cors_headers: Vec::new(),
             learn_key: None,

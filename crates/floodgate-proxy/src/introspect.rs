@@ -73,8 +73,10 @@ impl Introspector {
         })
     }
 
-    /// The token's claims if the authorization server says it is active.
-    pub async fn check(&self, token: &str) -> Option<Arc<Claims>> {
+    /// The token's claims if the authorization server says it is active, or why not
+    /// (`inactive`, or `unavailable` when the server could not be asked or answered
+    /// nonsense).
+    pub async fn check(&self, token: &str) -> Result<Arc<Claims>, &'static str> {
         let now = Instant::now();
         if let Some((claims, until)) = self
             .remembered
@@ -83,7 +85,7 @@ impl Introspector {
             .get(token)
             && now < *until
         {
-            return Some(claims.clone());
+            return Ok(claims.clone());
         }
         let req = Request::post(self.url.clone())
             .header(header::AUTHORIZATION, self.authorization.clone())
@@ -93,21 +95,21 @@ impl Introspector {
                 "token={}&token_type_hint=access_token",
                 form_escape(token)
             )))
-            .ok()?;
+            .map_err(|_| "unavailable")?;
         let (status, body) = match crate::fetch::send(req, self.tls.as_ref(), MAX_ANSWER).await {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "token introspection failed");
-                return None;
+                return Err("unavailable");
             }
         };
         if !status.is_success() {
             tracing::warn!(url = %self.url, %status, "token introspection refused the gateway");
-            return None;
+            return Err("unavailable");
         }
-        let claims: Claims = serde_json::from_slice(&body).ok()?;
+        let claims: Claims = serde_json::from_slice(&body).map_err(|_| "unavailable")?;
         if claims.get("active") != Some(&serde_json::Value::Bool(true)) {
-            return None;
+            return Err("inactive");
         }
         let mut until = now + self.cache_for;
         if let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_u64) {
@@ -116,7 +118,7 @@ impl Introspector {
                 .unwrap_or_default()
                 .as_secs();
             if exp <= unix {
-                return None;
+                return Err("expired");
             }
             until = until.min(now + Duration::from_secs(exp - unix));
         }
@@ -129,7 +131,7 @@ impl Introspector {
             }
         }
         m.insert(Box::from(token), (claims.clone(), until));
-        Some(claims)
+        Ok(claims)
     }
 }
 

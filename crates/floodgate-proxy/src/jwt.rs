@@ -295,9 +295,10 @@ impl JwtVerifier {
         })
     }
 
-    /// The token's claims if it is valid now. A token verified in the last
-    /// [`CACHE_FOR`] is not checked again, only its times.
-    pub async fn verify(&self, token: &str) -> Option<Arc<Claims>> {
+    /// The token's claims if it is valid now, or why not (a [`crate::auth::Refusal`]
+    /// reason). A token verified in the last [`CACHE_FOR`] is not checked again, only its
+    /// times.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, &'static str> {
         if let Some(src) = &self.jwks
             && !src.keys.load().is_empty()
             && !src.fetched_within(src.refresh)
@@ -306,12 +307,12 @@ impl JwtVerifier {
             tokio::spawn(async move { src.update().await });
         }
         if let Some(claims) = self.cached(token) {
-            return Some(claims);
+            return Ok(claims);
         }
         let (claims, fingerprint) = self.verify_fresh(token).await?;
         let claims = Arc::new(claims);
         self.remember(token, &claims, fingerprint);
-        Some(claims)
+        Ok(claims)
     }
 
     fn cached(&self, token: &str) -> Option<Arc<Claims>> {
@@ -352,31 +353,36 @@ impl JwtVerifier {
         );
     }
 
-    /// The claims of a token checked now, and the JWKS key that verified it.
-    async fn verify_fresh(&self, token: &str) -> Option<(Claims, Option<Fingerprint>)> {
+    /// The claims of a token checked now, and the JWKS key that verified it; or why not.
+    async fn verify_fresh(
+        &self,
+        token: &str,
+    ) -> Result<(Claims, Option<Fingerprint>), &'static str> {
         if has_critical_extensions(token) {
-            return None;
+            return Err("unsupported_extension");
         }
-        let header = jsonwebtoken::decode_header(token).ok()?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed")?;
         if let Some(src) = &self.jwks
             && src.keys.load().is_empty()
             && !src.fetched_within(src.min_refetch)
         {
             src.update().await;
         }
-        if let Some(claims) = self.try_keys(token, &header) {
-            return Some(claims);
-        }
+        let first = match self.try_keys(token, &header) {
+            Ok(found) => return Ok(found),
+            Err(reason) => reason,
+        };
         // A key id not seen yet: the issuer may have rotated its keys.
-        let src = self.jwks.as_ref()?;
-        let kid = header.kid.as_deref()?;
+        let (Some(src), Some(kid)) = (self.jwks.as_ref(), header.kid.as_deref()) else {
+            return Err(first);
+        };
         let known = self
             .fixed
             .iter()
             .chain(src.keys.load().iter())
             .any(|k| k.kid.as_deref() == Some(kid));
         if known || src.fetched_within(src.min_refetch) {
-            return None;
+            return Err(first);
         }
         src.update().await;
         self.try_keys(token, &header)
@@ -386,7 +392,7 @@ impl JwtVerifier {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-    ) -> Option<(Claims, Option<Fingerprint>)> {
+    ) -> Result<(Claims, Option<Fingerprint>), &'static str> {
         let jwks = self.jwks.as_ref().map(|s| s.keys.load_full());
         let all: Vec<&Key> = self
             .fixed
@@ -400,6 +406,9 @@ impl JwtVerifier {
             .copied()
             .filter(|k| header.kid.is_some() && k.kid == header.kid)
             .collect();
+        if all.is_empty() {
+            return Err("keys_unavailable");
+        }
         let candidates: Vec<&Key> = if named.is_empty() {
             all.into_iter()
                 .filter(|k| header.kid.is_none() || k.kid.is_none())
@@ -407,14 +416,25 @@ impl JwtVerifier {
         } else {
             named
         };
-        candidates
-            .into_iter()
-            // The key's algorithm decides, never the token's.
-            .filter(|k| k.alg == header.alg)
-            .find_map(|k| Some((self.check(token, k)?, k.fingerprint)))
+        if candidates.is_empty() {
+            return Err("unknown_key");
+        }
+        // The key's algorithm decides, never the token's.
+        let mut reason = "algorithm_not_accepted";
+        for k in candidates.into_iter().filter(|k| k.alg == header.alg) {
+            match self.check(token, k) {
+                Ok(claims) => return Ok((claims, k.fingerprint)),
+                // A key whose signature matched says more than one whose did not.
+                Err(r) if reason == "algorithm_not_accepted" || reason == "bad_signature" => {
+                    reason = r;
+                }
+                Err(_) => {}
+            }
+        }
+        Err(reason)
     }
 
-    fn check(&self, token: &str, key: &Key) -> Option<Claims> {
+    fn check(&self, token: &str, key: &Key) -> Result<Claims, &'static str> {
         let mut v = Validation::new(key.alg);
         v.leeway = self.leeway;
         v.validate_nbf = true;
@@ -430,12 +450,25 @@ impl JwtVerifier {
             spec.push("aud");
         }
         v.set_required_spec_claims(&spec);
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &v).ok()?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => "bad_signature",
+                ErrorKind::ExpiredSignature => "expired",
+                ErrorKind::ImmatureSignature => "not_yet_valid",
+                ErrorKind::InvalidIssuer => "wrong_issuer",
+                ErrorKind::InvalidAudience => "wrong_audience",
+                ErrorKind::MissingRequiredClaim(_) => "missing_claim",
+                ErrorKind::InvalidAlgorithm => "algorithm_not_accepted",
+                _ => "malformed",
+            }
+        })?;
         let claims = data.claims;
-        self.required
-            .iter()
-            .all(|c| claims.contains_key(c))
-            .then_some(claims)
+        if self.required.iter().all(|c| claims.contains_key(c)) {
+            Ok(claims)
+        } else {
+            Err("missing_claim")
+        }
     }
 
     /// The headers to send upstream for `claims` (strings as they are, other values as

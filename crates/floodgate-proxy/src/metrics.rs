@@ -155,6 +155,14 @@ struct Resilience {
     shed: Family<ShedLabel, Counter>,
     queued: Family<BulkheadLabel, Gauge>,
     waf: Family<WafLabel, Counter>,
+    auth_refusals: Family<AuthRefusal, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthRefusal {
+    route: String,
+    method: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -175,7 +183,14 @@ impl Resilience {
             shed: Family::default(),
             queued: Family::default(),
             waf: Family::default(),
+            auth_refusals: Family::default(),
         };
+        reg.register(
+            "auth_refusals",
+            "Requests a route's auth refused, by method (api_key, basic, jwt, introspection, \
+             client_certificate, none, or authorization for a 403) and reason",
+            r.auth_refusals.clone(),
+        );
         reg.register(
             "waf_matches",
             "Requests a route's WAF matched, by rule set and mode (block, monitor)",
@@ -734,6 +749,18 @@ impl Metrics {
         self.cache
             .bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request a route's auth refused.
+    pub fn auth_refusal(&self, route: &str, method: &'static str, reason: &'static str) {
+        self.resilience
+            .auth_refusals
+            .get_or_create(&AuthRefusal {
+                route: route.to_owned(),
+                method,
+                reason,
+            })
+            .inc();
     }
 
     /// Counts a WAF match.

@@ -55,8 +55,9 @@ pub enum Problem {
     Shed,
     /// A fault injected by the route's `fault.abort` (for drills).
     FaultAbort(StatusCode),
-    /// The route requires authentication and the request has no valid credentials.
-    Unauthorized,
+    /// The route requires authentication and the request has no valid credentials; why,
+    /// in a sentence for the client.
+    Unauthorized(&'static str),
     /// The request may not use the route (its consumer, group or address).
     Forbidden,
     /// The route's WAF found an attack pattern in the request.
@@ -100,7 +101,7 @@ impl Problem {
             }
             Problem::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::FaultAbort(status) => status,
-            Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Problem::Forbidden | Problem::WafBlocked => StatusCode::FORBIDDEN,
             Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -126,7 +127,7 @@ impl Problem {
             Problem::CircuitOpen { .. } => "circuit-open",
             Problem::Shed => "load-shed",
             Problem::FaultAbort(_) => "fault-injected",
-            Problem::Unauthorized => "unauthorized",
+            Problem::Unauthorized(_) => "unauthorized",
             Problem::Forbidden => "forbidden",
             Problem::WafBlocked => "waf-blocked",
             Problem::Absent => "absent",
@@ -173,9 +174,7 @@ impl Problem {
                 "The gateway is overloaded and sheds less critical requests first; retry shortly."
             }
             Problem::FaultAbort(_) => "A fault injected for a drill answered this request.",
-            Problem::Unauthorized => {
-                "This route requires authentication: send valid credentials (see WWW-Authenticate)."
-            }
+            Problem::Unauthorized(why) => why,
             Problem::Forbidden => "These credentials or this address may not use this route.",
             Problem::WafBlocked => "The request looks like an attack and was refused.",
             Problem::Absent => "No such item exists.",

@@ -101,7 +101,21 @@ async fn api_keys_basic_auth_and_authorization() {
     assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(h["www-authenticate"], "ApiKey header=\"x-api-key\"");
     let (s, h, b) = get_with(&url("/keys"), &[("x-api-key", "ak_wrong")]).await;
-    assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    let problem = assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(problem["detail"], "The API key is not known.");
+    assert_eq!(h["www-authenticate"], "ApiKey header=\"x-api-key\"");
+    assert_eq!(
+        gw.metric("floodgate_auth_refusals_total{route=\"keys\",method=\"api_key\",reason=\"unknown_key\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric(
+            "floodgate_auth_refusals_total{route=\"keys\",method=\"none\",reason=\"missing\"}"
+        )
+        .await,
+        1.0
+    );
     let (s, _, b) = get_with(&url("/keys"), &[("x-api-key", ALICE_KEY)]).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
@@ -120,6 +134,14 @@ async fn api_keys_basic_auth_and_authorization() {
         h["www-authenticate"],
         "Basic realm=\"shop\", charset=\"UTF-8\""
     );
+    let wrong = basic("alice", "not her password");
+    let (s, h, b) = get_with(&url("/basic"), &[("authorization", &wrong)]).await;
+    let problem = assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(problem["detail"], "The user name or password is wrong.");
+    let line = gw
+        .wait_log("\"reason\":\"wrong_password\"")
+        .expect("the refusal is logged with its reason");
+    assert!(line.contains("\"method\":\"basic\""), "{line}");
     let alice = basic("alice", ALICE_PASSWORD);
     let (s, _, b) = get_with(&url("/basic"), &[("authorization", &alice)]).await;
     assert_eq!(s, StatusCode::OK);

@@ -47,7 +47,9 @@ const BROKEN: &[(&str, &[&str])] = &[
     ),
     (
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    criticality_header: x-criticality\n",
-        &["4:25: listeners[0].criticality_header: believed only from `trusted_proxies`, and this listener lists none: it would never be read"],
+        &[
+            "4:25: listeners[0].criticality_header: believed only from `trusted_proxies`, and this listener lists none: it would never be read",
+        ],
     ),
     (
         // What only the runtime judges is refused by `validate` too, in place.

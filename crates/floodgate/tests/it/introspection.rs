@@ -92,13 +92,19 @@ async fn opaque_tokens_are_introspected() {
         StatusCode::OK
     );
 
-    // Inactive (expired, unknown) tokens and no token: 401 with a Bearer challenge.
+    // Inactive (expired, unknown) tokens: 401 saying why (RFC 6750 §3); no token: the
+    // bare challenge.
     for t in ["opaque-expired-token", "no-such-token"] {
         let (s, h, b) = get_with(&gw.url("/api"), &[("authorization", &bearer(t))]).await;
         assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
-        assert_eq!(h["www-authenticate"], "Bearer realm=\"floodgate\"");
+        assert_eq!(
+            h["www-authenticate"],
+            "Bearer realm=\"floodgate\", error=\"invalid_token\", error_description=\"The token is not active.\""
+        );
     }
-    assert_eq!(get(&gw.url("/api")).await.0, StatusCode::UNAUTHORIZED);
+    let (s, h, _) = get(&gw.url("/api")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"floodgate\"");
     let log = std::fs::read_to_string(gw.dir.path().join("access.log")).unwrap() + &gw.log();
     assert!(!log.contains("opaque-read-token"), "a token was logged");
 }

@@ -119,23 +119,77 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
     let (s, h, b) = get(&gw.url("/jwt")).await;
     assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(h["www-authenticate"], "Bearer realm=\"floodgate\"");
-    for name in [
-        "none",
-        "confusion",
-        "wrong_alg",
-        "tampered",
-        "expired",
-        "not_yet",
-        "wrong_iss",
-        "wrong_aud",
-        "no_exp",
-        "crit",
-        "es512",
+    // Each refusal says why (RFC 6750 §3), is counted by reason, and logged with it.
+    for (name, reason, description) in [
+        ("none", "malformed", "The token is malformed."),
+        (
+            "confusion",
+            "algorithm_not_accepted",
+            "The token's algorithm is not one this route's keys accept.",
+        ),
+        (
+            "wrong_alg",
+            "algorithm_not_accepted",
+            "The token's algorithm is not one this route's keys accept.",
+        ),
+        (
+            "tampered",
+            "bad_signature",
+            "The token's signature does not verify.",
+        ),
+        ("expired", "expired", "The token has expired."),
+        ("not_yet", "not_yet_valid", "The token is not valid yet."),
+        (
+            "wrong_iss",
+            "wrong_issuer",
+            "The token's issuer is not accepted.",
+        ),
+        (
+            "wrong_aud",
+            "wrong_audience",
+            "The token's audience is not accepted.",
+        ),
+        (
+            "no_exp",
+            "missing_claim",
+            "The token lacks a required claim.",
+        ),
+        (
+            "crit",
+            "unsupported_extension",
+            "The token requires an extension (crit) that is not supported.",
+        ),
+        ("es512", "malformed", "The token is malformed."),
     ] {
         let auth = bearer(&token(name));
-        let (s, _, _) = get_with(&gw.url("/jwt"), &[("authorization", &auth)]).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{name} must be refused");
+        let (s, h, b) = get_with(&gw.url("/jwt"), &[("authorization", &auth)]).await;
+        let problem = assert_problem(s, &h, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(problem["detail"], description, "{name}");
+        assert_eq!(
+            h["www-authenticate"],
+            format!(
+                "Bearer realm=\"floodgate\", error=\"invalid_token\", error_description=\"{description}\""
+            ),
+            "{name}"
+        );
+        let line = gw
+            .wait_log(&format!("\"reason\":\"{reason}\""))
+            .unwrap_or_else(|| panic!("{name}: no log line for {reason}"));
+        assert!(line.contains("\"authentication refused\""), "{line}");
+        assert!(line.contains("\"request_id\""), "{line}");
     }
+    assert_eq!(
+        gw.metric("floodgate_auth_refusals_total{route=\"jwt\",method=\"jwt\",reason=\"expired\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric(
+            "floodgate_auth_refusals_total{route=\"jwt\",method=\"jwt\",reason=\"algorithm_not_accepted\"}"
+        )
+        .await,
+        2.0
+    );
     // Within the 60 s leeway, an expired token still passes.
     let auth = bearer(&token("within_leeway"));
     assert_eq!(
@@ -160,6 +214,10 @@ async fn tokens_from_pyjwt_for_every_algorithm_and_the_attacks() {
     let auth = bearer(&token("no_admin_scope"));
     let (s, h, b) = get_with(&gw.url("/admin"), &[("authorization", &auth)]).await;
     assert_problem(s, &h, &b, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        h["www-authenticate"],
+        "Bearer realm=\"floodgate\", error=\"insufficient_scope\", scope=\"admin\""
+    );
 
     // JWKS: fetched on first use; a token for a key rotated in later triggers a new fetch.
     let auth = bearer(&token("jwks_k1"));
