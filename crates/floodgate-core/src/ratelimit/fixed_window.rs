@@ -66,6 +66,7 @@ impl Algorithm for FixedWindow {
         Quota {
             quota: self.rate.count,
             window: self.rate.period,
+            sustained: None,
         }
     }
 }

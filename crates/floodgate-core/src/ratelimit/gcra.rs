@@ -70,6 +70,7 @@ impl Algorithm for Gcra {
         Quota {
             quota: self.burst,
             window: self.rate.unscale_ceil(self.rate.events(self.burst)).max(1),
+            sustained: Some((self.rate.count, self.rate.period)),
         }
     }
 }

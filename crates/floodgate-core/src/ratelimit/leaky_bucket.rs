@@ -108,6 +108,7 @@ impl Algorithm for LeakyBucket {
                 .rate
                 .unscale_ceil(self.rate.events(self.burst + 1))
                 .max(1),
+            sustained: Some((self.rate.count, self.rate.period)),
         }
     }
 }

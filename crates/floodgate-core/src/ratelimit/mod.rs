@@ -170,13 +170,19 @@ impl Decision {
     }
 }
 
-/// The policy an algorithm advertises in `RateLimit-Policy`: `quota` units per `window`.
+/// The policy an algorithm advertises in `RateLimit-Policy`: `quota` units per `window`,
+/// and for the buckets their long-run rate besides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
-    /// Units per window (`q`).
+    /// Units per window (`q`): for a window algorithm its limit; for a bucket what may go
+    /// at once (its burst; a leaky bucket's burst + 1: one at once and `burst` queued).
     pub quota: u64,
-    /// The window (`w`), in nanoseconds.
+    /// The window (`w`), in nanoseconds: a window algorithm's window; for a bucket the
+    /// time it takes to refill `quota`.
     pub window: Nanos,
+    /// A bucket's long-run rate, `(count, period)`; `None` for window algorithms, whose
+    /// quota is their rate.
+    pub sustained: Option<(u64, Nanos)>,
 }
 
 /// One rate-limiting algorithm with its parameters.

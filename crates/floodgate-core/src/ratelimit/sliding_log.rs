@@ -87,6 +87,7 @@ impl Algorithm for SlidingLog {
         Quota {
             quota: self.rate.count,
             window: self.rate.period,
+            sustained: None,
         }
     }
 }

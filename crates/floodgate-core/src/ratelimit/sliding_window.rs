@@ -121,6 +121,7 @@ impl Algorithm for SlidingWindow {
         Quota {
             quota: self.rate.count,
             window: self.rate.period,
+            sustained: None,
         }
     }
 }

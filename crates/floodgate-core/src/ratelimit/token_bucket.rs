@@ -83,6 +83,7 @@ impl Algorithm for TokenBucket {
         Quota {
             quota: self.burst,
             window: self.rate.unscale_ceil(self.capacity()).max(1),
+            sustained: Some((self.rate.count, self.rate.period)),
         }
     }
 }

@@ -111,6 +111,12 @@ pub struct LimitHeaders {
 }
 
 impl LimitHeaders {
+    /// Adds a limit's policies and state. A window algorithm is one policy, its limit per
+    /// window. A bucket is two: `"name"`, its long-run rate, and `"name:burst"`, what may
+    /// go at once (and how long that takes to come back), which the state describes. The
+    /// draft's windows are whole seconds: a shorter window is stated per second (5 per
+    /// 100 ms as 50 per second); a burst that refills within a second as that burst per
+    /// second, which is what a client may send in any second without being refused.
     fn push(&mut self, name: &str, quota: Quota, d: &Decision) {
         let sep = |s: &mut String| {
             if !s.is_empty() {
@@ -118,16 +124,27 @@ impl LimitHeaders {
             }
         };
         sep(&mut self.policy);
-        let _ = write!(
-            self.policy,
-            "\"{name}\";q={};w={}",
-            quota.quota,
-            secs_ceil(quota.window).max(1)
-        );
+        let state_name = match quota.sustained {
+            None => {
+                let (q, w) = per_whole_seconds(quota.quota, quota.window);
+                let _ = write!(self.policy, "\"{name}\";q={q};w={w}");
+                name.to_owned()
+            }
+            Some((count, period)) => {
+                let (q, w) = per_whole_seconds(count, period);
+                let _ = write!(
+                    self.policy,
+                    "\"{name}\";q={q};w={w}, \"{name}:burst\";q={};w={}",
+                    quota.quota,
+                    secs_ceil(quota.window).max(1)
+                );
+                format!("{name}:burst")
+            }
+        };
         sep(&mut self.state);
         let _ = write!(
             self.state,
-            "\"{name}\";r={};t={}",
+            "\"{state_name}\";r={};t={}",
             d.remaining,
             secs_ceil(d.reset)
         );
@@ -145,6 +162,14 @@ impl LimitHeaders {
 
 fn secs_ceil(ns: Nanos) -> u64 {
     ns.div_ceil(1_000_000_000)
+}
+
+/// `count` per `period` as a count per whole number of seconds (the draft's `w`): the
+/// window rounded up to a second, the count scaled to it (rounded down, never over).
+fn per_whole_seconds(count: u64, period: Nanos) -> (u64, u64) {
+    let w = secs_ceil(period).max(1);
+    let q = u128::from(count) * u128::from(w) * 1_000_000_000 / u128::from(period.max(1));
+    (u64::try_from(q).unwrap_or(u64::MAX), w)
 }
 
 impl RouteLimits {
@@ -423,6 +448,7 @@ mod tests {
             Quota {
                 quota: 10,
                 window: 60_000_000_000,
+                sustained: None,
             },
             &d,
         );
@@ -431,11 +457,38 @@ mod tests {
             Quota {
                 quota: 1000,
                 window: 86_400_000_000_000,
+                sustained: None,
             },
             &d,
         );
         let (policy, state) = h.into_values().unwrap();
         assert_eq!(policy, "\"per-ip\";q=10;w=60, \"daily\";q=1000;w=86400");
         assert_eq!(state, "\"per-ip\";r=4;t=2, \"daily\";r=4;t=2");
+    }
+
+    /// The case: 10/s with a burst of 5 is not "5 per second".
+    #[test]
+    fn a_bucket_states_its_rate_and_its_burst() {
+        let tb = limit(Algorithm::TokenBucket, "10/s", Some(5));
+        let (d, quota) = build_local(&tb, 1).check(b"k", 0, 1);
+        let mut h = LimitHeaders::default();
+        h.push("api", quota, &d);
+        let (policy, state) = h.into_values().unwrap();
+        assert_eq!(policy, "\"api\";q=10;w=1, \"api:burst\";q=5;w=1");
+        assert!(
+            state.to_str().unwrap().starts_with("\"api:burst\";r=4;"),
+            "{state:?}"
+        );
+        // A leaky bucket lets one go and queues `burst`.
+        let lb = limit(Algorithm::LeakyBucket, "2/s", Some(3));
+        let (d, quota) = build_local(&lb, 1).check(b"k", 0, 1);
+        let mut h = LimitHeaders::default();
+        h.push("queue", quota, &d);
+        let (policy, _) = h.into_values().unwrap();
+        assert_eq!(policy, "\"queue\";q=2;w=1, \"queue:burst\";q=4;w=2");
+        // Windows shorter than a second are stated per second.
+        assert_eq!(per_whole_seconds(5, 100_000_000), (50, 1));
+        assert_eq!(per_whole_seconds(20, 1_500_000_000), (26, 2));
+        assert_eq!(per_whole_seconds(1000, 3_600_000_000_000), (1000, 3600));
     }
 }

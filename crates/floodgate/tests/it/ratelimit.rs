@@ -27,9 +27,16 @@ async fn a_refused_request_gets_429_problem_with_retry_after_and_ratelimit_field
     for remaining in [2, 1, 0] {
         let (status, h, _) = get(&gw.url("/tb")).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(h["ratelimit-policy"], "\"hourly\";q=3;w=10800");
+        // The rate, and the burst (what may go at once, refilled in 3 hours).
+        assert_eq!(
+            h["ratelimit-policy"],
+            "\"hourly\";q=1;w=3600, \"hourly:burst\";q=3;w=10800"
+        );
         // r: requests left; t: seconds until the bucket is full again.
-        let expect = format!("\"hourly\";r={remaining};t={}", (3 - remaining) * 3600);
+        let expect = format!(
+            "\"hourly:burst\";r={remaining};t={}",
+            (3 - remaining) * 3600
+        );
         assert_eq!(h["ratelimit"], expect.as_str());
     }
     let (status, h, body) = get(&gw.url("/tb")).await;
@@ -41,8 +48,11 @@ async fn a_refused_request_gets_429_problem_with_retry_after_and_ratelimit_field
         "rate-limited",
     );
     assert_eq!(h["retry-after"], "3600");
-    assert_eq!(h["ratelimit-policy"], "\"hourly\";q=3;w=10800");
-    assert_eq!(h["ratelimit"], "\"hourly\";r=0;t=10800");
+    assert_eq!(
+        h["ratelimit-policy"],
+        "\"hourly\";q=1;w=3600, \"hourly:burst\";q=3;w=10800"
+    );
+    assert_eq!(h["ratelimit"], "\"hourly:burst\";r=0;t=10800");
     assert_eq!(v["instance"], "/tb");
     let line = gw.access_line("\"status\":429").await;
     assert_eq!(line["rate_limit"], "hourly");
