@@ -418,9 +418,17 @@ impl Breaker {
     }
 
     /// What the admin API shows, at `now`.
+    /// The state a call would meet now: an open breaker whose time is up is shown
+    /// half-open (the next call is its first probe), though it moves there only when that
+    /// call arrives.
     pub fn snapshot(&self, now: Nanos) -> Snapshot {
         let g = self.inner.lock();
-        let window = match g.state {
+        let state = if g.state == State::Open && now >= g.open_until {
+            State::HalfOpen
+        } else {
+            g.state
+        };
+        let window = match state {
             State::Closed => self.counts(now),
             State::Open => WindowCounts::default(),
             State::HalfOpen => WindowCounts {
@@ -430,10 +438,10 @@ impl Breaker {
             },
         };
         Snapshot {
-            state: g.state,
+            state,
             window,
             consecutive_failures: self.window.consecutive.load(Ordering::Relaxed),
-            half_open_in: (g.state == State::Open).then(|| g.open_until.saturating_sub(now)),
+            half_open_in: (state == State::Open).then(|| g.open_until.saturating_sub(now)),
             trips: g.trips,
             probes_in_flight: g.probes.iter().filter(|&&(_, d)| now < d).count() as u32,
         }

@@ -142,6 +142,10 @@ fn open_refuses_until_its_time_then_probes_close_it() {
     );
     assert_eq!(t, None);
     assert_eq!(b.snapshot(SECOND).half_open_in, Some(4 * SECOND));
+    // Its time up, it shows the state the next call meets, before any call moves it.
+    let due = b.snapshot(5 * SECOND);
+    assert_eq!((due.state, due.half_open_in), (State::HalfOpen, None));
+    assert_eq!(b.state(), State::Open);
     let (r, t) = b.try_acquire(5 * SECOND);
     assert!(r.expect("probe").is_probe());
     assert!(to(State::HalfOpen)(t));

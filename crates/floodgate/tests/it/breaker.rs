@@ -109,6 +109,12 @@ async fn an_upstream_breaker_opens_falls_back_and_closes_through_half_open() {
 
     // Still failing at half-open: one probe fails and it opens again, for twice as long.
     wait_half_open(&gw, "upstream", "shop", None).await;
+    let due = breaker_state(&gw, "upstream", "shop", None).await;
+    assert_eq!(
+        due["state"], "half_open",
+        "the state a request would meet: {due}"
+    );
+    assert!(due["half_open_in_ms"].is_null(), "{due}");
     assert_eq!(
         get(&gw.url("/p")).await.0,
         StatusCode::INTERNAL_SERVER_ERROR
