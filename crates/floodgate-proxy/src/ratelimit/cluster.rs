@@ -26,6 +26,12 @@ use crate::metrics::Metrics;
 /// How long Redis is left alone after a failed call.
 const BACKOFF: Duration = Duration::from_millis(500);
 
+/// `outage_since` while Redis answers.
+const UP: u64 = u64::MAX;
+
+/// How often a continuing outage is logged again.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(30);
+
 const TIME: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -133,6 +139,10 @@ pub struct ClusterClient {
     live_nodes: AtomicU32,
     /// Redis is not asked before this (nanoseconds since `epoch`).
     down_until: AtomicU64,
+    /// When the current outage began (nanoseconds after `epoch`), or [`UP`].
+    outage_since: AtomicU64,
+    /// When the outage was last logged.
+    outage_logged: AtomicU64,
     epoch: Instant,
     scripts: Scripts,
     metrics: Arc<Metrics>,
@@ -167,6 +177,8 @@ impl ClusterClient {
             node_id,
             live_nodes: AtomicU32::new(1),
             down_until: AtomicU64::new(0),
+            outage_since: AtomicU64::new(UP),
+            outage_logged: AtomicU64::new(0),
             epoch: Instant::now(),
             scripts: Scripts {
                 token_bucket: script(TOKEN_BUCKET),
@@ -250,7 +262,10 @@ impl ClusterClient {
         result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Option<T> {
         match result {
-            Ok(Ok(v)) => Some(v),
+            Ok(Ok(v)) => {
+                self.answered();
+                Some(v)
+            }
             Ok(Err(e)) => {
                 self.failed(&e.to_string());
                 None
@@ -281,14 +296,54 @@ impl ClusterClient {
         self.settle(result)
     }
 
+    /// Starts a back-off after a failed call. The outage is logged when it begins and
+    /// every [`OUTAGE_REMINDER`] while it lasts, not at every back-off.
     fn failed(&self, why: &str) {
         self.metrics.redis_errors.inc();
-        let until = self.elapsed() + u64::try_from(BACKOFF.as_nanos()).unwrap_or(0);
-        let previous = self.down_until.swap(until, Ordering::Relaxed);
-        if previous <= self.elapsed() {
-            tracing::warn!(
-                error = why,
-                "redis unavailable; cluster limits, the shared cache and shared idempotency keys fall back to this node"
+        let now = self.elapsed();
+        let until = now + u64::try_from(BACKOFF.as_nanos()).unwrap_or(0);
+        self.down_until.store(until, Ordering::Relaxed);
+        let began =
+            self.outage_since
+                .compare_exchange(UP, now, Ordering::AcqRel, Ordering::Acquire);
+        match began {
+            Ok(_) => {
+                self.outage_logged.store(now, Ordering::Relaxed);
+                tracing::warn!(
+                    error = why,
+                    "redis unavailable; cluster limits, the shared cache and shared idempotency keys fall back to this node"
+                );
+            }
+            Err(since) => {
+                let logged = self.outage_logged.load(Ordering::Relaxed);
+                let reminder = u64::try_from(OUTAGE_REMINDER.as_nanos()).unwrap_or(u64::MAX);
+                if now.saturating_sub(logged) >= reminder
+                    && self
+                        .outage_logged
+                        .compare_exchange(logged, now, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        error = why,
+                        down_for_s = now.saturating_sub(since) / 1_000_000_000,
+                        "redis still unavailable"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A call succeeded: ends an outage, logging how long it lasted.
+    fn answered(&self) {
+        if self.outage_since.load(Ordering::Relaxed) == UP {
+            return;
+        }
+        let since = self.outage_since.swap(UP, Ordering::AcqRel);
+        if since != UP {
+            let down_for = Duration::from_nanos(self.elapsed().saturating_sub(since));
+            tracing::info!(
+                down_for_ms = u64::try_from(down_for.as_millis()).unwrap_or(u64::MAX),
+                "redis available again; cluster state is shared again"
             );
         }
     }

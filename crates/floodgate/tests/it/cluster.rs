@@ -152,6 +152,14 @@ async fn a_redis_outage_follows_each_limits_mode_and_recovers() {
     // Fail open: a local bucket of the same size (one live node) takes over.
     assert_eq!(statuses(&gw.url("/open"), &[], 3).await, [200, 200, 429]);
     assert!(gw.metric("floodgate_redis_errors_total").await >= 1.0);
+    // Several back-off cycles (500 ms) of the same outage: logged once, not per cycle.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            get(&gw.url("/closed")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 
     // Redis comes back (empty): decisions go to it again by themselves. The local
     // fallback is spent, so the first 200 on /open can only come from Redis.
@@ -166,4 +174,14 @@ async fn a_redis_outage_follows_each_limits_mode_and_recovers() {
     }
     assert!(recovered, "cluster limit did not go back to Redis");
     assert_eq!(statuses(&gw.url("/closed"), &[], 1).await, [200]);
+    let back = gw
+        .wait_log("redis available again")
+        .expect("the end of the outage is logged");
+    assert!(back.contains("\"down_for_ms\""), "{back}");
+    let log = gw.log();
+    let downs = log
+        .lines()
+        .filter(|l| l.contains("\"redis unavailable"))
+        .count();
+    assert_eq!(downs, 1, "one outage, one line:\n{log}");
 }
