@@ -229,6 +229,14 @@ impl<A: Algorithm> KeyedLimiter<A> {
         let ring = self.per_shard.next_power_of_two() * 8;
         self.shards.len() * (buckets * entry + ring)
     }
+
+    /// The most the process's resident memory grows for the key tables: [`Self::memory_bound`]
+    /// and half again. Tables and rings grow by doubling, and the allocator may keep the
+    /// memory of the generation before the last (half the final size) instead of giving it
+    /// back to the system.
+    pub fn resident_bound(&self) -> usize {
+        self.memory_bound() * 3 / 2
+    }
 }
 
 /// A keyed limiter of any algorithm, for callers that pick the algorithm at run time.
