@@ -184,3 +184,165 @@ impl Drop for Demo {
         }
     }
 }
+
+/// What each command the banner prints must show, by a piece of its text; every command
+/// must have exactly one. (With `--flaky-rate 1.0`: /api/flaky always fails.)
+const EXPECTED: &[(&str, &[&str])] = &[
+    ("# proxied, rewritten", &["HTTP/1.1 200"]),
+    ("limit=3", &["HTTP/1.1 200", "\"items\""]),
+    ("99999", &["HTTP/1.1 404"]),
+    ("grep -i cache-status", &["Floodgate; hit"]),
+    ("cache/purge", &["\"purged\""]),
+    ("# 201: order made", &["HTTP/1.1 201"]),
+    (
+        "# again: replayed",
+        &["HTTP/1.1 201", "idempotent-replayed: true"],
+    ),
+    ("api/flaky ", &["HTTP/1.1 503"]),
+    ("# upstream slower", &["HTTP/1.1 504"]),
+    (
+        "v1/products/7",
+        &["HTTP/1.1 301", "location: /api/products/7"],
+    ),
+    ("nowhere", &["HTTP/1.1 404", "no-route"]),
+    ("grep floodgate_requests", &["floodgate_requests_total"]),
+    ("seq 60", &["200 from instance 1", "200 from instance 2"]),
+    (
+        "upstream_(responses",
+        &["floodgate_upstream_responses_total"],
+    ),
+    (
+        "limited/token-bucket",
+        &["HTTP/1.1 200", "HTTP/1.1 429", "ratelimit-policy"],
+    ),
+    ("limited/leaky-bucket", &["200 after", "429 after"]),
+    ("limited/slow", &["200", "503"]),
+    (
+        "ratelimit_decisions",
+        &["floodgate_ratelimit_decisions_total"],
+    ),
+    (
+        "seq 6); do curl -s -o /dev/null -D - 'http",
+        &["HTTP/1.1 504", "floodgate-fallback: breaker_open"],
+    ),
+    ("/breakers", &["\"state\":\"open\""]),
+    ("sleep 5", &["waited_ms"]),
+    ("grep circuit_breaker", &["floodgate_circuit_breaker_state"]),
+    (
+        "# 401: no token",
+        &["HTTP/1.1 401", "www-authenticate: Bearer"],
+    ),
+    ("TOKEN=$(", &[]),
+    ("Bearer $TOKEN", &["HTTP/1.1 200", "\"id\":1"]),
+    ("jwks.json", &["\"keys\""]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_the_banner_prints_does_what_it_says() {
+    let mut child = Demo(
+        Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args([
+                "demo",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--flaky-rate",
+                "1.0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo"),
+    );
+    // The commands: after "Try:", lines indented two spaces, continued by lines indented four.
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut commands: Vec<String> = Vec::new();
+    let mut started = false;
+    for line in lines.by_ref() {
+        let line = line.expect("banner line");
+        if line.starts_with("Access log lines follow") {
+            break;
+        }
+        if line == "Try:" {
+            started = true;
+        } else if started && line.starts_with("    ") {
+            let last = commands
+                .last_mut()
+                .expect("a continuation follows a command");
+            last.push('\n');
+            last.push_str(&line);
+        } else if started && line.starts_with("  ") {
+            commands.push(line.trim_start().to_owned());
+        }
+    }
+    // Keep reading (and dropping) the access log so the demo never blocks on its pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut matched = vec![0usize; EXPECTED.len()];
+    let mut script = String::from("set -u\n");
+    for (k, c) in commands.iter().enumerate() {
+        let hits: Vec<usize> = EXPECTED
+            .iter()
+            .enumerate()
+            .filter(|(_, (key, _))| c.contains(key))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "command {k} needs exactly one expectation:\n{c}"
+        );
+        matched[hits[0]] += 1;
+        script.push_str(&format!("echo '@@@ {k}'\n{c}\n"));
+    }
+    for (i, n) in matched.iter().enumerate() {
+        assert_eq!(
+            *n, 1,
+            "expectation {:?} matched {n} commands",
+            EXPECTED[i].0
+        );
+    }
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("bash")
+    });
+    let out = tokio::time::timeout(PATIENCE * 3, run)
+        .await
+        .expect("the banner's commands finish")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (k, c) in commands.iter().enumerate() {
+        let start = text
+            .find(&format!("@@@ {k}\n"))
+            .unwrap_or_else(|| panic!("no output section for command {k}"));
+        let rest = &text[start..];
+        let section = match rest[1..].find("@@@ ") {
+            Some(end) => &rest[..end + 1],
+            None => rest,
+        };
+        let (_, wanted) = EXPECTED.iter().find(|(key, _)| c.contains(key)).unwrap();
+        for w in *wanted {
+            assert!(
+                section
+                    .to_ascii_lowercase()
+                    .contains(&w.to_ascii_lowercase()),
+                "command {k}:\n{c}\nshould show {w:?}; it printed:\n{section}"
+            );
+        }
+    }
+    // The balancing loop's answers are all 200s: retries hide the degraded instance.
+    let balancing = commands.iter().position(|c| c.contains("seq 60")).unwrap();
+    let start = text.find(&format!("@@@ {balancing}\n")).unwrap();
+    let end = text.find(&format!("@@@ {}\n", balancing + 1)).unwrap();
+    for line in text[start..end].lines().skip(1) {
+        assert!(line.contains(" 200 from instance "), "{line}");
+    }
+}

@@ -34,6 +34,7 @@ mod oauth2;
 mod paths;
 mod pool;
 mod ratelimit;
+mod readme;
 mod reload;
 mod retries;
 mod routing;
