@@ -181,7 +181,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Map(entries) => visitor
                 .visit_map(MapDe::new(entries, &self, None))
                 .map_err(|e| self.record(e)),
-            other => Err(self.fail(format!("expected a mapping, found {}", other.kind()))),
+            other => Err(self.fail(expected_mapping(other))),
         }
     }
 
@@ -201,7 +201,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                         self.sink.borrow_mut().push(ConfigError::new(
                             self.path.key(name),
                             k.pos,
-                            format!("unknown field `{name}`, expected one of {}", one_of(fields)),
+                            crate::suggest::unknown("field", name, fields),
                         ));
                     }
                 }
@@ -209,7 +209,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     .visit_map(MapDe::new(entries, &self, Some(fields)))
                     .map_err(|e| self.record(e))
             }
-            other => Err(self.fail(format!("expected a mapping, found {}", other.kind()))),
+            other => Err(self.fail(expected_mapping(other))),
         }
     }
 
@@ -275,6 +275,17 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
         deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
         deserialize_f32 deserialize_f64
+    }
+}
+
+/// "expected a mapping", saying what was there; an empty value is most often fields
+/// indented too little to belong to it.
+fn expected_mapping(found: &Value) -> String {
+    match found {
+        Value::Null => "expected a mapping, found nothing (are the lines after it indented \
+                        under it?)"
+            .to_owned(),
+        other => format!("expected a mapping, found {}", other.kind()),
     }
 }
 

@@ -100,12 +100,18 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `file:line:column: field: message`; without a place in the file (it could not be
+    /// read) `file: message`, and without a field (YAML syntax) `file:line:column: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.pos.line, self.pos.column, self.path, self.message
-        )
+        if self.pos.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
+        if self.path.segments().is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 pub mod model;
 pub mod node;
 pub mod resilience;
+mod suggest;
 pub mod template;
 pub mod tls;
 mod validate;
@@ -308,14 +309,7 @@ fn assemble(root: &Node, sink: &Sink) -> (Config, Assembled) {
             other => sink.borrow_mut().push(ConfigError::new(
                 path.clone(),
                 key.pos,
-                format!(
-                    "unknown field `{other}`, expected one of {}",
-                    SECTIONS
-                        .iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                suggest::unknown("field", other, &SECTIONS),
             )),
         }
     }

@@ -65,6 +65,59 @@ impl Value {
     }
 }
 
+/// A YAML parser's message in plain words: what is wrong and what to do, without the
+/// parser's vocabulary or its own copy of the position (the error carries it).
+fn plain_syntax_error(parser: &str) -> String {
+    let text = match parser.rfind(" at line ") {
+        Some(at) => &parser[..at],
+        None => parser,
+    };
+    if text.contains("did not find expected '-' indicator") {
+        "YAML syntax: this line is indented differently from the list items around it \
+         (a list item starts with `- ` at the list's indentation)"
+            .to_owned()
+    } else if text.contains("while parsing a block mapping, did not find expected key") {
+        "YAML syntax: this line is indented differently from the keys around it, or a key \
+         lacks its `:`"
+            .to_owned()
+    } else if let Some(key) = text
+        .strip_prefix("duplicate mapping key: ")
+        .map(|k| k.split(',').next().unwrap_or(k))
+    {
+        format!("YAML syntax: `{key}` appears twice in the same mapping; give each key once")
+    } else if text.contains("did not find expected ',' or '}'") {
+        "YAML syntax: a `{ ... }` mapping is not closed: a `,` or `}` is missing before here"
+            .to_owned()
+    } else if text.contains("did not find expected ',' or ']'")
+        || text.contains("unclosed bracket '['")
+    {
+        "YAML syntax: a `[ ... ]` list is not closed: a `,` or `]` is missing before here"
+            .to_owned()
+    } else if text.contains("unclosed quote") || text.contains("found unexpected end of stream") {
+        "YAML syntax: a quoted string is not closed".to_owned()
+    } else if text.contains("mapping values are not allowed") {
+        "YAML syntax: a `:` where a value was expected (quote a value that contains `: `)"
+            .to_owned()
+    } else if text.contains("tab") && text.contains("indent") {
+        "YAML syntax: tabs cannot indent YAML; use spaces".to_owned()
+    } else if text.contains("is only valid inside a block") {
+        "YAML syntax: a `- ` item inside `[ ... ]` or `{ ... }`: write a list either as \
+         `[a, b]` or as `- ` lines"
+            .to_owned()
+    } else if text.contains("unclosed bracket '{'") {
+        "YAML syntax: a `{ ... }` mapping is not closed".to_owned()
+    } else if let Some(c) = text
+        .strip_prefix("unexpected character: `")
+        .and_then(|rest| rest.chars().next())
+    {
+        format!("YAML syntax: a value cannot start with `{c}` (quote the value)")
+    } else if text.contains("cannot start any token") {
+        "YAML syntax: a value cannot start with this character (quote the value)".to_owned()
+    } else {
+        format!("YAML syntax: {text}")
+    }
+}
+
 impl Node {
     /// Parses YAML text into a tree; a syntax error carries its position.
     pub fn parse(text: &str) -> Result<Node, ConfigError> {
@@ -83,8 +136,8 @@ impl Node {
                 })
                 .unwrap_or_default();
             let message = e.without_snippet().to_string();
-            let message = message.lines().next().unwrap_or("invalid YAML").to_string();
-            ConfigError::new(FieldPath::root(), pos, format!("invalid YAML: {message}"))
+            let message = message.lines().next().unwrap_or("invalid YAML");
+            ConfigError::new(FieldPath::root(), pos, plain_syntax_error(message))
         })
     }
 

@@ -183,8 +183,8 @@ pub struct Rate {
 text_value!(
     Rate,
     "Rate",
-    "a rate such as 100/s, 5000/min, 20/5s or 1000/h",
-    r"^[0-9]+ ?/ ?([0-9]+(\.[0-9]+)?)?(ms|s|sec|m|min|h|hour|d|day)$",
+    "a rate such as 100/s, 5000/min, 20/5s or 1000/h (units: s, sec, second, seconds, m, min, minute, minutes, h, hr, hour, hours, d, day, days; or a duration)",
+    r"^[0-9]+ ?/ ?([0-9]+(\.[0-9]+)?(us|ms|s|m|h|d))*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?$",
     None
 );
 
@@ -193,17 +193,19 @@ impl FromStr for Rate {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "invalid rate {s:?}: expected a count per period, such as 100/s, 5000/min, 20/5s or 1000/h"
+                "invalid rate {s:?}: expected a count per period, such as 100/s, 5000/min, 20/5s \
+                 or 1000/h (a unit: s, sec, second(s), m, min, minute(s), h, hr, hour(s), d, \
+                 day(s); or a duration such as 5s or 1h30m)"
             )
         };
         let (count, per) = s.split_once('/').ok_or_else(bad)?;
         let count: u64 = count.trim().parse().map_err(|_| bad())?;
         let per = per.trim();
         let per = match per {
-            "s" | "sec" | "second" => std::time::Duration::from_secs(1),
-            "m" | "min" | "minute" => std::time::Duration::from_secs(60),
-            "h" | "hour" => std::time::Duration::from_secs(3600),
-            "d" | "day" => std::time::Duration::from_secs(86400),
+            "s" | "sec" | "secs" | "second" | "seconds" => std::time::Duration::from_secs(1),
+            "m" | "min" | "mins" | "minute" | "minutes" => std::time::Duration::from_secs(60),
+            "h" | "hr" | "hrs" | "hour" | "hours" => std::time::Duration::from_secs(3600),
+            "d" | "day" | "days" => std::time::Duration::from_secs(86400),
             other => other.parse::<Duration>().map_err(|_| bad())?.0,
         };
         if per.is_zero() {
@@ -299,6 +301,22 @@ mod tests {
                 per: Std::from_secs(5)
             })
         );
+        for (text, secs) in [
+            ("2/sec", 1),
+            ("2/seconds", 1),
+            ("2/ minute", 60),
+            ("2/mins", 60),
+            ("2/hrs", 3600),
+            ("2/days", 86400),
+            ("2/1h30m", 5400),
+        ] {
+            assert_eq!(
+                text.parse::<Rate>().map(|r| r.per),
+                Ok(Std::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert!("2/fortnight".parse::<Rate>().is_err());
         assert!("100".parse::<Rate>().is_err());
         assert!("5/0s".parse::<Rate>().is_err());
         assert_eq!("25%".parse::<Percent>(), Ok(Percent(0.25)));

@@ -1,4 +1,5 @@
-//! The command line: `validate` with a table of broken configs and the exact errors expected,
+//! The command line: `validate` with a table of broken configs (YAML syntax in plain words, misspelt
+//! fields with a suggestion, type and cross-field errors) and the exact errors expected,
 //! `explain`, and `schema` (which must match the committed docs/config.schema.json).
 
 use std::process::Command;
@@ -22,7 +23,7 @@ const BROKEN: &[(&str, &[&str])] = &[
     (
         "listeners:\n  - name: public\n    adress: 127.0.0.1:8080\n",
         &[
-            "3:5: listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`, `paths`",
+            "3:5: listeners[0].adress: unknown field `adress`; did you mean `address`?",
             "2:5: listeners[0]: missing field `address`",
         ],
     ),
@@ -32,7 +33,7 @@ const BROKEN: &[(&str, &[&str])] = &[
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    timeouts: { idle: 5 }\n    limit: {}\n  - name: other\n    address: 127.0.0.1:8081\n    limits: { max_body_bytes: lots }\n",
         &[
             "4:23: listeners[0].timeouts.idle: expected a duration such as 250ms, 5s, 2m, 1h or 1h30m (units: us, ms, s, m, h, d), found the number 5 without a unit",
-            "5:5: listeners[0].limit: unknown field `limit`, expected one of `name`, `address`, `limits`, `timeouts`, `trusted_proxies`, `criticality_header`, `tls`, `redirect_to_https`, `hsts`, `paths`",
+            "5:5: listeners[0].limit: unknown field `limit`; did you mean `limits`?",
             "8:31: listeners[1].limits.max_body_bytes: invalid size \"lots\": expected a number of bytes with an optional unit, such as 512, 16KiB, 10MiB or 1GB",
         ],
     ),
@@ -91,7 +92,7 @@ const BROKEN: &[(&str, &[&str])] = &[
             "1:1: listeners: at least one listener is required",
             "3:16: upstreams.other.targets[0]: \"no-port\" is not host:port (examples: 127.0.0.1:9000, [::1]:9000, api.internal:80)",
             "3:53: upstreams.other.targets[1].weight: weight must be from 1 to 1000",
-            "4:1: listener: unknown field `listener`, expected one of `runtime`, `listeners`, `admin`, `access_log`, `upstreams`, `routes`, `cluster`, `dns`, `consumers`, `oauth2`, `cache`",
+            "4:1: listener: unknown field `listener`; did you mean `listeners`?",
         ],
     ),
     (
@@ -198,7 +199,49 @@ const BROKEN: &[(&str, &[&str])] = &[
     ),
     (
         "listeners: [\n  - name: x\n",
-        &["2:3: (document): invalid YAML: \"-\" is only valid inside a block at line 2, column 3"],
+        &[
+            "2:3: YAML syntax: a `- ` item inside `[ ... ]` or `{ ... }`: write a list either as `[a, b]` or as `- ` lines",
+        ],
+    ),
+    (
+        // YAML syntax, in plain words at the right place.
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8080\nroutes:\n  - match: { path_prefix: / }\n    upstream: app\n   name: dedented\n",
+        &[
+            "7:4: YAML syntax: this line is indented differently from the list items around it (a list item starts with `- ` at the list's indentation)",
+        ],
+    ),
+    (
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8080\nupstreams:\n  app:\n    targets: [ \"127.0.0.1:9000\" ]\n   timeouts: { connect: 1s }\n",
+        &[
+            "7:4: YAML syntax: this line is indented differently from the keys around it, or a key lacks its `:`",
+        ],
+    ),
+    (
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8080\nlisteners: []\n",
+        &["4:1: YAML syntax: `listeners` appears twice in the same mapping; give each key once"],
+    ),
+    (
+        "listeners:\n  - name: \"public\n",
+        &["2:11: YAML syntax: a quoted string is not closed"],
+    ),
+    (
+        "listeners:\n\t- name: x\n",
+        &["2:2: YAML syntax: tabs cannot indent YAML; use spaces"],
+    ),
+    (
+        "upstreams:\n  app:\n  targets: [ \"127.0.0.1:9000\" ]\n",
+        &[
+            "1:1: listeners: at least one listener is required",
+            "2:6: upstreams.app: expected a mapping, found nothing (are the lines after it indented under it?)",
+            "3:12: upstreams.targets: expected a mapping, found a list",
+        ],
+    ),
+    (
+        "routes:\n  - match: { path_prefix: / }\n    upstreem: app\n",
+        &[
+            "3:5: routes[0].upstreem: unknown field `upstreem`; did you mean `upstream`?",
+            "2:5: routes[0]: a route needs `upstream`, `split` or `redirect`",
+        ],
     ),
 ];
 
@@ -320,5 +363,21 @@ fn schema_matches_the_committed_copy() {
         out.trim(),
         committed.trim(),
         "docs/config.schema.json is stale: run `cargo run -- schema > docs/config.schema.json`"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named_without_a_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nowhere.yaml");
+    let (code, _, stderr) = floodgate(&["validate", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "{}: cannot read the file: No such file or directory (os error 2)",
+            path.display()
+        )
     );
 }
