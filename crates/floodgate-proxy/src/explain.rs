@@ -8,8 +8,11 @@ use http::{HeaderMap, Method, Uri};
 use crate::router::RequestView;
 use crate::snapshot::{Action, Snapshot};
 
-/// Describes what `snap` would do with the request, as text for a terminal.
-pub fn explain(
+/// Describes what `snap` would do with the request, as text for a terminal. Credentials in
+/// `headers` are checked as the route would (API keys, Basic, tokens with configured keys;
+/// a JWKS or an introspection endpoint is asked), so the consumer and the rate-limit
+/// overrides that apply are named.
+pub async fn explain(
     snap: &Snapshot,
     listener: Option<&str>,
     method: &Method,
@@ -62,6 +65,32 @@ pub fn explain(
             out,
             "route:     none matches -> 404 problem+json (urn:floodgate:problem:no-route)"
         );
+        // A route the method alone kept out is the likely intent.
+        for other in [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            if other == *method {
+                continue;
+            }
+            let view = RequestView {
+                method: &other,
+                ..view
+            };
+            if let Some(m) = plan.router.find(&view) {
+                let _ = writeln!(
+                    out,
+                    "  route {:?} matches this request except its method: it takes {other}, not {method}",
+                    &*m.value.name
+                );
+                break;
+            }
+        }
         return Ok(out);
     };
     let route = m.value;
@@ -214,6 +243,35 @@ pub fn explain(
             m.upstream
         );
     }
+    let consumer = match &route.access {
+        Some(access) => {
+            let basic = crate::auth::BasicVerifier::default();
+            match access
+                .check(&snap.identities, &basic, headers, uri.query(), None)
+                .await
+            {
+                Ok(passed) => {
+                    let _ = writeln!(out, "consumer:  {}", passed.identity.name);
+                    Some(passed.identity.name.clone())
+                }
+                Err(crate::auth::Denied::Unauthenticated(r)) => {
+                    let _ = writeln!(
+                        out,
+                        "consumer:  none -> 401 ({} {}: {})",
+                        r.method,
+                        r.reason,
+                        r.description()
+                    );
+                    None
+                }
+                Err(crate::auth::Denied::Forbidden(rule)) => {
+                    let _ = writeln!(out, "consumer:  refused by its {rule} rule -> 403");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let policies = policies(snap, cfg, &route.action);
     if policies.is_empty() {
         let _ = writeln!(out, "policies:  none configured on this route");
@@ -222,6 +280,44 @@ pub fn explain(
         for p in policies {
             let _ = writeln!(out, "  {p}");
         }
+    }
+    // Which of a limit's values applies to this request (client address 127.0.0.1).
+    let facts = crate::ratelimit::key::RequestFacts {
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        route: &route.name,
+        method,
+        headers,
+        query: uri.query(),
+        params: &m.params,
+        consumer: consumer.as_deref(),
+    };
+    for (i, l) in cfg.rate_limits.iter().enumerate() {
+        if l.overrides.is_empty() {
+            continue;
+        }
+        let parts: Vec<_> = l
+            .key
+            .iter()
+            .filter_map(|p| crate::ratelimit::key::KeyPart::parse(p))
+            .collect();
+        let mut key = Vec::new();
+        crate::ratelimit::key::render(&parts, &facts, &mut key);
+        let key = String::from_utf8_lossy(&key);
+        let applies = l.overrides.iter().find(|o| o.value == key).map_or_else(
+            || "the default".to_owned(),
+            |o| {
+                format!(
+                    "the override {}/{}",
+                    o.rate.count,
+                    floodgate_config::value::Duration(o.rate.per)
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "  rate limit {:?} keys this request as {key:?}: {applies} applies",
+            floodgate_config::limit_name(l, i)
+        );
     }
     Ok(out)
 }
@@ -245,11 +341,18 @@ fn breaker(on: &str, cb: &floodgate_config::resilience::CircuitBreaker) -> Strin
     } else {
         format!(" per {}", cb.key.join("+"))
     };
+    // The window and its minimum only concern the rates.
+    let window = if cb.failure_rate.is_some() || cb.slow_call_rate.is_some() {
+        format!(
+            " (rates over {}, at least {} calls)",
+            cb.window, cb.minimum_calls
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "circuit breaker ({scope}{key}): opens on {} (over {}, at least {} calls), open {} growing to {}, {} probes",
+        "circuit breaker ({scope}{key}): opens on {}{window}, open {} growing to {}, {} probes",
         rules.join(" or "),
-        cb.window,
-        cb.minimum_calls,
         cb.open_for,
         cb.max_open_for,
         cb.half_open_calls
@@ -368,7 +471,10 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
         } else if let Some(t) = c.default_ttl {
             parts.push(format!("default TTL {t}"));
         }
-        parts.push(format!("jitter ±{}%", (c.jitter.0 * 1000.0).round() / 10.0));
+        parts.push(format!(
+            "TTLs shortened at random by up to {}%",
+            (c.jitter.0 * 1000.0).round() / 10.0
+        ));
         if !c.stale_while_revalidate.0.is_zero() {
             parts.push(format!(
                 "stale-while-revalidate {}",
@@ -498,13 +604,14 @@ fn policies(snap: &Snapshot, cfg: &floodgate_config::model::Route, action: &Acti
             out.push(bulkhead("upstream", c));
         }
         if let Some(h) = &u.health_check {
-            out.push(
-                format!(
-                    "health check: {:?} {} every {}, out after {} failures, back after {} passes",
-                    h.kind, h.path, h.interval, h.unhealthy_after, h.healthy_after
-                )
-                .to_lowercase(),
-            );
+            let what = match h.kind {
+                floodgate_config::model::HealthCheckKind::Tcp => "a TCP connect".to_owned(),
+                floodgate_config::model::HealthCheckKind::Http => format!("HTTP GET {}", h.path),
+            };
+            out.push(format!(
+                "health check: {what} every {}, out after {} failures, back after {} passes",
+                h.interval, h.unhealthy_after, h.healthy_after
+            ));
         }
         if let Some(o) = &u.outlier_detection {
             // As the upstream applies it: 5 in a row unless only a failure rate is given.

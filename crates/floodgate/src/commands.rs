@@ -105,7 +105,16 @@ pub(crate) fn explain(
             cluster: None,
         },
     );
-    match floodgate_proxy::explain::explain(&snap, listener, &method, &uri, &map) {
+    let explained = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(floodgate_proxy::explain::explain(
+                &snap, listener, &method, &uri, &map,
+            ))
+        });
+    match explained {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

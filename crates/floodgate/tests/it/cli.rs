@@ -348,6 +348,75 @@ fn explain_names_the_route_and_what_happens() {
 }
 
 #[test]
+fn explain_names_the_consumer_its_override_and_a_method_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.yaml");
+    // sha256("k-alice")
+    let digest = "8fab151ebfe45da0ce0c2a951f8bba063f8668389b08a793acf59f301a6dbd57";
+    let cfg = format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:8080\" }} ]
+consumers:
+  - {{ name: alice, api_keys: [ \"sha256:{digest}\" ] }}
+upstreams:
+  checked:
+    targets: [ \"127.0.0.1:9001\" ]
+    health_check: {{ kind: tcp, interval: 5s }}
+routes:
+  - name: orders
+    match: {{ path: /orders, methods: [POST] }}
+    upstream: checked
+    auth: {{ api_key: {{}} }}
+    rate_limits:
+      - {{ name: per-consumer, algorithm: token_bucket, rate: 10/s, key: [ consumer ], overrides: [ {{ value: alice, rate: 100/s }} ] }}
+    circuit_breaker: {{ consecutive_failures: 3 }}
+    cache: {{ jitter: 10% }}
+"
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = floodgate(&[
+        "explain",
+        "-c",
+        p,
+        "POST",
+        "http://shop.test/orders",
+        "-H",
+        "x-api-key: k-alice",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("consumer:  alice"), "{out}");
+    assert!(
+        out.contains("keys this request as \"alice\": the override 100/1s applies"),
+        "{out}"
+    );
+    assert!(
+        out.contains("health check: a TCP connect every 5s"),
+        "{out}"
+    );
+    assert!(out.contains("opens on 3 failures in a row, open"), "{out}");
+    assert!(!out.contains("at least 20 calls"), "{out}");
+    assert!(out.contains("shortened at random by up to 10%"), "{out}");
+    let (_, out, _) = floodgate(&[
+        "explain",
+        "-c",
+        p,
+        "POST",
+        "http://shop.test/orders",
+        "-H",
+        "x-api-key: wrong",
+    ]);
+    assert!(out.contains("none -> 401 (api_key unknown_key"), "{out}");
+    let (_, out, _) = floodgate(&["explain", "-c", p, "GET", "http://shop.test/orders"]);
+    assert!(out.contains("none matches"), "{out}");
+    assert!(
+        out.contains(
+            "route \"orders\" matches this request except its method: it takes POST, not GET"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn schema_matches_the_committed_copy() {
     let (code, out, _) = floodgate(&["schema"]);
     assert_eq!(code, 0);
