@@ -209,7 +209,20 @@ impl ScopedBreaker {
         }
         let key = String::from_utf8_lossy(&key[..key.len().min(64)]);
         if t.to == State::Open {
-            tracing::warn!(scope = self.scope, name = %self.name, key = %key, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker opened");
+            let cause = t.cause;
+            tracing::warn!(
+                scope = self.scope,
+                name = %self.name,
+                key = %key,
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                rule = cause.map_or("", |c| c.rule),
+                failures_in_a_row = cause.map_or(0, |c| c.consecutive),
+                window_calls = cause.map_or(0, |c| c.window.calls),
+                window_failures = cause.map_or(0, |c| c.window.failures),
+                window_slow = cause.map_or(0, |c| c.window.slow),
+                "circuit breaker opened"
+            );
         } else {
             tracing::info!(scope = self.scope, name = %self.name, key = %key, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker state changed");
         }

@@ -123,6 +123,20 @@ pub struct Transition {
     pub from: State,
     /// The state entered.
     pub to: State,
+    /// Why it opened (for a move to open).
+    pub cause: Option<Trip>,
+}
+
+/// What tripped a breaker open, with the counts that did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trip {
+    /// `consecutive_failures`, `failure_rate`, `slow_call_rate` or `half_open_probe`
+    /// (a probe failed).
+    pub rule: &'static str,
+    /// Failures in a row when it tripped.
+    pub consecutive: u32,
+    /// The closed window's counts when it tripped (the probes', from half-open).
+    pub window: WindowCounts,
 }
 
 /// An admitted call, to hand back with its result.
@@ -321,6 +335,7 @@ impl Breaker {
             transition = Some(Transition {
                 from: State::Open,
                 to: State::HalfOpen,
+                cause: None,
             });
         }
         match g.state {
@@ -392,12 +407,23 @@ impl Breaker {
                     Some(Transition {
                         from: State::HalfOpen,
                         to: State::Closed,
+                        cause: None,
                     })
                 } else if g.probe_failed > allowed_failures {
+                    let window = WindowCounts {
+                        calls: g.probe_ok + g.probe_failed,
+                        failures: g.probe_failed,
+                        slow: 0,
+                    };
                     self.trip(&mut g, now);
                     Some(Transition {
                         from: State::HalfOpen,
                         to: State::Open,
+                        cause: Some(Trip {
+                            rule: "half_open_probe",
+                            consecutive: 0,
+                            window,
+                        }),
                     })
                 } else {
                     None
@@ -489,9 +515,7 @@ impl Breaker {
             }
             0
         };
-        if !self.should_trip(consecutive, now) {
-            return None;
-        }
+        let cause = self.should_trip(consecutive, now)?;
         let mut g = self.inner.lock();
         if g.state != State::Closed || g.generation != ticket.generation {
             return None;
@@ -500,28 +524,43 @@ impl Breaker {
         Some(Transition {
             from: State::Closed,
             to: State::Open,
+            cause: Some(cause),
         })
     }
 
-    fn should_trip(&self, consecutive: u32, now: Nanos) -> bool {
+    /// The rule that trips the breaker now, with its counts; `None` while none does.
+    fn should_trip(&self, consecutive: u32, now: Nanos) -> Option<Trip> {
+        let trip = |rule, window| {
+            Some(Trip {
+                rule,
+                consecutive,
+                window,
+            })
+        };
         if self
             .cfg
             .consecutive_failures
             .is_some_and(|n| consecutive >= n.max(1))
         {
-            return true;
+            return trip("consecutive_failures", self.counts(now));
         }
         if self.failure_ppm.is_none() && self.slow_ppm.is_none() {
-            return false;
+            return None;
         }
         let c = self.counts(now);
         if c.calls < self.cfg.minimum_calls.max(1) {
-            return false;
+            return None;
         }
         let reached = |count: u32, rate: Option<u64>| {
             rate.is_some_and(|r| u64::from(count) * PPM >= r * u64::from(c.calls))
         };
-        reached(c.failures, self.failure_ppm) || reached(c.slow, self.slow_ppm)
+        if reached(c.failures, self.failure_ppm) {
+            return trip("failure_rate", c);
+        }
+        if reached(c.slow, self.slow_ppm) {
+            return trip("slow_call_rate", c);
+        }
+        None
     }
 
     fn counts(&self, now: Nanos) -> WindowCounts {

@@ -335,3 +335,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_trip_says_which_rule_and_the_counts() {
+    let b = Breaker::new(BreakerConfig {
+        consecutive_failures: Some(2),
+        ..cfg()
+    });
+    call(&b, OK, 0);
+    call(&b, FAIL, 0);
+    let t = call(&b, FAIL, 0).expect("tripped");
+    let cause = t.cause.expect("a cause");
+    assert_eq!(cause.rule, "consecutive_failures");
+    assert_eq!(cause.consecutive, 2);
+    assert_eq!((cause.window.calls, cause.window.failures), (3, 2));
+
+    let b = Breaker::new(cfg());
+    for _ in 0..5 {
+        call(&b, OK, 0);
+    }
+    let mut last = None;
+    for _ in 0..5 {
+        last = call(&b, FAIL, 0).or(last);
+    }
+    let cause = last
+        .expect("tripped at half failing")
+        .cause
+        .expect("a cause");
+    assert_eq!(cause.rule, "failure_rate");
+    assert_eq!((cause.window.calls, cause.window.failures), (10, 5));
+}

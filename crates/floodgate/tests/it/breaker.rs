@@ -97,8 +97,14 @@ async fn an_upstream_breaker_opens_falls_back_and_closes_through_half_open() {
         3,
         "nothing reached the upstream while open"
     );
-    gw.wait_log("circuit breaker opened")
+    let opened = gw
+        .wait_log("circuit breaker opened")
         .expect("transition logged");
+    assert!(
+        opened.contains("\"rule\":\"consecutive_failures\"")
+            && opened.contains("\"failures_in_a_row\":3"),
+        "the line says what tripped it: {opened}"
+    );
     assert_eq!(
         gw.metric("floodgate_circuit_breaker_state{scope=\"upstream\",name=\"shop\"}")
             .await,
