@@ -109,7 +109,15 @@ async fn answer(gw: &Gateway, ready: &AtomicBool, req: Request<Incoming>) -> Res
                     "routes": l.router.len(),
                 })).collect::<Vec<_>>(),
                 "upstreams": upstreams_status(&snap),
-                "routes": snap.config.routes.iter().enumerate().map(|(i, r)| floodgate_config::route_name(r, i)).collect::<Vec<_>>(),
+                "routes": snap.config.routes.iter().enumerate().map(|(i, r)| route_status(r, i)).collect::<Vec<_>>(),
+                "last_reload": gw.last_reload().map(|r| serde_json::json!({
+                    "at": floodgate_proxy::access_log::rfc3339(r.at),
+                    "cause": r.cause,
+                    "ok": r.outcome.is_ok(),
+                    "generation": r.outcome.as_ref().ok(),
+                    "error": r.outcome.as_ref().err(),
+                    "changes": r.changes,
+                })),
             });
             text(StatusCode::OK, "application/json", body.to_string())
         }
@@ -136,6 +144,79 @@ async fn answer(gw: &Gateway, ready: &AtomicBool, req: Request<Incoming>) -> Res
             "not found: try /metrics, /healthz, /readyz, /status, /breakers, /cache\n".into(),
         ),
     }
+}
+
+/// A route as configured: its match, what it does, and the policies it has.
+fn route_status(r: &floodgate_config::model::Route, i: usize) -> serde_json::Value {
+    let m = &r.matches;
+    let mut matches = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        matches.insert(k.to_owned(), v);
+    };
+    if !m.hosts.is_empty() {
+        put("hosts", m.hosts.clone().into());
+    }
+    for (k, v) in [
+        ("path", &m.path),
+        ("path_prefix", &m.path_prefix),
+        ("path_regex", &m.path_regex),
+    ] {
+        if let Some(v) = v {
+            put(k, v.clone().into());
+        }
+    }
+    if !m.methods.is_empty() {
+        put("methods", m.methods.clone().into());
+    }
+    if !m.headers.is_empty() {
+        put(
+            "headers",
+            m.headers
+                .iter()
+                .map(|h| h.name.clone())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    if !m.query.is_empty() {
+        put(
+            "query",
+            m.query
+                .iter()
+                .map(|q| q.name.clone())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    let policies: Vec<&str> = [
+        ("rate_limits", !r.rate_limits.is_empty()),
+        ("concurrency", r.concurrency.is_some()),
+        ("circuit_breaker", r.circuit_breaker.is_some()),
+        ("fallback", r.fallback.is_some()),
+        ("fault", r.fault.is_some()),
+        ("auth", r.auth.is_some()),
+        ("ip", r.ip.is_some()),
+        ("cors", r.cors.is_some()),
+        ("waf", r.waf.is_some()),
+        ("security_headers", r.security_headers.is_some()),
+        ("existence_filter", r.existence_filter.is_some()),
+        ("cache", r.cache.is_some()),
+        ("idempotency", r.idempotency.is_some()),
+        ("mirror", r.mirror.is_some()),
+        ("rewrite", r.rewrite.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect();
+    serde_json::json!({
+        "name": floodgate_config::route_name(r, i),
+        "match": matches,
+        "upstream": r.upstream,
+        "split": (!r.split.is_empty()).then(|| r.split.iter().map(|t| t.upstream.clone()).collect::<Vec<_>>()),
+        "redirect": r.redirect.as_ref().map(|d| d.location.clone()),
+        "policies": policies,
+    })
 }
 
 /// Each upstream's targets as the balancers see them now.

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cache;
 pub mod cors;
 pub mod de;
+pub mod diff;
 pub mod error;
 pub mod model;
 pub mod node;

@@ -92,6 +92,21 @@ pub struct Gateway {
     pub idempotency: crate::kept::Kept<crate::idempotency::KeyStore>,
     /// The HTTP cache, kept across reloads.
     pub cache: Arc<crate::cache::CacheState>,
+    /// How the last reload went (none yet: `None`), for `/status`.
+    last_reload: std::sync::Mutex<Option<ReloadRecord>>,
+}
+
+/// One reload's outcome.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    /// When it was tried.
+    pub at: std::time::SystemTime,
+    /// What asked for it (`SIGHUP`, `file change`).
+    pub cause: String,
+    /// The generation it made, or why the file was refused.
+    pub outcome: Result<u64, String>,
+    /// What it changed (see [`floodgate_config::diff::changes`]).
+    pub changes: Vec<String>,
 }
 
 impl Gateway {
@@ -147,7 +162,21 @@ impl Gateway {
             existence,
             idempotency,
             cache,
+            last_reload: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// Keeps `record` as the last reload's.
+    pub fn record_reload(&self, record: ReloadRecord) {
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
+    }
+
+    /// The last reload's outcome, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Starts the gateway's background work on the current runtime: the cluster heartbeat
@@ -194,9 +223,14 @@ impl Gateway {
         self.current.load_full()
     }
 
-    /// Applies a new validated config, or refuses it and keeps the current one.
-    pub fn reload(self: &Arc<Self>, config: ValidConfig) -> Result<u64, ReloadError> {
+    /// Applies a new validated config, or refuses it and keeps the current one; the new
+    /// generation and what changed.
+    pub fn reload(
+        self: &Arc<Self>,
+        config: ValidConfig,
+    ) -> Result<(u64, Vec<String>), ReloadError> {
         let old = self.snapshot();
+        let changes = floodgate_config::diff::changes(&old.config, &config);
         let before: Vec<_> = old
             .config
             .listeners
@@ -247,6 +281,6 @@ impl Gateway {
         self.health.sync(&snap, &self.metrics);
         self.resolvers.sync(self, &snap);
         self.pools.prune();
-        Ok(generation)
+        Ok((generation, changes))
     }
 }

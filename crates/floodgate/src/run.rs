@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use floodgate_config::ValidConfig;
 use floodgate_proxy::access_log::AccessLog;
+use floodgate_proxy::gateway::ReloadRecord;
 use floodgate_proxy::{Gateway, Metrics, server};
 use tokio::sync::{mpsc, watch};
 
@@ -229,9 +230,17 @@ fn spawn_reloader(gw: Arc<Gateway>, path: PathBuf) -> Result<(), String> {
 }
 
 fn reload(gw: &Arc<Gateway>, path: &Path, cause: &str) {
+    let record = |outcome: Result<u64, String>, changes: Vec<String>| {
+        gw.metrics.reload(outcome.is_ok());
+        gw.record_reload(ReloadRecord {
+            at: std::time::SystemTime::now(),
+            cause: cause.to_owned(),
+            outcome,
+            changes,
+        });
+    };
     match crate::commands::load(path) {
         Err(errors) => {
-            gw.metrics.reload(false);
             for e in &errors.0 {
                 tracing::error!(cause, file = %e.file, line = e.pos.line, column = e.pos.column, field = %e.path, "{}", e.message);
             }
@@ -240,15 +249,21 @@ fn reload(gw: &Arc<Gateway>, path: &Path, cause: &str) {
                 errors = errors.0.len(),
                 "configuration refused; the running configuration is kept"
             );
+            record(Err(errors.to_string()), Vec::new());
         }
         Ok(cfg) => match gw.reload(cfg) {
-            Ok(generation) => {
-                gw.metrics.reload(true);
-                tracing::info!(cause, generation, "configuration reloaded");
+            Ok((generation, changes)) => {
+                let summary = if changes.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    changes.join("; ")
+                };
+                tracing::info!(cause, generation, changes = %summary, "configuration reloaded");
+                record(Ok(generation), changes);
             }
             Err(e) => {
-                gw.metrics.reload(false);
                 tracing::error!(cause, "configuration refused: {e}");
+                record(Err(e.to_string()), Vec::new());
             }
         },
     }

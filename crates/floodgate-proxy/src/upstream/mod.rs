@@ -160,6 +160,14 @@ fn target_set(name: &str, cfg: &Upstream, resolved: &Resolved, r: &Registries<'_
             _ => vec![t.address().to_owned()],
         };
         for address in addresses {
+            // Two names for one address are one server: one target, their weights added.
+            if let Some(i) = targets
+                .iter()
+                .position(|t: &Arc<Target>| *t.address == *address)
+            {
+                weights[i] += t.weight();
+                continue;
+            }
             let Ok(authority) = address.parse::<Authority>() else {
                 continue;
             };

@@ -69,3 +69,34 @@ routes:
     assert_eq!(targets.as_array().map(Vec::len), Some(1));
     assert_eq!(targets[0]["address"], format!("127.0.0.3:{port}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_names_for_one_address_are_one_target() {
+    let a = named_on("127.0.0.4:0", "a").await;
+    let port = a.port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hosts"),
+        "127.0.0.4 api.test\n127.0.0.4 www.test\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        &format!(
+            "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+dns: {{ refresh: 1h, hosts_file: \"{{dir}}/hosts\" }}
+upstreams:
+  pool: {{ targets: [ \"api.test:{port}\", \"www.test:{port}\" ] }}
+routes:
+  - {{ match: {{ path_prefix: / }}, upstream: pool }}
+"
+        )
+        .replace("{dir}", &dir.path().display().to_string()),
+    );
+    gw.wait_log("target names resolved").expect("resolved");
+    let (_, _, status) = get(&format!("http://{}/status", gw.admin)).await;
+    let targets = &json(&status)["upstreams"]["pool"]["targets"];
+    assert_eq!(targets.as_array().map(Vec::len), Some(1), "{targets}");
+    assert_eq!(targets[0]["address"], format!("127.0.0.4:{port}"));
+}

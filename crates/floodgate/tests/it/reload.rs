@@ -183,3 +183,42 @@ async fn sighup_reloads_and_listener_changes_are_refused() {
         gw.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_what_changed_and_status_shows_the_last_one() {
+    let up = echo_upstream().await;
+    let gw = Gateway::start(&versioned(up, 0));
+    let status = || async {
+        let (_, _, body) = get(&format!("http://{}/status", gw.admin)).await;
+        json(&body)
+    };
+    assert!(status().await["last_reload"].is_null(), "no reload yet");
+    gw.write_config(&versioned(up, 1));
+    wait_reloads(&gw, (1.0, 0.0)).await;
+    let line = gw
+        .wait_log("\"configuration reloaded\"")
+        .expect("reload logged");
+    assert!(
+        line.contains("routes added: v1; routes removed: v0"),
+        "the line says what changed: {line}"
+    );
+    let last = status().await["last_reload"].clone();
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["generation"], 2);
+    assert_eq!(last["changes"][0], "routes added: v1");
+    // A refused file: the reason, located, and nothing changed.
+    gw.write_config(&broken(up, 2));
+    wait_reloads(&gw, (1.0, 1.0)).await;
+    let last = status().await["last_reload"].clone();
+    assert_eq!(last["ok"], false, "{last}");
+    let error = last["error"].as_str().unwrap();
+    assert!(
+        error.contains("routes[0].bogus: unknown field `bogus`"),
+        "{error}"
+    );
+    // Routes are listed with their match, what they do and their policies.
+    let routes = status().await["routes"].clone();
+    assert_eq!(routes[0]["name"], "stable");
+    assert_eq!(routes[0]["match"]["path_prefix"], "/stable");
+    assert_eq!(routes[0]["upstream"], "backend");
+}
