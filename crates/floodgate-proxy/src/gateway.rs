@@ -118,7 +118,10 @@ impl Gateway {
         access_log: AccessLog,
     ) -> Result<Arc<Self>, String> {
         let cluster = match &config.cluster {
-            Some(c) => Some(Arc::new(ClusterClient::new(c, metrics.clone())?)),
+            Some(c) => {
+                metrics.register_cluster();
+                Some(Arc::new(ClusterClient::new(c, metrics.clone())?))
+            }
             None => None,
         };
         let pools = Pools::default();

@@ -37,6 +37,7 @@ pub mod mirror;
 pub mod oauth2;
 pub mod path;
 pub mod problem;
+pub mod process_metrics;
 pub mod ratelimit;
 mod record;
 pub mod request_id;

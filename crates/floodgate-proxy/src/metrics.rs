@@ -2,7 +2,7 @@
 //! route's series are looked up once when a snapshot is built, so the request path only
 //! touches atomics (and the histogram's own lock), never the family maps.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,7 +51,11 @@ struct TargetReuse {
 /// One target's series, resolved once per snapshot.
 #[derive(Clone)]
 pub struct TargetMetrics {
-    by_class: [Counter; 5],
+    /// 2xx to 5xx, made ahead; an informational status (which hyper hands on only for an
+    /// upgrade) finds its series on the rare occasion it comes.
+    by_class: [Counter; 4],
+    family: Family<TargetClass, Counter>,
+    label: (String, String),
     latency: Histogram,
     reused: Counter,
     fresh: Counter,
@@ -61,8 +65,20 @@ impl TargetMetrics {
     /// Counts one try that got a response head after `seconds`, on a pooled (`reused`) or
     /// new connection.
     pub fn response(&self, status: u16, seconds: f64, reused: bool) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].inc();
+        match usize::from(status / 100).clamp(1, 5) {
+            1 => {
+                self.family
+                    .get_or_create(&TargetClass {
+                        upstream: self.label.0.clone(),
+                        target: self.label.1.clone(),
+                        class: "1xx",
+                    })
+                    .inc();
+            }
+            c => {
+                self.by_class[c - 2].inc();
+            }
+        }
         self.latency.observe(seconds);
         if reused {
             self.reused.inc();
@@ -345,12 +361,12 @@ pub struct Metrics {
 pub struct LimitMetrics {
     /// Admitted at once.
     pub allowed: Counter,
-    /// Admitted after a wait (leaky bucket).
-    pub delayed: Counter,
+    /// Admitted after a wait (a leaky bucket's only: others have no such series).
+    pub delayed: Option<Counter>,
     /// Refused with 429 (or 503 when Redis is unavailable and the limit fails closed).
     pub rejected: Counter,
-    /// Would have been refused, but the limit is a dry run.
-    pub dry_run_rejected: Counter,
+    /// Would have been refused, but the limit is a dry run (a dry run's only).
+    pub dry_run_rejected: Option<Counter>,
     /// Keys held now.
     pub keys: Gauge,
     /// Keys forgotten while holding state because the table was full.
@@ -375,15 +391,29 @@ pub struct BulkheadMetrics {
 /// A route's series, resolved once per snapshot.
 #[derive(Clone)]
 pub struct RouteMetrics {
-    by_class: [Counter; 5],
+    /// 2xx to 5xx, made ahead; 1xx (a switch of protocols) finds its series when it comes.
+    by_class: [Counter; 4],
+    family: Family<RouteClass, Counter>,
+    route: Arc<str>,
     latency: Histogram,
 }
 
 impl RouteMetrics {
     /// Counts one finished request.
     pub fn record(&self, status: u16, seconds: f64) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].inc();
+        match usize::from(status / 100).clamp(1, 5) {
+            1 => {
+                self.family
+                    .get_or_create(&RouteClass {
+                        route: self.route.to_string(),
+                        class: "1xx",
+                    })
+                    .inc();
+            }
+            c => {
+                self.by_class[c - 2].inc();
+            }
+        }
         self.latency.observe(seconds);
     }
 }
@@ -406,7 +436,15 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every family.
     pub fn new() -> Self {
-        let mut reg = Registry::with_prefix("floodgate");
+        // The process's own series have no prefix; Floodgate's carry `floodgate_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let build = prometheus_client::metrics::info::Info::new(vec![(
+            "version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )]);
+        let reg = root.sub_registry_with_prefix("floodgate");
+        reg.register("build", "The running build", build);
         let requests = Family::<RouteClass, Counter>::default();
         let latency =
             Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
@@ -540,24 +578,9 @@ impl Metrics {
             "Requests refused by a bulkhead (queue full or wait timed out)",
             bulkhead_rejected.clone(),
         );
-        reg.register(
-            "redis_duration_seconds",
-            "Latency of Redis calls",
-            redis_latency.clone(),
-        );
-        reg.register(
-            "redis_errors",
-            "Redis calls that failed or timed out",
-            redis_errors.clone(),
-        );
-        reg.register(
-            "cluster_nodes",
-            "Live gateway nodes last counted in the cluster",
-            cluster_nodes.clone(),
-        );
         config_ok.set(1);
-        let resilience = Resilience::register(&mut reg);
-        let cache = CacheFamilies::register(&mut reg);
+        let resilience = Resilience::register(reg);
+        let cache = CacheFamilies::register(reg);
         Metrics {
             resilience,
             cache,
@@ -577,7 +600,7 @@ impl Metrics {
             redis_latency,
             redis_errors,
             cluster_nodes,
-            registry: Mutex::new(reg),
+            registry: Mutex::new(root),
             requests,
             latency,
             upstream_errors,
@@ -600,13 +623,9 @@ impl Metrics {
                 .clone()
         };
         RouteMetrics {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            by_class: [class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            family: self.requests.clone(),
+            route: Arc::from(route),
             latency: self
                 .latency
                 .get_or_create(&RouteLabel {
@@ -616,8 +635,9 @@ impl Metrics {
         }
     }
 
-    /// The series of one rate limit.
-    pub fn limit(&self, route: &str, limit: &str) -> LimitMetrics {
+    /// The series of one rate limit; `queues` (a leaky bucket) and `dry_run` say which
+    /// outcomes it can have, and only those series exist.
+    pub fn limit(&self, route: &str, limit: &str, queues: bool, dry_run: bool) -> LimitMetrics {
         let outcome = |outcome: &'static str| {
             self.limit_decisions
                 .get_or_create(&LimitOutcome {
@@ -633,9 +653,9 @@ impl Metrics {
         };
         LimitMetrics {
             allowed: outcome("allowed"),
-            delayed: outcome("delayed"),
+            delayed: queues.then(|| outcome("delayed")),
             rejected: outcome("rejected"),
-            dry_run_rejected: outcome("dry_run_rejected"),
+            dry_run_rejected: dry_run.then(|| outcome("dry_run_rejected")),
             keys: self.limit_keys.get_or_create(&label).clone(),
             evicted: self.limit_evicted.get_or_create(&label).clone(),
         }
@@ -827,13 +847,9 @@ impl Metrics {
                 .clone()
         };
         TargetMetrics {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            by_class: [class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            family: self.target_requests.clone(),
+            label: (upstream.to_owned(), target.to_owned()),
             latency: self
                 .target_latency
                 .get_or_create(&TargetLabel {
@@ -888,6 +904,28 @@ impl Metrics {
     /// Counts a dropped access log line.
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+
+    /// Exports the cluster's series (Redis latency and errors, live nodes): only a gateway
+    /// with a `cluster` section has them, so no others show series that cannot move.
+    pub fn register_cluster(&self) {
+        let mut root = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let reg = root.sub_registry_with_prefix("floodgate");
+        reg.register(
+            "redis_duration_seconds",
+            "Latency of Redis calls",
+            self.redis_latency.clone(),
+        );
+        reg.register(
+            "redis_errors",
+            "Redis calls that failed or timed out",
+            self.redis_errors.clone(),
+        );
+        reg.register(
+            "cluster_nodes",
+            "Live gateway nodes last counted in the cluster",
+            self.cluster_nodes.clone(),
+        );
     }
 
     /// Renders everything in the OpenMetrics text format.

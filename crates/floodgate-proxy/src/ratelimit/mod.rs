@@ -186,7 +186,12 @@ impl RouteLimits {
             .enumerate()
             .map(|(i, l)| {
                 let name = floodgate_config::limit_name(l, i);
-                let metrics = metrics.limit(route, &name);
+                let metrics = metrics.limit(
+                    route,
+                    &name,
+                    l.algorithm == Algorithm::LeakyBucket,
+                    l.dry_run,
+                );
                 let backend = match (l.scope, cluster) {
                     (Scope::Cluster, Some(client)) => {
                         let base = format!("{}rl:{route}:{name}:", client.prefix()).into_bytes();
@@ -262,12 +267,16 @@ impl RouteLimits {
                     limit.metrics.allowed.inc();
                 }
                 Verdict::Delay(d) => {
-                    limit.metrics.delayed.inc();
+                    if let Some(c) = &limit.metrics.delayed {
+                        c.inc();
+                    }
                     delay = delay.max(d);
                 }
                 Verdict::Reject { retry_after } => {
                     if limit.dry_run {
-                        limit.metrics.dry_run_rejected.inc();
+                        if let Some(c) = &limit.metrics.dry_run_rejected {
+                            c.inc();
+                        }
                         dry_run_hit.get_or_insert_with(|| limit.name.clone());
                     } else {
                         limit.metrics.rejected.inc();

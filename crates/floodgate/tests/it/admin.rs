@@ -23,7 +23,9 @@ async fn metrics_health_and_status() {
     let (_, _, status) = get(&format!("{admin}/status")).await;
     let status = json(&status);
     assert_eq!(status["generation"], 1);
-    assert_eq!(status["routes"], serde_json::json!(["api"]));
+    assert_eq!(status["routes"][0]["name"], "api");
+    assert_eq!(status["routes"][0]["match"]["path_prefix"], "/api");
+    assert_eq!(status["routes"][0]["upstream"], "backend");
     let target = &status["upstreams"]["backend"]["targets"][0];
     assert_eq!(target["healthy"], true);
     assert_eq!(target["ejected"], false);
@@ -55,5 +57,24 @@ async fn metrics_health_and_status() {
         text.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"
     );
+    // The process's own series, and the build.
+    for series in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "floodgate_build_info{version=\"",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    // No series that cannot move for this config: no cluster, no informational answers.
+    for absent in [
+        "floodgate_redis_",
+        "floodgate_cluster_nodes",
+        "class=\"1xx\"",
+    ] {
+        assert!(!text.contains(absent), "{absent} exported:\n{text}");
+    }
     assert_eq!(get(&format!("{admin}/nope")).await.0, StatusCode::NOT_FOUND);
 }
