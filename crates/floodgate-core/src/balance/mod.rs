@@ -61,8 +61,15 @@ mod tests {
 
     #[test]
     fn the_stable_hash_is_stable() {
-        assert_eq!(stable_hash(b""), stable_hash(b""));
         assert_ne!(stable_hash(b"a"), stable_hash(b"b"));
+        // Spread: a thousand keys hash apart, and the top bit (which Maglev's table index
+        // depends on as much as any) is set for about half.
+        let hashes: std::collections::HashSet<u64> = (0..1000u32)
+            .map(|i| stable_hash(format!("key-{i}").as_bytes()))
+            .collect();
+        assert_eq!(hashes.len(), 1000);
+        let high = hashes.iter().filter(|h| *h >> 63 == 1).count();
+        assert!((400..600).contains(&high), "{high}");
         // Pinned: a change here would move every consistent-hash key in a running fleet.
         assert_eq!(stable_hash(b"user-42"), 0xa39532c7ab051e8d);
     }

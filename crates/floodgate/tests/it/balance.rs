@@ -75,10 +75,12 @@ async fn least_request_sends_the_next_request_to_the_idle_target() {
     release.notify_waiters();
     for h in held {
         // A release may come before a handler waits: release again until all are done.
-        while !h.is_finished() {
+        until("the held request finishes", || {
             release.notify_waiters();
-            tokio::task::yield_now().await;
-        }
+            let done = h.is_finished();
+            async move { done }
+        })
+        .await;
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
 }
@@ -130,19 +132,23 @@ async fn bounded_load_moves_a_hot_key_off_a_full_target() {
     let second = arrived.recv().await.unwrap();
     assert_ne!(first, second, "the hot key spilled to the other target");
     for h in [first_req, second_req] {
-        while !h.is_finished() {
+        until("the held request finishes", || {
             release.notify_waiters();
-            tokio::task::yield_now().await;
-        }
+            let done = h.is_finished();
+            async move { done }
+        })
+        .await;
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
     // Idle again: the key goes back to its own target.
     let third_req = send(url);
     assert_eq!(arrived.recv().await.unwrap(), first);
-    while !third_req.is_finished() {
+    until("the third request finishes", || {
         release.notify_waiters();
-        tokio::task::yield_now().await;
-    }
+        let done = third_req.is_finished();
+        async move { done }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

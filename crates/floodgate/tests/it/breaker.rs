@@ -314,9 +314,10 @@ async fn fallbacks_for_each_trigger() {
             "floodgate_concurrency_in_flight{{scope=\"route\",name=\"{}\"}}",
             path.trim_start_matches('/')
         );
-        while gw.metric(&in_flight).await < 1.0 {
-            tokio::task::yield_now().await;
-        }
+        until("the first request holds the place", || async {
+            gw.metric(&in_flight).await >= 1.0
+        })
+        .await;
         let (s, h, b) = get(&gw.url(path)).await;
         assert_eq!((s, &b[..]), (status, body.as_bytes()));
         assert_eq!(h["floodgate-fallback"], trigger);
@@ -330,7 +331,7 @@ async fn fallbacks_for_each_trigger() {
         ("batch", "shed"),
     ] {
         let series = format!("floodgate_fallbacks_total{{route=\"{route}\",kind=\"{kind}\"}}");
-        assert!(gw.metric(&series).await >= 1.0, "{series}");
+        assert_eq!(gw.metric(&series).await, 1.0, "{series}");
     }
 }
 
@@ -420,9 +421,10 @@ routes:
     let in_flight = |s: &'static str| tokio::spawn(get(gw.url(s).leak()));
     let holder = in_flight("/browse");
     let in_flight_series = "floodgate_concurrency_in_flight{scope=\"upstream\",name=\"held\"}";
-    while gw.metric(in_flight_series).await < 1.0 {
-        tokio::task::yield_now().await;
-    }
+    until("a request in flight", || async {
+        gw.metric(in_flight_series).await >= 1.0
+    })
+    .await;
     // Full: a sheddable request is refused at once.
     let (s, h, body) = get(&gw.url("/batch")).await;
     assert_problem(s, &h, &body, StatusCode::SERVICE_UNAVAILABLE, "load-shed");
@@ -440,9 +442,10 @@ routes:
     // A normal request waits in the queue; a critical one pushes it out.
     let waiting = in_flight("/browse");
     let queued = "floodgate_concurrency_queued{scope=\"upstream\",name=\"held\"}";
-    while gw.metric(queued).await < 1.0 {
-        tokio::task::yield_now().await;
-    }
+    until("a request queued", || async {
+        gw.metric(queued).await >= 1.0
+    })
+    .await;
     let critical = in_flight("/checkout");
     let (s, h, body) = waiting.await.unwrap();
     assert_problem(s, &h, &body, StatusCode::SERVICE_UNAVAILABLE, "load-shed");

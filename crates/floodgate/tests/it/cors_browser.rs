@@ -22,8 +22,20 @@ async fn a_browser_obeys_the_gateways_cors_answers() {
         })
     };
     let (allowed, denied) = (page().await, page().await);
-    let api = upstream(|req: http::Request<hyper::body::Incoming>| async move {
-        Response::new(full(format!("{} from the api", req.method())))
+    // Every request the api receives: its method and Origin.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let record = seen.clone();
+    let api = upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let origin = req
+            .headers()
+            .get("origin")
+            .map(|o| o.to_str().unwrap_or("?").to_owned())
+            .unwrap_or_default();
+        record
+            .lock()
+            .unwrap()
+            .push((req.method().to_string(), origin));
+        async move { Response::new(full(format!("{} from the api", req.method()))) }
     })
     .await;
     let gw = gateway_with(
@@ -75,4 +87,17 @@ async fn a_browser_obeys_the_gateways_cors_answers() {
             "{name} from another origin: {r}"
         );
     }
+    // What reached the api: the allowed origin's GET and PUT, and the other origin's
+    // simple GET (a browser sends it and only hides the answer); never a request whose
+    // preflight the gateway refused (the DELETE, the other origin's PUT).
+    let (allowed_origin, denied_origin) = (format!("http://{allowed}"), format!("http://{denied}"));
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    let mut want = vec![
+        ("GET".to_owned(), allowed_origin.clone()),
+        ("GET".to_owned(), denied_origin),
+        ("PUT".to_owned(), allowed_origin),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{r}");
 }

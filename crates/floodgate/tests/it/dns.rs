@@ -22,7 +22,7 @@ async fn named_on(bind: &str, name: &'static str) -> std::net::SocketAddr {
 async fn a_name_becomes_one_target_per_address_and_follows_changes() {
     // Two servers on one port, on two loopback addresses.
     let a = named_on("127.0.0.2:0", "a").await;
-    let b = named_on(&format!("127.0.0.3:{}", a.port()), "b").await;
+    let _b = named_on(&format!("127.0.0.3:{}", a.port()), "b").await;
     let port = a.port();
     let cfg = format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
@@ -46,7 +46,6 @@ routes:
         seen.insert(h["x-target"].to_str().unwrap().to_owned());
     }
     assert_eq!(seen.len(), 2, "both addresses are targets: {seen:?}");
-    assert_eq!(b.port(), port);
 
     // The name now points at one address only: traffic follows by itself.
     std::fs::write(&hosts, "127.0.0.3 api.test\n").unwrap();

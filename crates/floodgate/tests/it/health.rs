@@ -219,10 +219,12 @@ routes:
     );
     // The request in flight there finishes normally.
     for h in [first, second] {
-        while !h.is_finished() {
+        until("the request in flight finishes", || {
             release.notify_waiters();
-            tokio::task::yield_now().await;
-        }
+            let done = h.is_finished();
+            async move { done }
+        })
+        .await;
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
 }

@@ -81,9 +81,10 @@ async fn first_in_flight(
             .unwrap();
         send(req).await
     });
-    while origin.hits("/slow") == 0 {
-        tokio::task::yield_now().await;
-    }
+    until("the first request reaches the origin", || async {
+        origin.hits("/slow") > 0
+    })
+    .await;
     first
 }
 

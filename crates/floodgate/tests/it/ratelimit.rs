@@ -313,8 +313,49 @@ async fn a_full_bulkhead_refuses_with_503_and_frees_its_place() {
     assert_eq!(
         gw.metric("floodgate_concurrency_limit{scope=\"route\",name=\"adaptive\"}")
             .await,
-        7.0
+        7.0,
+        "the adaptive limit starts at its initial value"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_limit_falls_when_the_upstream_slows() {
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = slow.clone();
+    let up = upstream(move |_req| {
+        let s = s.clone();
+        async move {
+            if s.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    let routes = "  - name: adaptive\n    match: { path: /adaptive }\n    upstream: backend\n    concurrency: { adaptive: { initial_limit: 20, window: 20ms, tolerance: 10% } }\n";
+    let gw = Gateway::start(&config(up, routes, ""));
+    let url = gw.url("/adaptive");
+    let series = "floodgate_concurrency_limit{scope=\"route\",name=\"adaptive\"}";
+    // Fast answers first: the minimum latency is learned.
+    for _ in 0..50 {
+        assert_eq!(get(&url).await.0, StatusCode::OK);
+    }
+    let before = gw.metric(series).await;
+    assert!(before >= 20.0, "{before}");
+    // The upstream slows down: latency far over the minimum, and the limit falls.
+    slow.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        assert_eq!(get(&url).await.0, StatusCode::OK);
+        let now = gw.metric(series).await;
+        if now < before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit stayed at {now} while latency rose"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,11 +160,56 @@ async fn fifty_reloads_under_load_drop_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_listener_changes_are_refused() {
     let up = echo_upstream().await;
-    let gw = Gateway::start(&versioned(up, 0));
-    // Change the file without the watcher's help being needed: SIGHUP re-reads it too.
-    gw.write_config(&versioned(up, 1));
-    wait_reloads(&gw, (1.0, 0.0)).await;
+    // A JWT key in a file the watcher does not look at (only the config file is watched):
+    // replacing it changes nothing until SIGHUP re-reads everything. Keys and tokens from
+    // PyJWT and cryptography.
+    let keys = run_python(
+        "import jwt, time, json\n\
+         from cryptography.hazmat.primitives import serialization\n\
+         from cryptography.hazmat.primitives.asymmetric import ec\n\
+         out = {}\n\
+         for n in ['one', 'two']:\n\
+         \x20   k = ec.generate_private_key(ec.SECP256R1())\n\
+         \x20   out[n + '_pem'] = k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()\n\
+         \x20   out[n] = jwt.encode({'sub': 'x', 'exp': int(time.time()) + 600}, k, algorithm='ES256')\n\
+         print(json.dumps(out))",
+    );
+    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    let with_jwt = |version: usize| {
+        versioned(up, version).replace(
+            "routes:\n",
+            "routes:\n  - name: signed\n    match: { path: /signed }\n    upstream: backend\n    auth: { jwt: { keys: [ { algorithm: ES256, public_key_file: \"{dir}/key.pem\" } ] } }\n",
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&key_file, keys["one_pem"].as_str().unwrap()).unwrap();
+    let gw = Gateway::start(&with_jwt(0).replace("{dir}", &dir.path().display().to_string()));
+    let signed = |token: &str| {
+        let auth = format!("Bearer {}", keys[token].as_str().unwrap());
+        let url = gw.url("/signed");
+        async move { get_with(&url, &[("authorization", &auth)]).await.0 }
+    };
+    assert_eq!(signed("one").await, StatusCode::OK);
+    assert_eq!(signed("two").await, StatusCode::UNAUTHORIZED);
+    std::fs::write(&key_file, keys["two_pem"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        signed("two").await,
+        StatusCode::UNAUTHORIZED,
+        "not yet re-read"
+    );
     gw.signal("HUP");
+    wait_reloads(&gw, (1.0, 0.0)).await;
+    assert_eq!(
+        signed("two").await,
+        StatusCode::OK,
+        "SIGHUP read the new key"
+    );
+    let (_, _, status) = get(&format!("http://{}/status", gw.admin)).await;
+    assert_eq!(json(&status)["last_reload"]["cause"], "SIGHUP");
+
+    // A config change the watcher sees.
+    gw.write_config(&with_jwt(1).replace("{dir}", &dir.path().display().to_string()));
     wait_reloads(&gw, (2.0, 0.0)).await;
     assert_eq!(get(&gw.url("/v1")).await.0, StatusCode::OK);
 

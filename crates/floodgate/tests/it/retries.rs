@@ -59,7 +59,9 @@ async fn a_dead_target_is_retried_on_a_live_one() {
     let retries = gw
         .metric("floodgate_upstream_retries_total{upstream=\"pool\",kind=\"connect_error\"}")
         .await;
-    assert!(retries >= 5.0, "{retries}");
+    // The rotation starts at a random place, and a retry's pick moves it on: so every
+    // request tries the dead target first, but perhaps the very first one.
+    assert!(retries == 14.0 || retries == 13.0, "{retries}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

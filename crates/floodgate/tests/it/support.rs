@@ -28,8 +28,15 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// How long the harness waits for anything the gateway should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The most any test that starts a gateway may take (the slowest take about 20 s). Past
+/// it the whole run stops with the test's name, so a behaviour that hangs fails CI in
+/// minutes instead of holding it until its own timeout.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(180);
+
 /// A running gateway process.
 pub struct Gateway {
+    /// Dropped with the gateway: ends the test's watchdog.
+    _watchdog: std::sync::mpsc::Sender<()>,
     child: Child,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -67,6 +74,7 @@ impl Gateway {
             }
         });
         let mut gw = Gateway {
+            _watchdog: watchdog(),
             child,
             dir,
             config_path,
@@ -278,6 +286,20 @@ pub fn check_log_line(line: &str) -> Result<(), String> {
         .deserialize_map(Unique)
         .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())
+}
+
+/// A thread that ends the whole test run if the calling test outlives [`TEST_DEADLINE`];
+/// dropping the returned sender (the test ended) stops it.
+fn watchdog() -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_DEADLINE) {
+            eprintln!("{test} is still running after {TEST_DEADLINE:?}: stopping the run");
+            std::process::exit(101);
+        }
+    });
+    tx
 }
 
 /// A string field of a JSON log line.
@@ -711,4 +733,18 @@ pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Waits until `check` holds, polling every few milliseconds; fails the test with `what`
+/// after [`PATIENCE`] instead of hanging.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -116,6 +116,63 @@ async fn request(s: Session, path: &str) -> (StatusCode, http::HeaderMap, Bytes)
     )
 }
 
+/// The leaf certificate the gateway presents for `sni`, recorded by a client that accepts
+/// whatever it is shown (to see what a refusing client was offered).
+async fn shown_leaf(gw: &Gateway, sni: &str) -> Vec<u8> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    #[derive(Debug)]
+    struct Record(std::sync::Mutex<Option<Vec<u8>>>);
+    impl ServerCertVerifier for Record {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            *self.0.lock().unwrap() = Some(end_entity.to_vec());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let record = Arc::new(Record(std::sync::Mutex::new(None)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(BOTH)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(record.clone())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let _session = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+        .expect("a client that accepts anything completes the handshake");
+    let leaf = record.0.lock().unwrap().clone();
+    leaf.expect("a certificate was shown")
+}
+
 fn der(name: &str) -> Vec<u8> {
     CertificateDer::pem_file_iter(fixture(name))
         .unwrap()
@@ -179,6 +236,8 @@ async fn the_certificate_follows_sni_and_alpn_picks_the_protocol() {
             Ok(s) => assert_eq!(s.leaf(), der(cert), "{sni}"),
             Err(e) => {
                 assert_eq!(sni, "other.test", "{sni}: {e}");
+                // The client refused it; the leaf it was shown is the first certificate.
+                assert_eq!(shown_leaf(&gw, sni).await, der(cert), "{sni}");
             }
         }
     }

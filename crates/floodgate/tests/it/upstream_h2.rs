@@ -16,35 +16,50 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::support::*;
 
 /// A server that speaks HTTP/2 only; counts connections; answers with the request's
-/// version, authority and body length.
-async fn h2_only() -> (SocketAddr, Arc<AtomicUsize>) {
+/// version, authority and body length. Requests to `/held-*` are answered only once
+/// `held` of them are in the server at the same time (503 if they never are).
+async fn h2_only(held: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();
+    let barrier = Arc::new(tokio::sync::Barrier::new(held.max(1)));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let barrier = barrier.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let version = format!("{:?}", req.version());
-                    let authority = req
-                        .uri()
-                        .authority()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    let len = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes().len())
-                        .unwrap_or(0);
-                    let mut resp = Response::new(Full::new(Bytes::from(format!("{len}"))));
-                    resp.headers_mut()
-                        .insert("x-version", version.parse().unwrap());
-                    resp.headers_mut()
-                        .insert("x-authority", authority.parse().unwrap());
-                    Ok::<_, Infallible>(resp)
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let barrier = barrier.clone();
+                    async move {
+                        if req.uri().path().starts_with("/held-")
+                            && tokio::time::timeout(PATIENCE, barrier.wait())
+                                .await
+                                .is_err()
+                        {
+                            let mut resp = Response::new(Full::new(Bytes::from("never all held")));
+                            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        let version = format!("{:?}", req.version());
+                        let authority = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        let len = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        let mut resp = Response::new(Full::new(Bytes::from(format!("{len}"))));
+                        resp.headers_mut()
+                            .insert("x-version", version.parse().unwrap());
+                        resp.headers_mut()
+                            .insert("x-authority", authority.parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -57,7 +72,7 @@ async fn h2_only() -> (SocketAddr, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_share_one_multiplexed_http2_connection() {
-    let (up, connections) = h2_only().await;
+    let (up, connections) = h2_only(20).await;
     let gw = Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
@@ -68,14 +83,15 @@ routes:
   - {{ match: {{ path_prefix: / }}, upstream: grpcish }}
 "
     ));
-    // One request first, so the connection exists; then twenty at once.
+    // One request first, so the connection exists; then twenty at once, all of them held
+    // in the upstream together before any is answered.
     let (status, h, _) = get_with(&gw.url("/warm"), &[("host", "api.test")]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h["x-version"], "HTTP/2.0");
     assert_eq!(h["x-authority"], "api.test");
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let url = gw.url(&format!("/r{i}"));
+        let url = gw.url(&format!("/held-{i}"));
         tasks.push(tokio::spawn(async move { get(&url).await.0 }));
     }
     for t in tasks {
@@ -97,22 +113,26 @@ routes:
 }
 
 /// A server that speaks HTTP/2 only and ends each connection gracefully (GOAWAY) after a
-/// few requests, as nginx does after `keepalive_requests`.
-async fn h2_going_away(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+/// few requests, as nginx does after `keepalive_requests`; counts connections and the
+/// requests it processed in all.
+async fn h2_going_away(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let count = connections.clone();
+    let processed = Arc::new(AtomicUsize::new(0));
+    let (count, total) = (connections.clone(), processed.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let total = total.clone();
             tokio::spawn(async move {
                 let served = Arc::new(AtomicUsize::new(0));
                 let enough = Arc::new(tokio::sync::Notify::new());
                 let (s, e) = (served.clone(), enough.clone());
                 let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let (s, e) = (s.clone(), e.clone());
+                    let (s, e, total) = (s.clone(), e.clone(), total.clone());
                     async move {
+                        total.fetch_add(1, Ordering::SeqCst);
                         if s.fetch_add(1, Ordering::SeqCst) + 1 == per_connection {
                             e.notify_one();
                         }
@@ -130,12 +150,12 @@ async fn h2_going_away(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) 
             });
         }
     });
-    (addr, connections)
+    (addr, connections, processed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_caught_by_a_goaway_go_out_again_on_a_new_connection() {
-    let (up, connections) = h2_going_away(5).await;
+    let (up, connections, processed) = h2_going_away(5).await;
     let gw = Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
@@ -156,6 +176,9 @@ routes:
             assert_eq!(t.await.unwrap(), StatusCode::OK);
         }
     }
+    // Each request was processed exactly once: those a GOAWAY caught unprocessed went out
+    // again, and none twice.
+    assert_eq!(processed.load(Ordering::SeqCst), 400);
     let made = connections.load(Ordering::SeqCst);
     assert!(
         made >= 3,
