@@ -128,8 +128,8 @@ async fn gateway(protected: bool, slow: Duration) -> (Gateway, Arc<AtomicUsize>,
       failure_rate: 50%
       minimum_calls: 10
       window: 5s
-      open_for: 300ms
-      max_open_for: 600ms
+      open_for: 2s
+      max_open_for: 4s
       half_open_calls: 2"
     } else {
         ""

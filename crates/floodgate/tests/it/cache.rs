@@ -651,23 +651,20 @@ async fn a_cancelled_leader_hands_the_fetch_to_a_waiter() {
             let _ = client.get(url.parse().unwrap()).await;
         })
     };
-    while origin.hits("/hot") < 1 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the leader's fetch", || async { origin.hits("/hot") >= 1 }).await;
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let url = gw.url("/hot");
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
-    while gw.metric("floodgate_cache_waiting").await < 5.0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("five waiters", || async {
+        gw.metric("floodgate_cache_waiting").await >= 5.0
+    })
+    .await;
     leader.abort();
     // A waiter takes the lead: a second fetch reaches the origin.
-    while origin.hits("/hot") < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("a waiter's fetch", || async { origin.hits("/hot") >= 2 }).await;
     origin.open.send_replace(true);
     for w in waiters {
         let (s, _, _) = w.await.unwrap();

@@ -52,7 +52,7 @@ async fn gateways_share_responses_through_redis_and_purges_reach_all_of_them() {
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ enabled: false }}
 cluster:
-  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 500ms }}
+  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 5s }}
   heartbeat: 100ms
 cache: {{ shared: true }}
 upstreams:

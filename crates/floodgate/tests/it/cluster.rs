@@ -11,7 +11,7 @@ use crate::support::*;
 
 fn cluster_section(url: &str, prefix: &str) -> String {
     format!(
-        "cluster:\n  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 250ms }}\n  heartbeat: 100ms\n"
+        "cluster:\n  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 5s }}\n  heartbeat: 100ms\n"
     )
 }
 
@@ -120,7 +120,7 @@ async fn a_redis_outage_follows_each_limits_mode_and_recovers() {
     if redis_url().is_none() {
         return;
     }
-    let port = closed_port().port();
+    let port = free_port();
     let mut redis = OwnRedis::start(port).await;
     let up = echo_upstream().await;
     let routes = [

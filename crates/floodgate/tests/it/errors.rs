@@ -64,18 +64,19 @@ routes:
 
     // The access log has one JSON line per request, with the error named.
     let log_path = gw.dir.path().join("access.log");
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        lines = std::fs::read_to_string(&log_path)
+    let read = || {
+        std::fs::read_to_string(&log_path)
             .unwrap_or_default()
             .lines()
             .map(String::from)
-            .collect();
-        if lines.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .collect::<Vec<_>>()
+    };
+    until("three access log lines", || {
+        let n = read().len();
+        async move { n >= 3 }
+    })
+    .await;
+    let lines = read();
     assert_eq!(lines.len(), 3, "{lines:?}");
     let slow_line: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
     assert_eq!(slow_line["route"], "slow");

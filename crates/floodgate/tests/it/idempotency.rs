@@ -284,7 +284,7 @@ async fn with_shared_keys_a_retry_on_another_gateway_is_still_a_repeat() {
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ enabled: false }}
 cluster:
-  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 500ms }}
+  redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 5s }}
 upstreams:
   origin:
     targets: [ \"{up}\" ]

@@ -440,10 +440,33 @@ pub fn assert_problem(
     v
 }
 
-/// A port on 127.0.0.1 where nothing listens (bound, then released).
-pub fn closed_port() -> SocketAddr {
+/// A port on 127.0.0.1 where nothing listens: bound for as long as this lives but never
+/// listening, so connections to it are refused and no other test can take the port.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    ClosedPort {
+        addr: socket.local_addr().expect("addr"),
+        _socket: socket,
+    }
+}
+
+/// A port on 127.0.0.1 free now, for a server the test starts on it (released at once, so
+/// another process may take it first; use only where the port must be chosen ahead).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    l.local_addr().unwrap().port()
 }
 
 /// Minimal gateway config: one listener, one upstream, then `routes` (YAML list items) and
@@ -506,16 +529,36 @@ impl Gateway {
     }
 }
 
-/// The Redis of service-backed tests (FLOODGATE_TEST_REDIS_URL, set by .ci/run), or
-/// `None` after saying why the test is skipped.
+/// The Redis of service-backed tests: `FLOODGATE_TEST_REDIS_URL` (set by .ci/run), or the
+/// machine's own on the standard port. It must answer: a test fails rather than pass
+/// without having run, unless skipping is asked for with `FLOODGATE_TEST_SKIP_REDIS=1`
+/// (then it says so and returns `None`).
 pub fn redis_url() -> Option<String> {
-    match std::env::var("FLOODGATE_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            eprintln!("skipped: FLOODGATE_TEST_REDIS_URL is not set (.ci/run sets it)");
-            None
-        }
+    if std::env::var("FLOODGATE_TEST_SKIP_REDIS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: FLOODGATE_TEST_SKIP_REDIS=1 (this test needs Redis)");
+        return None;
     }
+    let url = std::env::var("FLOODGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let address = url
+        .trim_start_matches("redis://")
+        .split(['/', '@'])
+        .find(|part| part.contains(':'))
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    if std::net::TcpStream::connect_timeout(
+        &address.parse().expect("a host:port in the Redis URL"),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!(
+            "Redis at {url} does not answer. Start it (see the README), point \
+             FLOODGATE_TEST_REDIS_URL at one, or skip the Redis-backed tests with \
+             FLOODGATE_TEST_SKIP_REDIS=1."
+        );
+    }
+    Some(url)
 }
 
 /// A Redis key prefix no other test run shares.
