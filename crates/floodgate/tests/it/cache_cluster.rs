@@ -160,6 +160,29 @@ routes:
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
+    // By URL and by prefix too, sent to the other gateway: the first one's memory drops
+    // its copy when the broadcast arrives, and its next request is a miss.
+    for (purge, path) in [
+        (r#"{"url": "http://127.0.0.1/products/2"}"#, "/products/2"),
+        (r#"{"prefix": "http://127.0.0.1/products/"}"#, "/products/1"),
+    ] {
+        let (_, h, _) = get(&a.url(path)).await;
+        until("a stored copy on the first gateway", || async {
+            let (_, h, _) = get(&a.url(path)).await;
+            h["cache-status"].to_str().unwrap().contains("hit")
+        })
+        .await;
+        let _ = h;
+        let (s, answer) = admin_post(&b, "/cache/purge", purge).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(answer["scope"], "broadcast", "{answer}");
+        until("the purge reaches the first gateway", || async {
+            let (_, h, _) = get(&a.url(path)).await;
+            !h["cache-status"].to_str().unwrap().contains("hit")
+        })
+        .await;
+    }
+
     let _: () = redis::cmd("EVAL")
         .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
         .arg(0)

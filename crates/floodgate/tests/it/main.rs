@@ -12,6 +12,7 @@ mod balance;
 mod breaker;
 mod cache;
 mod cache_cluster;
+mod claims;
 mod cli;
 mod client_faults;
 mod cluster;

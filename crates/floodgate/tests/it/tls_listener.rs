@@ -451,3 +451,26 @@ routes:
     let again = connect(&gw, &c).await.unwrap();
     assert_eq!(again.leaf(), der("api.pem"));
 }
+
+/// security.md: "a client that opens connections and never finishes the handshake: the
+/// handshake must finish within the listener's `timeouts.header_read`".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_finishes_is_cut_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream().await;
+    let gw = Gateway::start(&tls_config(up, "", "    timeouts: { header_read: 1s }"));
+    // Half a ClientHello's record header, then silence.
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "not before the timeout"
+    );
+}
