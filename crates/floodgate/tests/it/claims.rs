@@ -24,7 +24,7 @@ async fn counting_origin() -> (std::net::SocketAddr, Arc<Mutex<HashMap<String, u
             if path.starts_with("/slow") || path == "/xfetch" {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let mut r = Response::new(full(format!("{path}")));
+            let mut r = Response::new(full(path.clone()));
             let cc = if path == "/xfetch" {
                 "max-age=5"
             } else {
