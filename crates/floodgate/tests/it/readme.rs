@@ -168,3 +168,26 @@ fn serves_then_stops(shell: &str, dir: &Path) {
     assert!(ready, "`{shell}` did not start");
     assert!(status.success(), "`{shell}` stopped with {status:?}");
 }
+
+#[test]
+fn the_claims_table_names_tests_that_exist() {
+    const CLAIMS: &str = include_str!("../../../../docs/claims.md");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it");
+    let mut named = 0;
+    for cell in CLAIMS.split('`') {
+        let Some((file, test)) = cell.split_once(".rs::") else {
+            continue;
+        };
+        if file.contains(' ') || test.contains(' ') {
+            continue;
+        }
+        let source = std::fs::read_to_string(format!("{dir}/{file}.rs"))
+            .unwrap_or_else(|_| panic!("docs/claims.md names {file}.rs, which does not exist"));
+        assert!(
+            source.contains(&format!("fn {test}(")),
+            "docs/claims.md names {file}.rs::{test}, which does not exist"
+        );
+        named += 1;
+    }
+    assert!(named > 100, "{named} tests named");
+}
