@@ -323,4 +323,31 @@ mod tests {
         assert!("101%".parse::<Percent>().is_err());
         assert!("0.3".parse::<Percent>().is_err());
     }
+
+    proptest::proptest! {
+        /// Any text: no panic in any value parser.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "[ -~]{0,30}") {
+            let _ = text.parse::<Duration>();
+            let _ = text.parse::<ByteSize>();
+            let _ = text.parse::<Rate>();
+            let _ = text.parse::<Percent>();
+        }
+
+        /// What the renderers write reads back as the same value.
+        #[test]
+        fn rendered_values_read_back(ms in 1u64..1_000_000_000, bytes in 0u64..(1u64 << 50)) {
+            let d = Duration(Std::from_millis(ms));
+            proptest::prop_assert_eq!(d.to_string().parse::<Duration>(), Ok(d));
+            let b = ByteSize(bytes);
+            proptest::prop_assert_eq!(b.to_string().parse::<ByteSize>(), Ok(b));
+        }
+
+        /// Rates built from their parts read back as those parts.
+        #[test]
+        fn rates_read_back(count in 1u64..1_000_000, secs in 1u64..100_000) {
+            let r: Rate = format!("{count}/{secs}s").parse().unwrap();
+            proptest::prop_assert_eq!((r.count, r.per), (count, Std::from_secs(secs)));
+        }
+    }
 }

@@ -151,4 +151,31 @@ mod tests {
             "10.9.9.9".parse::<IpAddr>().unwrap()
         );
     }
+
+    proptest::proptest! {
+        /// Any forwarding fields from a trusted peer: no panic, and the answer is the peer
+        /// or an address the fields name.
+        #[test]
+        fn any_forwarding_fields_name_the_peer_or_one_of_theirs(
+            forwarded in "[ -~]{0,80}",
+            xff in "[ -~]{0,80}",
+        ) {
+            let proxies = TrustedProxies::new(&["10.0.0.0/8".to_owned()]);
+            let peer: IpAddr = "10.0.0.1".parse().unwrap();
+            let mut h = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&forwarded) {
+                h.insert(header::FORWARDED, v);
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&xff) {
+                h.insert(X_FORWARDED_FOR, v);
+            }
+            let ip = proxies.client_ip(peer, &h);
+            let text = ip.to_string();
+            proptest::prop_assert!(
+                ip == peer || forwarded.contains(&text) || xff.contains(&text)
+                    || forwarded.contains(&ip.to_string().to_uppercase()),
+                "{ip} from {forwarded:?} / {xff:?}"
+            );
+        }
+    }
 }

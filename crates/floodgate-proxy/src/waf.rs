@@ -489,4 +489,19 @@ mod tests {
         assert_eq!(normalize(b"UNION/**/SELECT  \t x"), "union select x");
         assert_eq!(normalize(b"a+b"), "a b");
     }
+
+    proptest::proptest! {
+        /// Any bytes: the normaliser never panics (partial escapes, surrogates, entities at
+        /// the end of the text, invalid UTF-8), and never lengthens runs of white space.
+        #[test]
+        fn the_normaliser_takes_any_bytes(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let text = normalize(&raw);
+            proptest::prop_assert!(!text.contains("  "));
+        }
+
+        #[test]
+        fn the_normaliser_takes_escape_soup(raw in "[%\\\\u&#x;0-9a-fA-F<>'\" ltgamp]{0,80}") {
+            let _ = normalize(raw.as_bytes());
+        }
+    }
 }

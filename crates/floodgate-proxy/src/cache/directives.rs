@@ -23,9 +23,15 @@ pub(crate) fn parse(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
                 None => (part, None),
             };
             let name = name.trim().to_ascii_lowercase();
-            (!name.is_empty()).then_some((name, value))
+            // A directive's name is a token (RFC 9111 §5.2); anything else is noise.
+            (!name.is_empty() && name.bytes().all(tchar)).then_some((name, value))
         })
         .collect()
+}
+
+/// RFC 9110 §5.6.2: the characters of a token.
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The elements of a comma-separated list, commas inside quoted strings kept.
@@ -173,5 +179,22 @@ mod tests {
         let mut h = headers("public, max-age=5");
         lowercase_names(&mut h);
         assert_eq!(h[header::CACHE_CONTROL], "public, max-age=5");
+    }
+
+    proptest::proptest! {
+        /// Any field value: no panic, and what is rendered parses back to the same
+        /// directives (the renderer quotes what needs quoting).
+        #[test]
+        fn parsing_any_value_round_trips_through_the_renderer(value in "[ -~]{0,60}") {
+            let Ok(v) = HeaderValue::from_str(&value) else { return Ok(()); };
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CACHE_CONTROL, v);
+            let d = parse(&h);
+            if let Some(rendered) = render(&d) {
+                let mut again = HeaderMap::new();
+                again.insert(http::header::CACHE_CONTROL, rendered);
+                proptest::prop_assert_eq!(parse(&again), d);
+            }
+        }
     }
 }

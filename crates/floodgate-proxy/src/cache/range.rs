@@ -144,4 +144,28 @@ mod tests {
         assert_eq!(ask("W/\"v1\""), Selected::Whole);
         assert_eq!(ask("Sat, 21 Nov 2026 00:00:00 GMT"), Selected::Whole);
     }
+
+    proptest::proptest! {
+        /// Any Range value against any length: no panic, and a part is always inside the
+        /// body and not empty.
+        #[test]
+        fn any_range_selects_inside_the_body(spec in "[ -~]{0,40}", len in 0usize..10_000) {
+            if let Selected::Part(r) = parse(&spec, len) {
+                proptest::prop_assert!(r.start < r.end && r.end <= len, "{spec} {len} {r:?}");
+            }
+        }
+
+        #[test]
+        fn byte_ranges_of_digits_select_inside_the_body(
+            a in 0usize..20_000,
+            b in 0usize..20_000,
+            len in 0usize..10_000,
+        ) {
+            for spec in [format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}")] {
+                if let Selected::Part(r) = parse(&spec, len) {
+                    proptest::prop_assert!(r.start < r.end && r.end <= len, "{spec} {len} {r:?}");
+                }
+            }
+        }
+    }
 }
