@@ -31,6 +31,7 @@ mod introspection;
 mod jwt;
 mod limits;
 mod logs;
+mod matrix;
 mod oauth2;
 mod paths;
 mod pool;
