@@ -8,6 +8,9 @@
 #
 #   conformance/http-cache-tests/run.sh            # release build of floodgate
 #   FLOODGATE_BIN=path/to/floodgate conformance/http-cache-tests/run.sh
+#   CONFORMANCE_CHECK=1 ... run.sh                 # CI: Floodgate only, results kept aside and
+#                                                  # compared with the committed ones; a test
+#                                                  # that passed there and fails now fails
 #
 # Everything listens on 127.0.0.1, ports 18094-18099; everything started is stopped by PID.
 set -euo pipefail
@@ -53,10 +56,15 @@ wait_port "$ORIGIN_PORT"
 run_suite() { # name base-url
     echo "running the suite through $1 ($2)" >&2
     (cd "$suite" && npm_config_base="$2" npm_package_config_id="" npm_config_id="" \
-        node --no-warnings cli.mjs) >"results/$1.json"
+        node --no-warnings cli.mjs) >"$out/$1.json"
 }
 
-mkdir -p results
+check=${CONFORMANCE_CHECK:-}
+out=results
+if [[ -n "$check" ]]; then
+    out="$work/results"
+fi
+mkdir -p "$out"
 CONFORMANCE_PORT=$FLOODGATE_PORT CONFORMANCE_ADMIN_PORT=$ADMIN_PORT \
     CONFORMANCE_ORIGIN_PORT=$ORIGIN_PORT "$bin" run -c floodgate.yaml 2>"$work/floodgate.log" &
 pids+=($!)
@@ -67,6 +75,12 @@ CONFORMANCE_PORT=$STRICT_PORT CONFORMANCE_ADMIN_PORT=$STRICT_ADMIN_PORT \
 pids+=($!)
 wait_port "$STRICT_PORT"
 run_suite floodgate-strict "http://127.0.0.1:$STRICT_PORT"
+
+if [[ -n "$check" ]]; then
+    node compare.mjs results/floodgate.json "$out/floodgate.json"
+    node compare.mjs results/floodgate-strict.json "$out/floodgate-strict.json"
+    exit 0
+fi
 
 baseline=()
 if command -v nginx >/dev/null; then
