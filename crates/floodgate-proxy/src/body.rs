@@ -21,11 +21,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::client_body::{ClientBody, ClientFault};
-use crate::upstream::{ConnPool, UpstreamConn};
+use crate::upstream::{ConnPool, UpstreamBody, UpstreamConn};
 
 /// Errors carried through bodies.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -89,6 +88,9 @@ impl Progress {
 /// held in memory so that it can be sent again on a retry.
 pub struct RequestBody {
     source: Source,
+    /// What was read of a streamed body before an HTTP/2 stream the upstream did not process
+    /// (see [`Self::resend`]); sent first.
+    read_before: Option<Bytes>,
     seen: u64,
     limit: u64,
 }
@@ -105,6 +107,7 @@ impl RequestBody {
     pub fn new(inner: ClientBody, limit: u64) -> Self {
         RequestBody {
             source: Source::Stream(inner, Arc::new(Progress::new())),
+            read_before: None,
             seen: 0,
             limit,
         }
@@ -130,6 +133,7 @@ impl RequestBody {
         match &self.source {
             Source::Buffered(b) => Some(Self::buffered(b.clone().unwrap_or_default())),
             Source::Stream(b, _) if b.is_end_stream() && self.seen == 0 => Some(Self::empty()),
+            Source::Stream(..) if self.read_before.is_some() => None,
             Source::Stream(..) => None,
         }
     }
@@ -138,9 +142,27 @@ impl RequestBody {
     pub fn buffered(bytes: Bytes) -> Self {
         RequestBody {
             source: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
+            read_before: None,
             seen: 0,
             limit: u64::MAX,
         }
+    }
+
+    /// The body again, for a request the upstream did not process, after `read` was taken
+    /// from it: `read` first, then the rest (which may itself begin with what an earlier
+    /// resend had not sent yet).
+    pub fn resend(mut self, read: Bytes) -> Self {
+        self.read_before = match (read.is_empty(), self.read_before.take()) {
+            (true, before) => before,
+            (false, None) => Some(read),
+            (false, Some(before)) => {
+                let mut both = bytes::BytesMut::with_capacity(read.len() + before.len());
+                both.extend_from_slice(&read);
+                both.extend_from_slice(&before);
+                Some(both.freeze())
+            }
+        };
+        self
     }
 }
 
@@ -153,6 +175,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(read) = this.read_before.take() {
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
         let (inner, progress) = match &mut this.source {
             Source::Buffered(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Source::Stream(inner, progress) => (inner, progress),
@@ -189,14 +214,25 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.source {
-            Source::Stream(b, _) => b.is_end_stream(),
-            Source::Buffered(b) => b.is_none(),
-        }
+        self.read_before.is_none()
+            && match &self.source {
+                Source::Stream(b, _) => b.is_end_stream(),
+                Source::Buffered(b) => b.is_none(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            Source::Stream(b, _) if self.read_before.is_some() => {
+                let read = self.read_before.as_ref().map_or(0, |r| r.len() as u64);
+                let rest = b.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
             Source::Stream(b, _) => b.size_hint(),
             Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
@@ -269,7 +305,7 @@ impl BoundedCopy {
 enum Inner {
     /// An upstream body whose connection this body drives, returned to its pool at the end.
     Pooled {
-        body: Incoming,
+        body: UpstreamBody,
         conn: Option<UpstreamConn>,
         pool: Arc<ConnPool>,
     },
@@ -287,7 +323,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     /// Streams an upstream body while driving its connection; the connection goes back to
     /// `pool` once the body has ended.
-    pub fn pooled(body: Incoming, conn: UpstreamConn, pool: Arc<ConnPool>) -> Self {
+    pub fn pooled(body: UpstreamBody, conn: UpstreamConn, pool: Arc<ConnPool>) -> Self {
         ResponseBody {
             inner: Inner::Pooled {
                 body,
@@ -401,7 +437,7 @@ impl Body for ResponseBody {
 /// Polls the body, driving its connection first so that buffered data reaches the body; twice,
 /// because asking the body for data can make the connection read more.
 fn poll_pooled(
-    body: &mut Incoming,
+    body: &mut UpstreamBody,
     conn: &mut Option<UpstreamConn>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -410,7 +446,7 @@ fn poll_pooled(
             c.poll_driver(cx);
         }
         match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
             Poll::Ready(Some(Ok(f))) => return Poll::Ready(Some(Ok(f))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
@@ -428,5 +464,36 @@ impl Drop for ResponseBody {
             BodyEnd::ClientGone
         };
         self.finish(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn text(body: RequestBody) -> String {
+        let bytes = body.collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn a_resend_puts_what_was_read_first() {
+        let body = RequestBody::buffered(Bytes::from_static(b"rest"));
+        assert_eq!(
+            text(body.resend(Bytes::from_static(b"read-"))).await,
+            "read-rest"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resend_of_a_resend_loses_nothing() {
+        // Sent again, and caught again before any of it was read: what the first resend
+        // put first must stay first.
+        let once =
+            RequestBody::buffered(Bytes::from_static(b"rest")).resend(Bytes::from_static(b"a-"));
+        assert!(!once.is_end_stream());
+        let twice = once.resend(Bytes::new());
+        assert_eq!(text(twice).await, "a-rest");
     }
 }

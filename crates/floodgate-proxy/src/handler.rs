@@ -39,7 +39,7 @@ use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
 use crate::upstream::{
     Allowance, ExchangeError, Failure, InFlight, Remake, RequestHead, RetryPolicy, Target,
-    UpstreamConn, UpstreamSet,
+    UpstreamBody, UpstreamConn, UpstreamSet,
 };
 use floodgate_config::resilience::Criticality;
 
@@ -1105,7 +1105,7 @@ async fn send_with_retries(
     body_limit: u64,
     mirror: Option<&MirrorPlan>,
     done: &mut Done,
-) -> Result<(Arc<Target>, Response<Incoming>, UpstreamConn), Problem> {
+) -> Result<(Arc<Target>, Response<UpstreamBody>, UpstreamConn), Problem> {
     let policy = upstream.retry.as_ref();
     if let Some(p) = policy {
         p.record_request();
@@ -1164,7 +1164,7 @@ async fn send_again(
     replay: Bytes,
     mirror: Option<&MirrorPlan>,
     done: &mut Done,
-) -> Result<(Arc<Target>, Response<Incoming>, UpstreamConn), Problem> {
+) -> Result<(Arc<Target>, Response<UpstreamBody>, UpstreamConn), Problem> {
     let policy = upstream.retry.as_ref();
     if let Some(m) = mirror {
         m.send(&head.method, &head.uri, &head.headers, replay.clone());
@@ -1297,7 +1297,7 @@ async fn try_once(
     req: Request<RequestBody>,
     remake: Remake<'_>,
     done: &mut Done,
-) -> Result<(Response<Incoming>, UpstreamConn), TryError> {
+) -> Result<(Response<UpstreamBody>, UpstreamConn), TryError> {
     done.in_flight = Some(target.pool.stats.begin());
     done.target_addr = Some(target.address.clone());
     let sent_at = Instant::now();

@@ -9,6 +9,7 @@
 pub mod balance;
 pub mod dns;
 pub mod health;
+pub mod http2;
 pub mod pool;
 pub mod retry;
 pub mod tls;
@@ -25,7 +26,9 @@ use http::uri::Authority;
 use crate::breaker::BreakerRegistry;
 
 pub use balance::{Balancer, HashOn, InFlight, TargetStats};
-pub use pool::{ConnPool, ExchangeError, Protocol, Remake, RequestHead, UpstreamConn};
+pub use pool::{
+    ConnPool, ExchangeError, Protocol, Remake, RequestHead, UpstreamBody, UpstreamConn,
+};
 pub use retry::{Allowance, Failure, RetryPolicy};
 
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -10,6 +10,9 @@
 //! the pool. An idle pooled connection is polled by nobody, so a checkout first polls it once
 //! to learn whether the upstream closed it meanwhile, and a periodic sweep
 //! ([`ConnPool::sweep`]) drops the ones that expired or were closed while traffic was quiet.
+//!
+//! A target spoken to over HTTP/2 has one multiplexed connection instead, driven through the
+//! `h2` crate ([`super::http2`], which says why not hyper's client).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,13 +22,14 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::http2;
 use super::tls::{MaybeTls, TlsSetup};
-use crate::body::RequestBody;
+use crate::body::{BoxError, RequestBody};
 
 type Sender = http1::SendRequest<RequestBody>;
 type Driver = http1::Connection<TokioIo<MaybeTls>, RequestBody>;
@@ -36,7 +40,44 @@ pub enum ExchangeError {
     /// No connection could be made (refused, unreachable, timed out).
     Connect,
     /// The connection broke during the exchange.
-    Broken(hyper::Error),
+    Broken(BoxError),
+}
+
+/// A response body from an upstream, over either protocol.
+pub enum UpstreamBody {
+    /// Read by hyper from an HTTP/1.1 connection.
+    H1(Incoming),
+    /// Read from an HTTP/2 stream.
+    H2(http2::ResponseStream),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 /// One upstream connection as seen by an exchange and its response body. HTTP/1.1: the
@@ -157,30 +198,6 @@ pub type Remake<'a> = &'a (dyn Fn() -> Request<RequestBody> + Sync);
 /// (a new connection can itself be going away by the time the request reaches it).
 const H2_ATTEMPTS: u32 = 5;
 
-/// A copy of a request whose body is held in memory.
-fn copy_request(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
-    let mut copy = Request::new(req.body().try_clone()?);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-/// Whether an HTTP/2 failure means the server did not process the request: its stream was
-/// refused, or the connection went away (GOAWAY) before the server took it.
-fn not_processed(error: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR));
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// How a pool talks to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -197,7 +214,9 @@ pub struct ConnPool {
     address: String,
     protocol: Protocol,
     idle: Mutex<Vec<(H1Conn, Instant)>>,
-    h2: tokio::sync::Mutex<Option<H2Sender>>,
+    h2: tokio::sync::Mutex<Option<H2Link>>,
+    /// Numbers HTTP/2 connections, so a failed one is forgotten only if still current.
+    h2_made: std::sync::atomic::AtomicU64,
     /// TLS to the target, if configured (or why it could not be set up).
     tls: Option<Result<TlsSetup, String>>,
     max_idle: usize,
@@ -205,7 +224,13 @@ pub struct ConnPool {
     connect_timeout: Duration,
 }
 
-type H2Sender = http2::SendRequest<RequestBody>;
+/// The target's HTTP/2 connection: the handle to open streams on, its number, and whether
+/// its task has ended.
+struct H2Link {
+    sender: http2::Sender,
+    number: u64,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl ConnPool {
     /// A pool for `address` (`host:port`).
@@ -251,6 +276,7 @@ impl ConnPool {
             protocol,
             idle: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
+            h2_made: std::sync::atomic::AtomicU64::new(0),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -270,7 +296,7 @@ impl ConnPool {
         &self,
         mut req: Request<RequestBody>,
         remake: Remake<'_>,
-    ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+    ) -> Result<(Response<UpstreamBody>, UpstreamConn), ExchangeError> {
         // Boxed, as `connect` below: their futures are large and rarely run (HTTP/1.1
         // requests mostly go out on pooled connections), and every request's future would
         // otherwise carry their size, copied each time it is moved.
@@ -290,7 +316,7 @@ impl ConnPool {
             match conn.exchange(req).await {
                 Ok(resp) => {
                     return Ok((
-                        resp,
+                        resp.map(UpstreamBody::H1),
                         UpstreamConn {
                             link: Link::H1(conn),
                             reused,
@@ -303,7 +329,7 @@ impl ConnPool {
                     req = remake();
                     replayed = true;
                 }
-                Err((e, _)) => return Err(ExchangeError::Broken(e)),
+                Err((e, _)) => return Err(ExchangeError::Broken(e.into())),
             }
         }
     }
@@ -314,7 +340,7 @@ impl ConnPool {
     async fn send_h2(
         &self,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, UpstreamConn), ExchangeError> {
+    ) -> Result<(Response<UpstreamBody>, UpstreamConn), ExchangeError> {
         let host = req.headers_mut().remove(http::header::HOST);
         let authority = host
             .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
@@ -333,76 +359,83 @@ impl ConnPool {
             *req.uri_mut() = uri;
         }
         *req.version_mut() = http::Version::HTTP_2;
-        // Two cases where a request is known not to have been processed, so it goes out
-        // again on a new connection whatever its method: hyper hands back a request it
-        // did not send (the connection was closing), or the server refused its stream or
-        // sent GOAWAY before processing it (RFC 9113 §8.7). The second needs a copy, so only
-        // requests with a body held in memory (or none) get it. At most `H2_ATTEMPTS` tries.
+        // A request the server certainly did not process goes out again on a new
+        // connection, whatever its method: one whose stream could not be opened (it comes
+        // back untouched), or one whose stream the server refused or left above its GOAWAY's
+        // last stream id (again only if its body could be copied; see `http2`). At most
+        // `H2_ATTEMPTS` tries.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let copy = if attempt < H2_ATTEMPTS {
-                copy_request(&req)
-            } else {
-                None
-            };
-            let (mut sender, reused) = self.h2_sender().await?;
-            match sender.try_send_request(req).await {
+            let (sender, number, reused) = self.h2_sender().await?;
+            let failed = match http2::exchange(sender, req).await {
                 Ok(resp) => {
                     return Ok((
-                        resp,
+                        resp.map(UpstreamBody::H2),
                         UpstreamConn {
                             link: Link::H2,
                             reused,
                         },
                     ));
                 }
-                Err(mut e) => {
-                    // Forget the failed connection, so the next request makes a new one.
-                    *self.h2.lock().await = None;
-                    let unsent = e.take_message();
-                    let error = e.into_error();
-                    let again = match unsent {
-                        Some(unsent) => Some(unsent),
-                        None if not_processed(&error) => copy,
-                        None => None,
-                    };
-                    match again {
-                        Some(again) if attempt < H2_ATTEMPTS => {
-                            tracing::debug!(address = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
-                            req = again;
-                        }
-                        _ => {
-                            tracing::debug!(address = %self.address, error = ?error, "HTTP/2 exchange failed");
-                            return Err(ExchangeError::Broken(error));
-                        }
-                    }
+                Err(failed) => failed,
+            };
+            // Forget a connection that failed as a whole (gone, going away), so the next
+            // request makes a new one; a reset of one stream leaves the others be.
+            if !failed.error().is_reset() {
+                self.forget_h2(number).await;
+            }
+            let (again, error) = match failed {
+                http2::Failed::Unsent(req, e) => (Some(req), e),
+                http2::Failed::Unprocessed(req, e) => (req, e),
+                http2::Failed::Broken(e) => (None, e),
+            };
+            match again {
+                Some(again) if attempt < H2_ATTEMPTS => {
+                    tracing::debug!(address = %self.address, error = %error, "HTTP/2 request not processed; sending it on a new connection");
+                    req = again;
+                }
+                _ => {
+                    tracing::debug!(address = %self.address, error = ?error, "HTTP/2 exchange failed");
+                    return Err(ExchangeError::Broken(error.into()));
                 }
             }
         }
     }
 
-    /// The live HTTP/2 connection's handle, or a new connection's; and whether it existed.
-    async fn h2_sender(&self) -> Result<(H2Sender, bool), ExchangeError> {
+    /// The live HTTP/2 connection's handle, or a new connection's; its number, and whether
+    /// it existed.
+    async fn h2_sender(&self) -> Result<(http2::Sender, u64, bool), ExchangeError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let mut slot = self.h2.lock().await;
-        if let Some(s) = slot.as_ref()
-            && !s.is_closed()
+        if let Some(link) = slot.as_ref()
+            && !link.ended.load(Ordering::Acquire)
         {
-            return Ok((s.clone(), true));
+            return Ok((link.sender.clone(), link.number, true));
         }
         let stream = self.tcp().await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ExchangeError::Broken)?;
-        let address = self.address.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(address = %address, error = %e, "upstream HTTP/2 connection ended");
-            }
+        let ended = Arc::new(AtomicBool::new(false));
+        let flag = ended.clone();
+        let sender = http2::handshake(stream, self.address.clone(), move || {
+            flag.store(true, Ordering::Release);
+        })
+        .await
+        .map_err(|e| ExchangeError::Broken(e.into()))?;
+        let number = self.h2_made.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(H2Link {
+            sender: sender.clone(),
+            number,
+            ended,
         });
-        *slot = Some(sender.clone());
-        Ok((sender, false))
+        Ok((sender, number, false))
+    }
+
+    /// Forgets HTTP/2 connection `number` if it is still the current one.
+    async fn forget_h2(&self, number: u64) {
+        let mut slot = self.h2.lock().await;
+        if slot.as_ref().is_some_and(|l| l.number == number) {
+            *slot = None;
+        }
     }
 
     /// Puts a connection whose exchange finished back for reuse.
@@ -491,7 +524,7 @@ impl ConnPool {
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(ExchangeError::Broken)?;
+            .map_err(|e| ExchangeError::Broken(e.into()))?;
         Ok(H1Conn {
             sender,
             driver: Box::new(driver),

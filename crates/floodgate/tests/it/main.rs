@@ -45,5 +45,6 @@ mod streaming;
 mod tls_listener;
 mod traffic;
 mod upstream_h2;
+mod upstream_h2_streams;
 mod upstream_tls;
 mod waf;

@@ -56,7 +56,12 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("FLOODGATE_LOG", "info")
+            // TEST_GW_LOG (say `floodgate_proxy=debug,info`) shows more of the gateway in
+            // a failing test's output.
+            .env(
+                "FLOODGATE_LOG",
+                std::env::var("TEST_GW_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
