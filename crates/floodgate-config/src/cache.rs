@@ -131,7 +131,7 @@ pub struct RouteCache {
     /// Rate limits on each client's cache misses (requests that reach the upstream),
     /// checked in order, in the same form as `rate_limits`. Default: none.
     #[serde(default)]
-    pub miss_rate_limits: Vec<crate::model::RateLimit>,
+    pub miss_rate_limits: Vec<crate::ratelimit::RateLimit>,
 }
 
 fn default_negative_statuses() -> Vec<u16> {

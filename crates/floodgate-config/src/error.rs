@@ -3,7 +3,14 @@
 
 use std::fmt;
 
-use crate::node::Position;
+/// A line and column in the source text, both 1-based (0 when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]

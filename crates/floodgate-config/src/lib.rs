@@ -17,16 +17,12 @@ pub mod diff;
 pub mod error;
 pub mod model;
 pub mod node;
+pub mod ratelimit;
 pub mod resilience;
 mod suggest;
 pub mod template;
 pub mod tls;
 mod validate;
-mod validate_auth;
-mod validate_cache;
-mod validate_policies;
-mod validate_resilience;
-mod validate_tls;
 pub mod value;
 pub mod waf;
 
@@ -35,8 +31,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use model::Config;
+pub use validate::limit_name;
 pub use validate::route_name;
-pub use validate_policies::limit_name;
 
 use de::Sink;
 use node::{Node, Value};

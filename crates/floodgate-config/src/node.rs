@@ -11,16 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+pub use crate::error::Position;
 use crate::error::{ConfigError, FieldPath};
-
-/// A line and column in the source text, both 1-based (0 when unknown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Position {
-    /// 1-based line.
-    pub line: u64,
-    /// 1-based column.
-    pub column: u64,
-}
 
 /// One YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]

@@ -247,6 +247,28 @@ where
     }
 }
 
+/// A request body on its way upstream: the client's stream, or none at all.
+pub enum Inbound {
+    /// The client's body.
+    Stream(ClientBody),
+    /// No body (a request sent again to a fallback upstream).
+    Empty,
+    /// A body read whole (to be inspected by the WAF, or fingerprinted for an idempotency
+    /// key).
+    Held(Bytes),
+}
+
+impl Inbound {
+    /// Whether there is no body to send.
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Stream(b) => http_body::Body::is_end_stream(b),
+            Inbound::Empty => true,
+            Inbound::Held(b) => b.is_empty(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,12 +33,14 @@ pub enum ReloadError {
 /// Reads every route's JWT key files, so an unusable one refuses the configuration.
 fn check_jwt_keys(config: &ValidConfig) -> Result<(), String> {
     let local = match &config.oauth2 {
-        Some(o) => Some(crate::oauth2::TokenIssuer::build(o).map_err(|e| format!("oauth2: {e}"))?),
+        Some(o) => {
+            Some(crate::auth::oauth2::TokenIssuer::build(o).map_err(|e| format!("oauth2: {e}"))?)
+        }
         None => None,
     };
     for (i, r) in config.routes.iter().enumerate() {
         if let Some(j) = r.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
-            crate::jwt::JwtVerifier::compile(j, local.as_ref())
+            crate::auth::jwt::JwtVerifier::compile(j, local.as_ref())
                 .map_err(|e| format!("routes[{i}].auth.jwt: {e}"))?;
         }
     }
@@ -192,8 +194,7 @@ impl Gateway {
                 self.cache.clone(),
             ));
         }
-        self.health.sync(&self.snapshot(), &self.metrics);
-        self.resolvers.sync(self, &self.snapshot());
+        self.sync_upstream_tasks(&self.snapshot());
         let gw = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -210,6 +211,29 @@ impl Gateway {
                 gw.metrics.cache_usage(entries, bytes);
             }
         });
+    }
+
+    /// Starts the health checks and name resolvers `snap`'s upstreams need, and stops
+    /// those of the previous snapshot it no longer has.
+    fn sync_upstream_tasks(self: &Arc<Self>, snap: &Snapshot) {
+        self.health.sync(snap.upstreams.values(), &self.metrics);
+        let gw = Arc::downgrade(self);
+        let on_resolved: crate::upstream::dns::OnResolved = Arc::new(move |set, resolved| {
+            let Some(gw) = gw.upgrade() else {
+                return false;
+            };
+            set.apply_resolved(resolved, &gw.registries());
+            gw.health
+                .sync(gw.snapshot().upstreams.values(), &gw.metrics);
+            true
+        });
+        let dns = &snap.config.dns;
+        self.resolvers.sync(
+            snap.upstreams.values(),
+            dns.refresh.0,
+            dns.hosts_file.as_deref(),
+            &on_resolved,
+        );
     }
 
     /// The registries upstream targets are built against.
@@ -281,8 +305,7 @@ impl Gateway {
         );
         let snap = Arc::new(snap);
         self.current.store(snap.clone());
-        self.health.sync(&snap, &self.metrics);
-        self.resolvers.sync(self, &snap);
+        self.sync_upstream_tasks(&snap);
         self.pools.prune();
         Ok((generation, changes))
     }

@@ -6,7 +6,6 @@
 //! proxying, in the phase order of docs/architecture.md.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -20,46 +19,29 @@ use hyper::body::Incoming;
 use crate::access_log::{Record, rfc3339};
 use crate::admission::{Admission, Permit, Refused};
 use crate::auth::Denied;
-use crate::body::{BodyEnd, Completion, RequestBody, ResponseBody};
+use crate::body::{BodyEnd, Completion, ResponseBody};
 use crate::breaker::{Call, Outcome as CallOutcome, ScopedBreaker};
 use crate::cache::{Lookup, Pending, surrogate};
-use crate::client_body::{ClientBody, read_whole};
+use crate::client_body::{ClientBody, Inbound, read_whole};
+use crate::conn::ConnInfo;
 use crate::fallback::FallbackAction;
 use crate::gateway::Gateway;
-use crate::headers::{ClientAddr, Forwarding, add_forwarding, remove_hop_by_hop};
+use crate::headers::{Forwarding, add_forwarding, remove_hop_by_hop};
 use crate::idempotency::Begin;
 use crate::metrics::RouteMetrics;
 use crate::mirror::MirrorPlan;
 use crate::problem::Problem;
 use crate::ratelimit::key::RequestFacts;
 use crate::ratelimit::{LimitHeaders, Outcome};
+use crate::request_body::RequestBody;
 use crate::request_id;
 use crate::router::RequestView;
-use crate::server::ConnState;
 use crate::snapshot::{Action, Route, Snapshot};
 use crate::upstream::{
     Allowance, ExchangeError, Failure, InFlight, Remake, RequestHead, RetryPolicy, Target,
     UpstreamBody, UpstreamConn, UpstreamSet,
 };
 use floodgate_config::resilience::Criticality;
-
-/// What the handler knows about the connection a request came on.
-pub struct ConnInfo {
-    /// Index of the listener in the snapshot.
-    pub listener: usize,
-    /// The listener's name.
-    pub listener_name: Arc<str>,
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The client's address rendered for forwarding fields, once per connection.
-    pub client: ClientAddr,
-    /// In-flight and activity tracking for idle timeouts.
-    pub state: Arc<ConnState>,
-    /// What the TLS handshake established, on a TLS listener.
-    pub tls: Option<crate::tls_server::TlsInfo>,
-    /// The longest wait for the next piece of a request body (`timeouts.body_read`).
-    pub body_read: std::time::Duration,
-}
 
 const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
@@ -354,28 +336,6 @@ struct Replay {
     host: HeaderValue,
     new_path: Option<String>,
     body_limit: u64,
-}
-
-/// A request body on its way upstream: the client's stream, or none at all.
-pub enum Inbound {
-    /// The client's body.
-    Stream(ClientBody),
-    /// No body (a request sent again to a fallback upstream).
-    Empty,
-    /// A body read whole (to be inspected by the WAF, or fingerprinted for an idempotency
-    /// key).
-    Held(Bytes),
-}
-
-impl Inbound {
-    /// Whether there is no body to send.
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Inbound::Stream(b) => http_body::Body::is_end_stream(b),
-            Inbound::Empty => true,
-            Inbound::Held(b) => b.is_empty(),
-        }
-    }
 }
 
 fn problem_response(problem: Problem, done: &Done) -> Response<ResponseBody> {
@@ -1359,11 +1319,11 @@ async fn try_once(
 }
 
 /// `exchange`'s result, or `None` once the upstream has taken longer than `limit` by
-/// `progress`'s clock (see [`crate::body::Progress::upstream_deadline`]). The timer is
+/// `progress`'s clock (see [`crate::request_body::Progress::upstream_deadline`]). The timer is
 /// checked only when it fires: the body's phases move its deadline without touching it.
 async fn answered_within<F: std::future::Future>(
     limit: std::time::Duration,
-    progress: &crate::body::Progress,
+    progress: &crate::request_body::Progress,
     exchange: F,
 ) -> Option<F::Output> {
     let mut exchange = std::pin::pin!(exchange);

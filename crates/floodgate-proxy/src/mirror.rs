@@ -16,7 +16,8 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 use http_body_util::BodyExt;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::ResponseBody;
+use crate::request_body::RequestBody;
 use crate::upstream::{RequestHead, UpstreamSet};
 
 /// Copies outstanding per route before further copies are dropped.

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -24,8 +24,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::conn::{ConnInfo, ConnState};
 use crate::gateway::Gateway;
-use crate::handler::{self, ConnInfo};
+use crate::handler;
 use crate::sniff::{Prefixed, Protocol, sniff};
 
 /// A bound listener, not yet accepting.
@@ -251,7 +252,7 @@ impl Served {
             limits,
             timeouts,
         } = self;
-        let state = Arc::new(ConnState::new());
+        let state = Arc::new(ConnState::default());
         let info = Arc::new(ConnInfo {
             client: crate::headers::ClientAddr::new(remote.ip()),
             listener: index,
@@ -396,50 +397,4 @@ impl std::task::Wake for WatcherSignal {
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`; end its life here.
     let _gone_or_stopped = rx.wait_for(|s| *s).await.is_ok();
-}
-
-/// Per-connection activity: requests in flight and when the last one began or ended.
-pub struct ConnState {
-    inflight: AtomicUsize,
-    /// Milliseconds since `opened` of the last activity.
-    last_active_ms: AtomicU64,
-    opened: Instant,
-}
-
-impl ConnState {
-    fn new() -> Self {
-        ConnState {
-            inflight: AtomicUsize::new(0),
-            last_active_ms: AtomicU64::new(0),
-            opened: Instant::now(),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// A request started.
-    pub fn begin(&self) {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
-    }
-
-    /// A request's response ended.
-    pub fn end(&self) {
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
-        self.touch();
-    }
-
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        if self.inflight.load(Ordering::Acquire) > 0 {
-            return Instant::now() + idle;
-        }
-        self.opened + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)) + idle
-    }
-
-    fn idle_for(&self, idle: Duration) -> bool {
-        self.inflight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_deadline(idle)
-    }
 }

@@ -234,7 +234,7 @@ pub struct Snapshot {
     /// The consumers' credentials.
     pub identities: crate::auth::Identities,
     /// The built-in token endpoint.
-    pub oauth2: Option<Arc<crate::oauth2::TokenIssuer>>,
+    pub oauth2: Option<Arc<crate::auth::oauth2::TokenIssuer>>,
 }
 
 impl Snapshot {
@@ -243,7 +243,7 @@ impl Snapshot {
     pub fn build(config: ValidConfig, generation: u64, shared: &Shared<'_>) -> Self {
         let metrics = shared.metrics;
         let oauth2 = config.oauth2.as_ref().and_then(|o| {
-            crate::oauth2::TokenIssuer::build(o)
+            crate::auth::oauth2::TokenIssuer::build(o)
                 .inspect_err(|e| tracing::error!(error = %e, "the token endpoint is off"))
                 .ok()
                 .map(Arc::new)

@@ -35,7 +35,7 @@ pub fn checks(cfg: &Config) -> Vec<(FieldPath, String)> {
         }
     }
     let issuer = match &cfg.oauth2 {
-        Some(o) => match crate::oauth2::TokenIssuer::build(o) {
+        Some(o) => match crate::auth::oauth2::TokenIssuer::build(o) {
             Ok(issuer) => Some(issuer),
             Err(e) => {
                 out.push((root.key("oauth2").key("signing_key_file"), e));
@@ -47,7 +47,7 @@ pub fn checks(cfg: &Config) -> Vec<(FieldPath, String)> {
     for (i, r) in cfg.routes.iter().enumerate() {
         if let Some(j) = r.auth.as_ref().and_then(|a| a.jwt.as_ref())
             && (cfg.oauth2.is_none() || issuer.is_some())
-            && let Err(e) = crate::jwt::JwtVerifier::compile(j, issuer.as_ref())
+            && let Err(e) = crate::auth::jwt::JwtVerifier::compile(j, issuer.as_ref())
         {
             out.push((root.key("routes").index(i).key("auth").key("jwt"), e));
         }

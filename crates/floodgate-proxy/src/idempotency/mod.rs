@@ -29,8 +29,7 @@ use moka::sync::Cache;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{BoundedCopy, ResponseBody, Tap};
-use crate::client_body::ClientBody;
-use crate::handler::Inbound;
+use crate::client_body::{ClientBody, Inbound};
 use crate::problem::Problem;
 
 pub mod shared;

@@ -9,13 +9,17 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::{Resolved, UpstreamSet};
-use crate::gateway::Gateway;
-use crate::snapshot::Snapshot;
+
+/// What to do when an upstream's names resolve to new addresses: rebuild its targets (and
+/// whatever follows them, such as health checks). Returns false once there is nothing left
+/// to resolve for (the gateway is gone), which ends the task.
+pub type OnResolved = Arc<dyn Fn(&UpstreamSet, &Resolved) -> bool + Send + Sync>;
 
 /// The running resolver tasks.
 #[derive(Default)]
@@ -24,29 +28,36 @@ pub struct Resolvers {
 }
 
 impl Resolvers {
-    /// Stops the previous snapshot's resolvers and starts one per upstream of `snap` that
-    /// has names. Needs a Tokio runtime.
-    pub fn sync(&self, gw: &Arc<Gateway>, snap: &Snapshot) {
+    /// Stops the resolvers of the previous upstream sets and starts one for each of `sets`
+    /// that has names, resolving every `refresh` (and at once after a connect failure).
+    /// Needs a Tokio runtime.
+    pub fn sync<'a>(
+        &self,
+        sets: impl IntoIterator<Item = &'a Arc<UpstreamSet>>,
+        refresh: Duration,
+        hosts_file: Option<&str>,
+        on_resolved: &OnResolved,
+    ) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for t in tasks.drain(..) {
             t.abort();
         }
-        for set in snap.upstreams.values().filter(|s| s.has_names) {
+        for set in sets.into_iter().filter(|s| s.has_names) {
             tasks.push(tokio::spawn(run(
-                Arc::downgrade(gw),
                 set.clone(),
-                snap.config.dns.refresh.0,
-                snap.config.dns.hosts_file.clone(),
+                refresh,
+                hosts_file.map(str::to_owned),
+                on_resolved.clone(),
             )));
         }
     }
 }
 
 async fn run(
-    gw: Weak<Gateway>,
     set: Arc<UpstreamSet>,
-    refresh: std::time::Duration,
+    refresh: Duration,
     hosts_file: Option<String>,
+    on_resolved: OnResolved,
 ) {
     let mut last: Option<Resolved> = None;
     loop {
@@ -56,10 +67,10 @@ async fn run(
             resolved.insert(name, addrs);
         }
         if last.as_ref() != Some(&resolved) {
-            let Some(gw) = gw.upgrade() else { return };
-            set.apply_resolved(&resolved, &gw.registries());
+            if !on_resolved(&set, &resolved) {
+                return;
+            }
             tracing::info!(upstream = %set.name, targets = set.targets().len(), "target names resolved");
-            gw.health.sync(&gw.snapshot(), &gw.metrics);
             last = Some(resolved);
         }
         tokio::select! {

@@ -17,8 +17,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 
-use super::TargetStats;
-use crate::snapshot::Snapshot;
+use super::{TargetStats, UpstreamSet};
 
 /// Running health-check tasks.
 #[derive(Default)]
@@ -27,20 +26,20 @@ pub struct HealthChecks {
 }
 
 impl HealthChecks {
-    /// Starts the checks `snap` defines that are not running, and stops those it does not.
-    /// Needs a Tokio runtime.
-    pub fn sync(&self, snap: &Snapshot, metrics: &crate::metrics::Metrics) {
+    /// Starts the checks the upstreams `sets` define that are not running, and stops those
+    /// they do not. Needs a Tokio runtime.
+    pub fn sync<'a>(
+        &self,
+        sets: impl IntoIterator<Item = &'a Arc<UpstreamSet>>,
+        metrics: &crate::metrics::Metrics,
+    ) {
         let mut wanted: HashMap<String, (Arc<TargetStats>, String, HealthCheck, Gauge)> =
             HashMap::new();
-        for (name, set) in &snap.upstreams {
-            let Some(check) = snap
-                .config
-                .upstreams
-                .get(name)
-                .and_then(|u| u.health_check.clone())
-            else {
+        for set in sets {
+            let Some(check) = set.cfg.health_check.clone() else {
                 continue;
             };
+            let name = &*set.name;
             for t in set.targets() {
                 let identity = format!("{name}\u{0}{}\u{0}{check:?}", t.address);
                 let gauge = metrics.target_healthy(name, &t.address);

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use super::tls::MaybeTls;
-use crate::body::RequestBody;
+use crate::request_body::RequestBody;
 
 /// The handle new streams are opened through.
 pub type Sender = SendRequest<Bytes>;

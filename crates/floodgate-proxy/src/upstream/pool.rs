@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::http2;
 use super::tls::{MaybeTls, TlsSetup};
-use crate::body::{BoxError, RequestBody};
+use crate::request_body::{BoxError, RequestBody};
 
 type Sender = http1::SendRequest<RequestBody>;
 type Driver = http1::Connection<TokioIo<MaybeTls>, RequestBody>;

@@ -36,7 +36,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
     let catalog = instances[0];
     // A signing key for the token endpoint, made now and kept in a private temporary file.
     let key_file = std::env::temp_dir().join(format!("floodgate-demo-{}.pem", std::process::id()));
-    let written = floodgate_proxy::oauth2::generate_p256_pem().and_then(|pem| {
+    let written = floodgate_proxy::auth::oauth2::generate_p256_pem().and_then(|pem| {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()

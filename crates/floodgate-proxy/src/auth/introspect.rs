@@ -13,7 +13,7 @@ use floodgate_config::auth::Introspection;
 use floodgate_config::model::UpstreamTls;
 use http::{HeaderValue, Request, Uri, header};
 
-use crate::jwt::Claims;
+use crate::auth::jwt::Claims;
 
 /// Active tokens remembered at most, per route.
 const CACHE_MAX: usize = 10_000;

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use http::HeaderName;
 
+use super::problem::Problem;
 use crate::auth::{Consumer, IpRules, RouteAuth};
 use crate::error::FieldPath;
-use crate::validate::Problem;
 
 /// Checks the consumers.
 pub(crate) fn check_consumers(consumers: &[Consumer], p: &FieldPath, out: &mut Vec<Problem>) {
@@ -203,8 +203,8 @@ pub(crate) fn check_route_auth(
 
 /// Checks a route's `ip` rules.
 pub(crate) fn check_ip_rules(rules: &IpRules, p: &FieldPath, out: &mut Vec<Problem>) {
-    crate::validate_policies::check_trusted_proxies(&rules.allow, &p.key("allow"), out);
-    crate::validate_policies::check_trusted_proxies(&rules.deny, &p.key("deny"), out);
+    super::common::check_trusted_proxies(&rules.allow, &p.key("allow"), out);
+    super::common::check_trusted_proxies(&rules.deny, &p.key("deny"), out);
 }
 
 fn check_jwt(j: &crate::auth::JwtAuth, p: &FieldPath, out: &mut Vec<Problem>) {
@@ -345,7 +345,7 @@ pub(crate) fn check_existence_filter(
 ) {
     let key_ok = match f.key.split_once(':') {
         Some(("path", _) | ("query", _) | ("header", _)) => {
-            crate::validate_policies::check_key_part(&f.key, params)
+            super::common::check_key_part(&f.key, params)
         }
         _ => Err(format!(
             "invalid key {:?}, expected `path:PARAM`, `query:NAME` or `header:NAME`",

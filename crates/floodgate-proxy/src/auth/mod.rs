@@ -9,7 +9,7 @@
 //! - Basic passwords are argon2id PHC strings, verified with the parameters inside each
 //!   string, on the blocking thread pool and at most a few at a time ([`BasicVerifier`]), so
 //!   a flood of logins cannot take the async workers; a success is remembered for a minute.
-//! - JWTs are checked by [`crate::jwt`]; the token's claim (`sub` by default) names the
+//! - JWTs are checked by [`jwt`]; the token's claim (`sub` by default) names the
 //!   consumer, and a configured consumer of that name lends its groups.
 //! - No credential is ever logged: the access log shows the consumer's name, and an API
 //!   key passed in the query string is redacted from the logged path.
@@ -17,16 +17,20 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64ct::{Base64, Encoding};
 use floodgate_config::auth::{AuthCombine, Consumer, IpRules, RouteAuth};
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use std::sync::Mutex;
-use tokio::sync::Semaphore;
+
+pub mod basic;
+pub mod introspect;
+pub mod jwt;
+pub mod oauth2;
+
+pub use basic::BasicVerifier;
+use basic::{Digest, same, sha256};
 
 use crate::router::query_param;
 
@@ -37,21 +41,6 @@ pub struct Identity {
     pub name: Arc<str>,
     /// Its groups.
     pub groups: Vec<String>,
-}
-
-type Digest = [u8; 32];
-
-fn sha256(bytes: &[u8]) -> Digest {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Compares two digests in time independent of where they differ. (Written here: the
-/// comparison is four lines, where a crate for it would be one more dependency.)
-fn same(a: &Digest, b: &Digest) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Every consumer's credentials, built per configuration.
@@ -114,69 +103,6 @@ fn hex_digest(hex: &str) -> Option<Digest> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Verifies Basic passwords off the async workers, a bounded number at once, remembering
-/// successes briefly.
-pub struct BasicVerifier {
-    permits: Semaphore,
-    /// Digest of (password hash, password) → when the success expires.
-    remembered: Mutex<HashMap<Digest, Instant>>,
-    ttl: Duration,
-    most: usize,
-}
-
-impl Default for BasicVerifier {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        BasicVerifier {
-            permits: Semaphore::new(cores.max(2)),
-            remembered: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(60),
-            most: 10_000,
-        }
-    }
-}
-
-impl BasicVerifier {
-    /// Whether `password` matches the argon2id PHC string `phc`.
-    pub async fn verify(&self, phc: Arc<str>, password: Vec<u8>) -> bool {
-        let mut material = Vec::with_capacity(phc.len() + 1 + password.len());
-        material.extend_from_slice(phc.as_bytes());
-        material.push(0);
-        material.extend_from_slice(&password);
-        let key = sha256(&material);
-        let now = Instant::now();
-        if self
-            .remembered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .is_some_and(|until| now < *until)
-        {
-            return true;
-        }
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc)
-                .is_ok_and(|h| Argon2::default().verify_password(&password, &h).is_ok())
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
-            let mut m = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-            if m.len() >= self.most {
-                m.retain(|_, until| now < *until);
-                if m.len() >= self.most {
-                    m.clear();
-                }
-            }
-            m.insert(key, now + self.ttl);
-        }
-        ok
-    }
 }
 
 /// Why a request may not pass.
@@ -279,9 +205,9 @@ pub struct RouteAccess {
     key_query: Option<String>,
     basic: bool,
     /// JWT validation; an error (a key that could not be read) refuses every token.
-    jwt: Option<Result<crate::jwt::JwtVerifier, String>>,
+    jwt: Option<Result<crate::auth::jwt::JwtVerifier, String>>,
     /// Token introspection; an error (a bad URL) refuses every token.
-    introspection: Option<Result<crate::introspect::Introspector, String>>,
+    introspection: Option<Result<crate::auth::introspect::Introspector, String>>,
     client_certificate: bool,
     consumers: Vec<String>,
     groups: Vec<String>,
@@ -299,7 +225,7 @@ pub struct RouteAccess {
 
 impl RouteAccess {
     /// Compiles validated config; `local` is the built-in token endpoint, if any.
-    pub fn compile(a: &RouteAuth, local: Option<&crate::oauth2::TokenIssuer>) -> Self {
+    pub fn compile(a: &RouteAuth, local: Option<&crate::auth::oauth2::TokenIssuer>) -> Self {
         let key_header = a
             .api_key
             .as_ref()
@@ -339,14 +265,14 @@ impl RouteAccess {
             key_header,
             basic: a.basic.is_some(),
             jwt: a.jwt.as_ref().map(|j| {
-                crate::jwt::JwtVerifier::compile(j, local).inspect_err(|e| {
+                crate::auth::jwt::JwtVerifier::compile(j, local).inspect_err(|e| {
                     tracing::error!(error = %e, "JWT keys unusable: this route refuses every token");
                 })
             }),
             introspection: a
                 .introspection
                 .as_ref()
-                .map(crate::introspect::Introspector::compile),
+                .map(crate::auth::introspect::Introspector::compile),
             strip: a
                 .jwt
                 .iter()
@@ -498,7 +424,7 @@ impl RouteAccess {
         let by_group = self.groups.is_empty() || self.groups.iter().any(|g| who.groups.contains(g));
         let token_claims = claims.as_ref().map(|(_, c)| c).or(introspected.as_ref());
         let granted = token_claims
-            .map(|c| crate::jwt::scopes(c))
+            .map(|c| crate::auth::jwt::scopes(c))
             .unwrap_or_default();
         let by_scope = self.scopes.iter().all(|s| granted.contains(&s.as_str()));
         let by_claims = self.claims.iter().all(|(name, allowed)| {

@@ -2,11 +2,11 @@
 
 use http::HeaderName;
 
+use super::common::{check_key_part, is_condition};
+use super::problem::Problem;
 use crate::error::FieldPath;
 use crate::model::Config;
 use crate::resilience::{BreakerScope, CircuitBreaker, Fallback, Fault};
-use crate::validate::Problem;
-use crate::validate_policies::check_key_part;
 
 /// Checks a breaker on an upstream (`on_route` false) or a route with path parameters
 /// `params`.
@@ -116,15 +116,6 @@ pub(crate) fn check_breaker(
             ));
         }
     }
-}
-
-/// `connect_error`, `reset`, `timeout`, a status or a status class.
-pub(crate) fn is_condition(cond: &str) -> bool {
-    matches!(cond, "connect_error" | "reset" | "timeout")
-        || cond.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s))
-        || (cond.len() == 3
-            && cond.ends_with("xx")
-            && matches!(&cond[..1], "1" | "2" | "3" | "4" | "5"))
 }
 
 /// Checks a route's fallback.

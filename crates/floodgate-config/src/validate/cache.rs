@@ -1,9 +1,9 @@
 //! Validation rules for the HTTP cache: storage sizes and each route's cache options.
 
+use super::problem::Problem;
 use crate::cache::{CacheStorage, Idempotency, RouteCache};
 use crate::error::FieldPath;
 use crate::model::Cluster;
-use crate::validate::Problem;
 
 /// The statuses a negative answer may have: those RFC 9111 lets a shared cache store.
 pub(crate) const NEGATIVE_STATUSES: [u16; 5] = [404, 405, 410, 414, 501];
@@ -67,7 +67,7 @@ pub(crate) fn check_route_cache(
             out.push((p.key(field), "must be greater than zero".into()));
         }
     }
-    crate::validate_policies::check_rate_limits(
+    super::policies::check_rate_limits(
         &c.miss_rate_limits,
         params,
         cluster,

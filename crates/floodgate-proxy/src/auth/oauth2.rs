@@ -22,7 +22,7 @@ use ring::signature::KeyPair;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::auth::BasicVerifier;
+use super::BasicVerifier;
 
 /// The largest token request body read.
 const MAX_FORM: usize = 16 * 1024;

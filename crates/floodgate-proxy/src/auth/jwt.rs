@@ -231,7 +231,7 @@ impl JwtVerifier {
     /// endpoint, for `local_issuer`.
     pub fn compile(
         j: &JwtAuth,
-        local: Option<&crate::oauth2::TokenIssuer>,
+        local: Option<&crate::auth::oauth2::TokenIssuer>,
     ) -> Result<Self, String> {
         let mut fixed = j
             .keys

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use http::HeaderName;
 
+use super::common::{check_key_part, pem_certs, pem_key};
+use super::problem::Problem;
 use crate::error::FieldPath;
 use crate::model::{Algorithm, Balance, Cluster, Concurrency, RateLimit, Retries, Scope, Upstream};
-use crate::validate::Problem;
 
 /// Largest `rate` count for `sliding_log`: its state is one timestamp per request.
 pub(crate) const SLIDING_LOG_MAX: u64 = 10_000;
@@ -165,39 +166,6 @@ fn check_rate_and_burst(
     }
 }
 
-pub(crate) fn check_key_part(part: &str, params: &[String]) -> Result<(), String> {
-    match part.split_once(':') {
-        None => match part {
-            "client_ip" | "route" | "method" | "consumer" => Ok(()),
-            other => Err(format!(
-                "unknown key part {other:?}, expected `client_ip`, `route`, `method`, \
-                 `consumer`, `header:NAME`, `query:NAME` or `path:PARAM`"
-            )),
-        },
-        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
-            .map(|_| ())
-            .map_err(|_| format!("{name:?} is not a valid header name")),
-        Some(("query", name)) if !name.is_empty() => Ok(()),
-        Some(("path", name)) => {
-            if params.iter().any(|p| p == name) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the route's path has no parameter {name:?}{}",
-                    if params.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (it has {})", params.join(", "))
-                    }
-                ))
-            }
-        }
-        _ => Err(format!(
-            "invalid key part {part:?}, expected `header:NAME`, `query:NAME` or `path:PARAM`"
-        )),
-    }
-}
-
 /// Checks a bulkhead.
 pub(crate) fn check_concurrency(c: &Concurrency, p: &FieldPath, out: &mut Vec<Problem>) {
     match (&c.max_in_flight, &c.adaptive) {
@@ -279,7 +247,7 @@ pub(crate) fn check_balance(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>
 /// Checks an upstream's retry policy.
 pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) {
     for (i, cond) in r.retry_on.iter().enumerate() {
-        if !crate::validate_resilience::is_condition(cond) {
+        if !super::common::is_condition(cond) {
             out.push((
                 p.key("retry_on").index(i),
                 format!(
@@ -300,29 +268,6 @@ pub(crate) fn check_retries(r: &Retries, p: &FieldPath, out: &mut Vec<Problem>) 
     if r.max_backoff.0 < r.backoff.0 {
         out.push((p.key("max_backoff"), "must be at least `backoff`".into()));
     }
-}
-
-/// How many PEM certificates the file at `path` holds (at least one).
-pub(crate) fn pem_certs(path: &str) -> Result<usize, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let n = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {path:?}: {e}"))?
-        .filter(Result::is_ok)
-        .count();
-    if n == 0 {
-        return Err(format!("{path:?} holds no PEM certificate"));
-    }
-    Ok(n)
-}
-
-/// Whether the file at `path` holds a PEM private key.
-pub(crate) fn pem_key(path: &str) -> Result<(), String> {
-    use rustls_pki_types::PrivateKeyDer;
-    use rustls_pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_file(path)
-        .map(|_| ())
-        .map_err(|_| format!("{path:?} holds no readable PEM private key"))
 }
 
 /// Checks an upstream's health check and outlier detection.
@@ -414,18 +359,5 @@ pub(crate) fn check_cluster(c: &Cluster, p: &FieldPath, out: &mut Vec<Problem>) 
     }
     if c.heartbeat.0.is_zero() {
         out.push((p.key("heartbeat"), "must be greater than zero".into()));
-    }
-}
-
-/// Checks a listener's trusted proxies: IP addresses or CIDR blocks.
-pub(crate) fn check_trusted_proxies(list: &[String], p: &FieldPath, out: &mut Vec<Problem>) {
-    for (i, entry) in list.iter().enumerate() {
-        let ok = entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
-        if !ok {
-            out.push((
-                p.index(i),
-                format!("{entry:?} is not an IP address or CIDR block (such as 10.0.0.0/8)"),
-            ));
-        }
     }
 }

@@ -1,10 +1,10 @@
 //! Validation rules for TLS on listeners: the files must hold what they claim, and HSTS and
 //! the HTTPS redirect must be on the right kind of listener.
 
+use super::common::{pem_certs, pem_key};
+use super::problem::Problem;
 use crate::error::FieldPath;
 use crate::model::Listener;
-use crate::validate::Problem;
-use crate::validate_policies::{pem_certs, pem_key};
 
 /// Checks a listener's `tls`, `hsts` and `redirect_to_https`.
 pub(crate) fn check_listener_tls(l: &Listener, p: &FieldPath, out: &mut Vec<Problem>) {

@@ -9,28 +9,34 @@ use http::{HeaderName, Method};
 use crate::error::FieldPath;
 use crate::model::{Config, HeaderOps, Route, ValueMatch};
 use crate::template::{PathTemplate, TextTemplate};
-use crate::{validate_auth, validate_cache, validate_policies, validate_resilience, validate_tls};
+mod auth;
+mod cache;
+mod common;
+mod policies;
+mod problem;
+mod resilience;
+mod tls;
 
-/// A problem found by validation, located later through the document tree.
-pub(crate) type Problem = (FieldPath, String);
+pub use policies::limit_name;
+pub(crate) use problem::Problem;
 
 /// Runs every rule and returns all problems.
 pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = FieldPath::root();
     validate_listeners(cfg, &root, &mut out);
-    validate_auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
-    validate_cache::check_storage(
+    auth::check_consumers(&cfg.consumers, &root.key("consumers"), &mut out);
+    cache::check_storage(
         &cfg.cache,
         cfg.cluster.as_ref(),
         &root.key("cache"),
         &mut out,
     );
     if let Some(o) = &cfg.oauth2 {
-        validate_auth::check_oauth2(o, &root.key("oauth2"), &mut out);
+        auth::check_oauth2(o, &root.key("oauth2"), &mut out);
     }
     if let Some(c) = &cfg.cluster {
-        validate_policies::check_cluster(c, &root.key("cluster"), &mut out);
+        policies::check_cluster(c, &root.key("cluster"), &mut out);
     }
     for (name, up) in &cfg.upstreams {
         let path = root.key("upstreams").key(name);
@@ -52,22 +58,16 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
         if let Some(c) = &up.concurrency {
-            validate_policies::check_concurrency(c, &path.key("concurrency"), &mut out);
+            policies::check_concurrency(c, &path.key("concurrency"), &mut out);
         }
-        validate_policies::check_balance(up, &path, &mut out);
-        validate_policies::check_health(up, &path, &mut out);
-        validate_policies::check_upstream_tls(up, &path, &mut out);
+        policies::check_balance(up, &path, &mut out);
+        policies::check_health(up, &path, &mut out);
+        policies::check_upstream_tls(up, &path, &mut out);
         if let Some(r) = &up.retries {
-            validate_policies::check_retries(r, &path.key("retries"), &mut out);
+            policies::check_retries(r, &path.key("retries"), &mut out);
         }
         if let Some(cb) = &up.circuit_breaker {
-            validate_resilience::check_breaker(
-                cb,
-                false,
-                &[],
-                &path.key("circuit_breaker"),
-                &mut out,
-            );
+            resilience::check_breaker(cb, false, &[], &path.key("circuit_breaker"), &mut out);
         }
         if up.timeouts.connect.0.is_zero() || up.timeouts.request.0.is_zero() {
             out.push((
@@ -111,12 +111,8 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
     let mut addrs = HashMap::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let path = root.key("listeners").index(i);
-        validate_policies::check_trusted_proxies(
-            &l.trusted_proxies,
-            &path.key("trusted_proxies"),
-            out,
-        );
-        validate_tls::check_listener_tls(l, &path, out);
+        common::check_trusted_proxies(&l.trusted_proxies, &path.key("trusted_proxies"), out);
+        tls::check_listener_tls(l, &path, out);
         if let Some(h) = &l.criticality_header {
             if HeaderName::from_bytes(h.as_bytes()).is_err() {
                 out.push((
@@ -356,7 +352,7 @@ fn validate_route(
     }
     check_header_ops(&route.request_headers, &path.key("request_headers"), out);
     check_header_ops(&route.response_headers, &path.key("response_headers"), out);
-    validate_policies::check_rate_limits(
+    policies::check_rate_limits(
         &route.rate_limits,
         &params,
         cfg.cluster.as_ref(),
@@ -388,7 +384,7 @@ fn validate_route(
         }
     }
     if let Some(c) = &route.concurrency {
-        validate_policies::check_concurrency(c, &path.key("concurrency"), out);
+        policies::check_concurrency(c, &path.key("concurrency"), out);
     }
     let proxies = route.redirect.is_none();
     for (field, given) in [
@@ -404,16 +400,16 @@ fn validate_route(
         }
     }
     if let Some(cb) = &route.circuit_breaker {
-        validate_resilience::check_breaker(cb, true, &params, &path.key("circuit_breaker"), out);
+        resilience::check_breaker(cb, true, &params, &path.key("circuit_breaker"), out);
     }
     if let Some(fb) = &route.fallback {
-        validate_resilience::check_fallback(cfg, fb, &path.key("fallback"), out);
+        resilience::check_fallback(cfg, fb, &path.key("fallback"), out);
     }
     if let Some(f) = &route.fault {
-        validate_resilience::check_fault(f, &path.key("fault"), out);
+        resilience::check_fault(f, &path.key("fault"), out);
     }
     if let Some(a) = &route.auth {
-        validate_auth::check_route_auth(
+        auth::check_route_auth(
             a,
             &cfg.consumers,
             cfg.oauth2.is_some(),
@@ -422,13 +418,13 @@ fn validate_route(
         );
     }
     if let Some(ip) = &route.ip {
-        validate_auth::check_ip_rules(ip, &path.key("ip"), out);
+        auth::check_ip_rules(ip, &path.key("ip"), out);
     }
     if let Some(c) = &route.cors {
-        validate_auth::check_cors(c, &path.key("cors"), out);
+        auth::check_cors(c, &path.key("cors"), out);
     }
     if let Some(f) = &route.existence_filter {
-        validate_auth::check_existence_filter(f, &params, &path.key("existence_filter"), out);
+        auth::check_existence_filter(f, &params, &path.key("existence_filter"), out);
     }
     if let Some(c) = &route.cache {
         if route.redirect.is_some() {
@@ -437,13 +433,7 @@ fn validate_route(
                 "`cache` has no effect on a redirect route".into(),
             ));
         }
-        validate_cache::check_route_cache(
-            c,
-            &params,
-            cfg.cluster.as_ref(),
-            &path.key("cache"),
-            out,
-        );
+        cache::check_route_cache(c, &params, cfg.cluster.as_ref(), &path.key("cache"), out);
     }
     if let Some(i) = &route.idempotency {
         if route.redirect.is_some() {
@@ -452,10 +442,10 @@ fn validate_route(
                 "`idempotency` has no effect on a redirect route".into(),
             ));
         }
-        validate_cache::check_idempotency(i, cfg.cluster.as_ref(), &path.key("idempotency"), out);
+        cache::check_idempotency(i, cfg.cluster.as_ref(), &path.key("idempotency"), out);
     }
     if let Some(h) = &route.security_headers {
-        validate_auth::check_security_headers(h, &path.key("security_headers"), out);
+        auth::check_security_headers(h, &path.key("security_headers"), out);
     }
 }
 
