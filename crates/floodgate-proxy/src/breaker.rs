@@ -19,6 +19,7 @@ use http::StatusCode;
 
 use crate::kept::Kept;
 use crate::metrics::{BreakerMetrics, Metrics};
+use crate::problem::Problem;
 use crate::ratelimit::key::KeyPart;
 use crate::ratelimit::now;
 
@@ -182,6 +183,14 @@ impl ScopedBreaker {
         }
     }
 
+    /// A call through this breaker, or the problem that answers when it refuses (open, or
+    /// every half-open probe out).
+    pub fn admit(self: &Arc<Self>, key: &[u8]) -> Result<Call, Problem> {
+        self.acquire(key).map_err(|r| Problem::CircuitOpen {
+            retry_after_secs: r.retry_after.div_ceil(1_000_000_000).max(1),
+        })
+    }
+
     /// Whether a single breaker refuses calls now (for balancing, which skips targets
     /// whose breaker is open without taking a probe place).
     pub fn is_open(&self) -> bool {
@@ -274,6 +283,35 @@ impl Call {
         if let Some(t) = self.breaker.record(self.ticket, result, now()) {
             self.owner
                 .on_transition(t, self.key.as_deref().unwrap_or_default());
+        }
+    }
+}
+
+impl Call {
+    /// Reports the call by the answer its request got: a status, or the problem that
+    /// answered. The gateway's own refusals and the client's faults count as neither
+    /// success nor failure (the call is given back unreported).
+    pub fn report(self, answer: Result<StatusCode, Problem>) {
+        let outcome = match answer {
+            Ok(status) => Some(Outcome::Status(status)),
+            Err(p) => Outcome::of_problem(p),
+        };
+        if let Some(o) = outcome {
+            self.finish(o);
+        }
+    }
+}
+
+impl Outcome {
+    /// How a request that `p` answered ended, for a breaker: `None` for a problem that
+    /// is not the upstream's doing.
+    pub fn of_problem(p: Problem) -> Option<Outcome> {
+        match p {
+            Problem::UpstreamTimeout => Some(Outcome::Timeout),
+            Problem::UpstreamConnect | Problem::NoTarget => Some(Outcome::Connect),
+            Problem::UpstreamBroken => Some(Outcome::Reset),
+            Problem::FaultAbort(status) => Some(Outcome::Status(status)),
+            _ => None,
         }
     }
 }

@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::router::RequestView;
+use crate::pipeline::front::{find_route, locate};
+use crate::problem::Problem;
 use crate::snapshot::{Action, Snapshot};
 
 /// Describes what `snap` would do with the request, as text for a terminal. Credentials in
@@ -27,40 +28,37 @@ pub async fn explain(
             .ok_or_else(|| format!("no listener named {name:?}"))?,
         None => snap.listeners.first().ok_or("the config has no listener")?,
     };
-    let host_value = match crate::host::of_request(uri, http::Version::HTTP_11, headers) {
-        Ok(v) => v,
-        Err(crate::host::HostError::Missing) => {
-            return Err("give an absolute URL (http://host/path) or a Host header".into());
-        }
-        Err(e) => return Err(format!("400 bad-request: {}", e.detail())),
-    };
-    let host = crate::host::routing_name(host_value.to_str().unwrap_or_default()).into_owned();
     let mut out = String::new();
     let _ = writeln!(out, "request:   {method} {uri}");
     let _ = writeln!(out, "listener:  {}", plan.name);
-    let path = match crate::path::normalize(uri.path(), &plan.paths) {
-        Ok(p) => p,
-        Err(e) => {
+    // The data plane's own front door: the canonical path, the host, the route.
+    let (canonical, host_value) = match locate(plan, uri, http::Version::HTTP_11, headers) {
+        Ok(found) => found,
+        Err(Problem::BadRequest(why)) if why == crate::host::HostError::Missing.detail() => {
+            return Err("give an absolute URL (http://host/path) or a Host header".into());
+        }
+        Err(p) => {
             let _ = writeln!(
                 out,
-                "path:      refused -> 400 problem+json (urn:floodgate:problem:bad-request): {}",
-                e.detail()
+                "refused:   {} problem+json (urn:floodgate:problem:{}): {}",
+                p.status().as_u16(),
+                p.code(),
+                p.detail()
             );
             return Ok(out);
         }
     };
-    if path != uri.path() {
-        let _ = writeln!(out, "path:      {path} (canonical form, used from here on)");
+    let uri = canonical.as_ref().unwrap_or(uri);
+    if canonical.is_some() {
+        let _ = writeln!(
+            out,
+            "path:      {} (canonical form, used from here on)",
+            uri.path()
+        );
     }
-    let path = path.as_ref();
-    let view = RequestView {
-        host: &host,
-        path,
-        query: uri.query(),
-        method,
-        headers,
-    };
-    let Some(m) = plan.router.find(&view) else {
+    let path = uri.path();
+    let host = crate::host::routing_name(host_value.to_str().unwrap_or_default());
+    let Some((route, params)) = find_route(plan, &host, method, uri, headers) else {
         let _ = writeln!(
             out,
             "route:     none matches -> 404 problem+json (urn:floodgate:problem:no-route)"
@@ -78,22 +76,17 @@ pub async fn explain(
             if other == *method {
                 continue;
             }
-            let view = RequestView {
-                method: &other,
-                ..view
-            };
-            if let Some(m) = plan.router.find(&view) {
+            if let Some((route, _)) = find_route(plan, &host, &other, uri, headers) {
                 let _ = writeln!(
                     out,
                     "  route {:?} matches this request except its method: it takes {other}, not {method}",
-                    &*m.value.name
+                    &*route.name
                 );
                 break;
             }
         }
         return Ok(out);
     };
-    let route = m.value;
     let index = snap
         .config
         .routes
@@ -137,8 +130,8 @@ pub async fn explain(
     if cfg.priority != 0 {
         let _ = writeln!(out, "  priority: {}", cfg.priority);
     }
-    if !m.params.is_empty() {
-        let params: Vec<String> = m.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !params.is_empty() {
+        let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "  params:  {}", params.join(", "));
     }
     match &route.action {
@@ -147,7 +140,7 @@ pub async fn explain(
             let loc = location.render(|n| match n {
                 "path" => Some(path),
                 "query" => Some(query.as_str()),
-                _ => m.params.iter().find(|(k, _)| k == n).map(|(_, v)| *v),
+                _ => params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
             });
             let _ = writeln!(out, "action:    redirect {} to {loc}", status.as_u16());
         }
@@ -189,7 +182,7 @@ pub async fn explain(
             let new_path = route
                 .rewrite
                 .as_ref()
-                .map_or_else(|| path.to_owned(), |rw| rw.apply(path, &m.params));
+                .map_or_else(|| path.to_owned(), |rw| rw.apply(path, &params));
             let _ = writeln!(
                 out,
                 "  upstream path: {new_path}{}",
@@ -288,7 +281,7 @@ pub async fn explain(
         method,
         headers,
         query: uri.query(),
-        params: &m.params,
+        params: &params,
         consumer: consumer.as_deref(),
     };
     for (i, l) in cfg.rate_limits.iter().enumerate() {

@@ -139,7 +139,8 @@ impl Problem {
         }
     }
 
-    fn detail(self) -> &'static str {
+    /// What went wrong, in a sentence for the client.
+    pub fn detail(self) -> &'static str {
         match self {
             Problem::BadRequest(why) => why,
             Problem::NoRoute => "No route matches this request.",

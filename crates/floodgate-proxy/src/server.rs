@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::conn::{ConnInfo, ConnState};
 use crate::gateway::Gateway;
-use crate::handler;
+use crate::pipeline;
 use crate::sniff::{Prefixed, Protocol, sniff};
 
 /// A bound listener, not yet accepting.
@@ -265,7 +265,7 @@ impl Served {
         let svc = service_fn(move |req| {
             let gw = gw.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(handler::handle(gw, info, req).await) }
+            async move { Ok::<_, Infallible>(pipeline::handle(gw, info, req).await) }
         });
         // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
         // handler answers with problem+json, so hyper's cap sits above the configured limit.

@@ -172,9 +172,14 @@ impl CompiledRewrite {
     }
 
     /// The rewritten path for `path` with route parameters `params`.
-    pub fn apply(&self, path: &str, params: &[(String, &str)]) -> String {
+    pub fn apply(&self, path: &str, params: &[(String, String)]) -> String {
         if let Some(t) = &self.path {
-            return t.render(|name| params.iter().find(|(k, _)| k == name).map(|(_, v)| *v));
+            return t.render(|name| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            });
         }
         let mut out = path;
         if let Some(p) = &self.strip_prefix
@@ -468,7 +473,7 @@ mod tests {
             "/v2/x"
         );
         assert_eq!(rw(None, Some("/v2"), None).apply("/", &[]), "/v2");
-        let params = [("id".to_string(), "42")];
+        let params = [("id".to_string(), "42".to_string())];
         assert_eq!(
             rw(None, None, Some("/items/{id}")).apply("/p/42", &params),
             "/items/42"

@@ -58,7 +58,7 @@ pub struct RequestFacts<'a> {
     /// The raw query string.
     pub query: Option<&'a str>,
     /// The route's path parameters.
-    pub params: &'a [(String, &'a str)],
+    pub params: &'a [(String, String)],
     /// The authenticated consumer, if any.
     pub consumer: Option<&'a str>,
 }
@@ -107,7 +107,7 @@ mod tests {
     fn renders_parts_joined() {
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", "k1".parse().unwrap());
-        let params = [("id".to_string(), "42")];
+        let params = [("id".to_string(), "42".to_string())];
         let facts = RequestFacts {
             client_ip: "192.0.2.1".parse().unwrap(),
             route: "r",

@@ -151,7 +151,7 @@ impl HashOn {
     }
 
     /// The key hash of a request (the empty key's when the part is missing).
-    pub fn hash(&self, client_ip: IpAddr, headers: &HeaderMap, params: &[(String, &str)]) -> u64 {
+    pub fn hash(&self, client_ip: IpAddr, headers: &HeaderMap, params: &[(String, String)]) -> u64 {
         match self {
             HashOn::ClientIp => stable_hash(client_ip.to_string().as_bytes()),
             HashOn::Header(name) => {
@@ -162,7 +162,7 @@ impl HashOn {
                 params
                     .iter()
                     .find(|(k, _)| k == name)
-                    .map_or("", |(_, v)| v)
+                    .map_or("", |(_, v)| v.as_str())
                     .as_bytes(),
             ),
         }

@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod dns;
+pub mod exchange;
 pub mod health;
 pub mod http2;
 pub mod pool;

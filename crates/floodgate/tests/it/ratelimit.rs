@@ -340,15 +340,16 @@ async fn an_adaptive_limit_falls_when_the_upstream_slows() {
     for _ in 0..50 {
         assert_eq!(get(&url).await.0, StatusCode::OK);
     }
-    let before = gw.metric(series).await;
-    assert!(before >= 20.0, "{before}");
-    // The upstream slows down: latency far over the minimum, and the limit falls.
+    // (On a loaded machine, fast answers vary too and the limit may already sit a little
+    // below its initial 20; only a latency far over the minimum takes it to the floor.)
+    // The upstream slows down: latency far over the minimum, and the limit falls to where
+    // the lowest gradient holds it (4: `0.5 × L + √L = L`; fast answers only raise it).
     slow.store(true, std::sync::atomic::Ordering::Relaxed);
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         assert_eq!(get(&url).await.0, StatusCode::OK);
         let now = gw.metric(series).await;
-        if now < before {
+        if now <= 6.0 {
             break;
         }
         assert!(

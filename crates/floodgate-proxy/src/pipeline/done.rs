@@ -1,0 +1,156 @@
+//! The record of one request, finished when its response is over (the last byte sent, or
+//! the client gone): the metrics and the access-log line, and what the request held until
+//! then (bulkhead places, its count in flight at the target, its connection's activity).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, Version};
+
+use crate::access_log::{Record, rfc3339};
+use crate::admission::Permit;
+use crate::body::{BodyEnd, Completion};
+use crate::conn::ConnInfo;
+use crate::gateway::Gateway;
+use crate::metrics::RouteMetrics;
+use crate::problem::Problem;
+use crate::snapshot::Route;
+use crate::upstream::exchange::Trace;
+
+/// Everything needed to finish a request's bookkeeping once its response is over.
+pub(crate) struct Done {
+    pub(crate) gw: Arc<Gateway>,
+    pub(crate) conn: Arc<ConnInfo>,
+    pub(crate) started: Instant,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) method: Method,
+    /// The request target as received (cheap to clone: shares the request's buffer).
+    pub(crate) target: PathAndQuery,
+    pub(crate) version: Version,
+    pub(crate) status: StatusCode,
+    /// The route's name (or the gateway's own endpoint's), for the log.
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) upstream: Option<Arc<str>>,
+    pub(crate) error: Option<&'static str>,
+    pub(crate) metrics: RouteMetrics,
+    /// The limit that refused the request (or, dry run, would have).
+    pub(crate) rate_limit: Option<Arc<str>>,
+    pub(crate) dry_run: bool,
+    /// Bulkhead places, released when the response ends.
+    pub(crate) permits: Vec<Permit>,
+    /// The request counted in flight at its target and the target's address, until the
+    /// response ends.
+    pub(crate) trace: Trace,
+    /// The matched route (its fallback, response headers and what the log redacts).
+    pub(crate) compiled_route: Option<Arc<Route>>,
+    /// The condition a fallback answered.
+    pub(crate) fallback: Option<&'static str>,
+    /// The authenticated consumer.
+    pub(crate) consumer: Option<Arc<str>>,
+    /// What the cache did, for the log.
+    pub(crate) cache: Option<&'static str>,
+    /// What idempotency-key handling did, for the log.
+    pub(crate) idempotency: Option<&'static str>,
+}
+
+impl Done {
+    /// The record of a request that has just arrived.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gw: Arc<Gateway>,
+        conn: Arc<ConnInfo>,
+        request_id: HeaderValue,
+        method: Method,
+        target: PathAndQuery,
+        version: Version,
+        metrics: RouteMetrics,
+    ) -> Self {
+        Done {
+            gw,
+            conn,
+            started: Instant::now(),
+            request_id,
+            method,
+            target,
+            version,
+            status: StatusCode::OK,
+            route: None,
+            upstream: None,
+            error: None,
+            metrics,
+            rate_limit: None,
+            dry_run: false,
+            permits: Vec::new(),
+            trace: Trace::default(),
+            compiled_route: None,
+            fallback: None,
+            consumer: None,
+            cache: None,
+            idempotency: None,
+        }
+    }
+}
+
+impl Completion for Done {
+    fn done(mut self: Box<Self>, bytes_sent: u64, end: BodyEnd) {
+        let elapsed = self.started.elapsed();
+        // A response that did not reach the client whole says so in the log.
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::ClientGone => {
+                self.error = self.error.or(Some(Problem::ClientClosed.code()));
+            }
+            BodyEnd::UpstreamBroke => {
+                self.error = self.error.or(Some(Problem::UpstreamBroken.code()));
+                if let Some(upstream) = &self.upstream {
+                    self.gw.metrics.upstream_error(upstream, "broken");
+                }
+            }
+        }
+        self.metrics
+            .record(self.status.as_u16(), elapsed.as_secs_f64());
+        if self.gw.access_log.enabled() {
+            // An API key in the query string is not written to the log.
+            let redacted = self
+                .compiled_route
+                .as_ref()
+                .and_then(|r| r.access.as_ref()?.key_query())
+                .map(|q| crate::auth::redact_query(self.target.as_str(), q));
+            let record = Record {
+                time: rfc3339(SystemTime::now() - elapsed),
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                client: self.conn.client.ip.to_str().unwrap_or_default(),
+                listener: &self.conn.listener_name,
+                route: self.route.as_deref(),
+                method: self.method.as_str(),
+                path: redacted.as_deref().unwrap_or(self.target.as_str()),
+                consumer: self.consumer.as_deref(),
+                protocol: match self.version {
+                    Version::HTTP_2 => "HTTP/2.0",
+                    Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                status: self.status.as_u16(),
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                upstream: self.upstream.as_deref(),
+                target: self.trace.target.as_deref(),
+                bytes_sent,
+                error: self.error,
+                fallback: self.fallback,
+                tls_client: self
+                    .conn
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_identity.as_deref()),
+                rate_limit: self.rate_limit.as_deref(),
+                dry_run: self.dry_run,
+                cache: self.cache,
+                idempotency: self.idempotency,
+            };
+            self.gw.access_log.log(&record);
+        }
+        self.conn.state.end();
+    }
+}

@@ -1,0 +1,103 @@
+//! One request's way through the gateway, as named phases. [`handle`] reads top to bottom
+//! as the list; each phase is a module of its own:
+//!
+//! 1. [`front`]: the front door. Head limits, the canonical path, the host, the redirect to
+//!    HTTPS and the gateway's own endpoints; then routing, which gathers what every later
+//!    phase reads into one [`context::RequestCtx`].
+//! 2. [`guards`]: CORS (a preflight is answered), the WAF on the head, IP rules,
+//!    authentication, the existence filter, rate limits.
+//! 3. [`around`]: the cache and idempotency keys, which may answer instead of the upstream
+//!    and see its answer on the way back.
+//! 4. [`forward`]: the route's action. A redirect, or [`admit`]ssion (bulkheads, breakers,
+//!    fault injection), the WAF on the body, and the upstream exchange
+//!    ([`crate::upstream::exchange`]).
+//! 5. [`fallback`]: a problem the route's fallback covers is answered by it.
+//! 6. [`respond`]: the response filters, on every answer including the gateway's own.
+//! 7. [`done`]: when the response body ends, the metrics and the access-log line.
+//!
+//! A phase refuses a request by returning the problem that answers it, so no later phase
+//! runs. What a phase leaves for a later one is in [`notes::Notes`]; what the log needs,
+//! in [`done::Done`].
+//!
+//! Large steps are boxed where they begin: hyper keeps each connection's request future
+//! allocated while the connection idles, so only what every request needs is in it.
+
+pub(crate) mod admit;
+pub(crate) mod around;
+pub(crate) mod context;
+pub(crate) mod done;
+pub(crate) mod fallback;
+pub(crate) mod forward;
+pub(crate) mod front;
+pub(crate) mod guards;
+pub(crate) mod notes;
+pub(crate) mod refresh;
+pub(crate) mod respond;
+
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::client_body::ClientBody;
+use crate::conn::ConnInfo;
+use crate::gateway::Gateway;
+use crate::problem::Problem;
+use crate::request_id;
+use crate::snapshot::Snapshot;
+use done::Done;
+use front::Entered;
+use notes::Notes;
+
+/// Handles one request; never fails: errors become problem+json responses.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let snap = gw.snapshot();
+    conn.state.begin();
+    let req = req.map(|body| ClientBody::new(body, conn.body_read));
+    let mut done = Done::new(
+        gw.clone(),
+        conn.clone(),
+        request_id::from_headers(req.headers()).0,
+        req.method().clone(),
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        req.version(),
+        snap.unmatched.clone(),
+    );
+    let mut notes = Notes::default();
+    let result = match answer(&snap, &conn, req, &mut notes, &mut done).await {
+        Err(problem) => fallback::fall_back(problem, &conn, &mut notes, &mut done).await,
+        ok => ok,
+    };
+    let listener = snap.listeners.get(conn.listener);
+    let mut resp = respond::respond(result, listener, &mut notes, &mut done);
+    resp.body_mut().on_done(Box::new(done));
+    resp
+}
+
+/// The answer to a request: from the front door, a guard, the cache or idempotency store,
+/// or the route's action.
+async fn answer(
+    snap: &Snapshot,
+    conn: &Arc<ConnInfo>,
+    req: Request<ClientBody>,
+    notes: &mut Notes,
+    done: &mut Done,
+) -> Result<Response<ResponseBody>, Problem> {
+    let (req, mut ctx) = match front::enter(snap, conn, req, done).await? {
+        Entered::Answered(resp) => return Ok(resp),
+        Entered::Routed(req, ctx) => (req, ctx),
+    };
+    if let Some(answered) = guards::check(&mut ctx, &req, notes, done).await? {
+        return Ok(answered);
+    }
+    around::run(&ctx, req, notes, done).await
+}
