@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -113,11 +114,20 @@ impl std::fmt::Display for ClientFault {
 
 impl std::error::Error for ClientFault {}
 
+/// Where a client's body comes from.
+enum Source {
+    /// hyper's body of a request read from a connection.
+    Wire(Incoming),
+    /// Any other body: a request the gateway makes itself, or one a test hands to the
+    /// pipeline without a socket. Its errors count as the client going away.
+    Other(BoxBody<Bytes, ClientFault>),
+}
+
 /// A client's request body with a read timeout and classified errors.
 pub struct ClientBody {
     /// Bytes read ahead and given back ([`Self::read_within`]), sent before the rest.
     prefix: Option<Bytes>,
-    inner: Incoming,
+    inner: Source,
     timeout: Duration,
     /// Made on the first wait (most bodies arrive without one), then reused.
     timer: Option<Pin<Box<Sleep>>>,
@@ -130,7 +140,22 @@ impl ClientBody {
     pub fn new(inner: Incoming, timeout: Duration) -> Self {
         ClientBody {
             prefix: None,
-            inner,
+            inner: Source::Wire(inner),
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// Wraps any body (one not read from a connection); its errors count as the client
+    /// going away.
+    pub fn from_body<B>(body: B, timeout: Duration) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+    {
+        ClientBody {
+            prefix: None,
+            inner: Source::Other(BoxBody::new(body.map_err(|_| ClientFault::Closed))),
             timeout,
             timer: None,
             waiting: false,
@@ -192,14 +217,21 @@ impl Body for ClientBody {
         if let Some(prefix) = this.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = match &mut this.inner {
+            Source::Wire(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientFault::of(&e)))),
+                other => other.map(|f| f.map(|f| f.map_err(|_| ClientFault::Closed))),
+            },
+            Source::Other(b) => Pin::new(b).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Some(Err(fault))) => {
                 this.waiting = false;
-                Poll::Ready(Some(Err(ClientFault::of(&e))))
+                Poll::Ready(Some(Err(fault)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
@@ -213,11 +245,18 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.inner.is_end_stream()
+        self.prefix.is_none()
+            && match &self.inner {
+                Source::Wire(b) => b.is_end_stream(),
+                Source::Other(b) => b.is_end_stream(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
+        let inner = match &self.inner {
+            Source::Wire(b) => b.size_hint(),
+            Source::Other(b) => b.size_hint(),
+        };
         let Some(prefix) = &self.prefix else {
             return inner;
         };

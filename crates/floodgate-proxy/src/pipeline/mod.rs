@@ -33,6 +33,8 @@ pub(crate) mod guards;
 pub(crate) mod notes;
 pub(crate) mod refresh;
 pub(crate) mod respond;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -51,15 +53,25 @@ use done::Done;
 use front::Entered;
 use notes::Notes;
 
-/// Handles one request; never fails: errors become problem+json responses.
+/// Handles one request read from a connection; never fails: errors become problem+json
+/// responses.
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let body_read = conn.body_read;
+    serve(gw, conn, req.map(|body| ClientBody::new(body, body_read))).await
+}
+
+/// Handles one request, whatever its body came from (a connection, or a test).
+pub(crate) async fn serve(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<ClientBody>,
+) -> Response<ResponseBody> {
     let snap = gw.snapshot();
     conn.state.begin();
-    let req = req.map(|body| ClientBody::new(body, conn.body_read));
     let mut done = Done::new(
         gw.clone(),
         conn.clone(),

@@ -22,6 +22,7 @@ mod demo;
 mod dns;
 mod errors;
 mod existence;
+mod explain_agrees;
 mod framing;
 mod headers;
 mod health;
