@@ -17,6 +17,12 @@ use crate::cache::Lookup;
 use crate::client_body::{ClientBody, Inbound};
 use crate::idempotency::Begin;
 use crate::problem::Problem;
+use crate::snapshot::Route;
+
+/// Whether the route caches or keeps idempotency keys.
+pub(crate) fn apply_to(route: &Route) -> bool {
+    route.cache.is_some() || route.idempotency.is_some()
+}
 
 /// Answers from the cache or the idempotency store, or forwards the request (through
 /// admission to the upstream) and lets both see the answer.
@@ -93,10 +99,8 @@ pub(crate) async fn run(
         }
         None => (req.map(Inbound::Stream), None),
     };
-    // Boxed, with the exchange inside: hyper keeps each connection's request future
-    // allocated while the connection idles, so the large state of forwarding lives only
-    // as long as a request.
-    let result = Box::pin(super::forward::forward(req, ctx, notes, done)).await;
+    // (This phase is boxed where it begins, the exchange with it.)
+    let result = super::forward::forward(req, ctx, notes, done).await;
     let result = match (&route.idempotency, claim) {
         (Some(idem), Some(claim)) => idem.complete(claim, result),
         _ => result,

@@ -62,7 +62,7 @@ pub(crate) async fn forward(
                 && matches!(fb.action, FallbackAction::Upstream(_))
                 && req.body().is_end_stream()
             {
-                notes.replay = Some(Replay {
+                notes.replay = Some(Box::new(Replay {
                     method: req.method().clone(),
                     uri: req.uri().clone(),
                     version: req.version(),
@@ -71,10 +71,17 @@ pub(crate) async fn forward(
                     new_path: plan.new_path.clone(),
                     body_limit: plan.body_limit,
                     criticality: plan.criticality,
-                });
+                }));
             }
-            inject_fault(route, &req, &mut call).await?;
-            let req = inspect_body(route, req, done).await?;
+            // (Each step only where the route has it: the plain path makes no future of
+            // theirs.)
+            if route.fault.is_some() {
+                inject_fault(route, &req, &mut call).await?;
+            }
+            let mut req = req;
+            if route.waf.is_some() {
+                inspect_body(route, &mut req, done).await?;
+            }
             let result = proxy(req, ctx.conn, plan, notes, done).await;
             if let Some(call) = call {
                 call.report(result.as_ref().map(Response::status).map_err(|p| *p));
@@ -209,7 +216,13 @@ pub(crate) async fn proxy(
         mirror: route.mirror.as_ref(),
         metrics: &done.gw.metrics,
     };
-    let result = exchange.send(head, body, &mut done.trace).await;
+    let sent = exchange.send(head, body, &mut done.trace);
+    let result = match upstream.total_timeout {
+        None => sent.await,
+        Some(total) => tokio::time::timeout(total, sent)
+            .await
+            .unwrap_or_else(|_| Err(exchange.timed_out())),
+    };
     if let Some(call) = call {
         call.report(result.as_ref().map(|a| a.response.status()).map_err(|p| *p));
     }

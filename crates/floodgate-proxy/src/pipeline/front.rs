@@ -28,8 +28,8 @@ use floodgate_config::resilience::Criticality;
 pub(crate) enum Entered<'s> {
     /// Answered here (a redirect to HTTPS, the gateway's own endpoint).
     Answered(Response<ResponseBody>),
-    /// Routed: the request, its path made canonical, and what is known of it.
-    Routed(Request<ClientBody>, RequestCtx<'s>),
+    /// Routed (the request's path now canonical): what is known of it.
+    Routed(RequestCtx<'s>),
 }
 
 /// Checks the head, makes the path canonical, answers what the gateway answers itself and
@@ -37,13 +37,13 @@ pub(crate) enum Entered<'s> {
 pub(crate) async fn enter<'s>(
     snap: &'s Snapshot,
     conn: &'s Arc<ConnInfo>,
-    mut req: Request<ClientBody>,
+    req: &mut Request<ClientBody>,
     done: &mut Done,
 ) -> Result<Entered<'s>, Problem> {
     let Some(plan) = snap.listeners.get(conn.listener) else {
         return Err(Problem::NoRoute);
     };
-    check_limits(&req, &plan.limits)?;
+    check_limits(req, &plan.limits)?;
     let (canonical, host_value) = locate(plan, req.uri(), req.version(), req.headers())?;
     if let Some(canonical) = canonical {
         done.target = canonical
@@ -61,7 +61,13 @@ pub(crate) async fn enter<'s>(
         if path == issuer.token_path {
             done.route = Some(Arc::from("(oauth2 token)"));
             let gw = done.gw.clone();
-            let resp = issuer.token(req, &gw.basic).await.map(ResponseBody::full);
+            // The endpoint reads the request's body: it takes the request, leaving an
+            // empty one. Boxed: verifying a client's password is a large future.
+            let empty = ClientBody::from_body(http_body_util::Empty::new(), conn.body_read);
+            let req = std::mem::replace(req, Request::new(empty));
+            let resp = Box::pin(issuer.token(req, &gw.basic))
+                .await
+                .map(ResponseBody::full);
             return Ok(Entered::Answered(resp));
         }
         if path == issuer.jwks_path {
@@ -98,7 +104,7 @@ pub(crate) async fn enter<'s>(
         criticality,
         consumer: None,
     };
-    Ok(Entered::Routed(req, ctx))
+    Ok(Entered::Routed(ctx))
 }
 
 /// The request's URI with its path made canonical (when that changed it) and the host it

@@ -16,6 +16,16 @@ use crate::ratelimit::key::RequestFacts;
 use crate::ratelimit::{Outcome, RouteLimits};
 use crate::snapshot::Route;
 
+/// Whether the route has any guard.
+pub(crate) fn apply_to(route: &Route) -> bool {
+    route.cors.is_some()
+        || route.waf.is_some()
+        || route.ip.is_some()
+        || route.access.is_some()
+        || route.existence.is_some()
+        || !route.limits.is_empty()
+}
+
 /// Runs the route's guards; `Some` is an answer given here (a CORS preflight).
 pub(crate) async fn check(
     ctx: &mut RequestCtx<'_>,
@@ -180,26 +190,23 @@ pub(crate) fn waf_matched(
 /// will not take on is not read.
 pub(crate) async fn inspect_body(
     route: &Route,
-    req: Request<Inbound>,
+    req: &mut Request<Inbound>,
     done: &Done,
-) -> Result<Request<Inbound>, Problem> {
-    let Some(waf) = route.waf.as_ref().filter(|waf| wants_inspection(waf, &req)) else {
-        return Ok(req);
+) -> Result<(), Problem> {
+    let Some(waf) = route.waf.as_ref().filter(|waf| wants_inspection(waf, req)) else {
+        return Ok(());
     };
-    let (parts, body) = req.into_parts();
-    let body = match body {
-        Inbound::Stream(mut body) => match body.read_within(waf.body_limit).await? {
-            Some(bytes) => Inbound::Held(bytes),
-            None => Inbound::Stream(body),
-        },
-        other => other,
-    };
-    if let Inbound::Held(bytes) = &body
+    if let Inbound::Stream(body) = req.body_mut()
+        && let Some(bytes) = body.read_within(waf.body_limit).await?
+    {
+        *req.body_mut() = Inbound::Held(bytes);
+    }
+    if let Inbound::Held(bytes) = req.body()
         && let Some(rule) = waf.check_text(bytes)
     {
         waf_matched(waf, rule, route, done)?;
     }
-    Ok(Request::from_parts(parts, body))
+    Ok(())
 }
 
 /// Whether the WAF reads this request's body: one of known length within its limit, or

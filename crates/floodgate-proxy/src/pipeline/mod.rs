@@ -43,7 +43,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
-use crate::client_body::ClientBody;
+use crate::client_body::{ClientBody, Inbound};
 use crate::conn::ConnInfo;
 use crate::gateway::Gateway;
 use crate::problem::Problem;
@@ -54,14 +54,14 @@ use front::Entered;
 use notes::Notes;
 
 /// Handles one request read from a connection; never fails: errors become problem+json
-/// responses.
-pub async fn handle(
+/// responses. (Not itself async: the future is [`serve`]'s, not one more around it.)
+pub fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + Send {
     let body_read = conn.body_read;
-    serve(gw, conn, req.map(|body| ClientBody::new(body, body_read))).await
+    serve(gw, conn, req.map(|body| ClientBody::new(body, body_read)))
 }
 
 /// Handles one request, whatever its body came from (a connection, or a test).
@@ -100,16 +100,31 @@ pub(crate) async fn serve(
 async fn answer(
     snap: &Snapshot,
     conn: &Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     notes: &mut Notes,
     done: &mut Done,
 ) -> Result<Response<ResponseBody>, Problem> {
-    let (req, mut ctx) = match front::enter(snap, conn, req, done).await? {
+    let mut ctx = match front::enter(snap, conn, &mut req, done).await? {
         Entered::Answered(resp) => return Ok(resp),
-        Entered::Routed(req, ctx) => (req, ctx),
+        Entered::Routed(ctx) => ctx,
     };
-    if let Some(answered) = guards::check(&mut ctx, &req, notes, done).await? {
+    // A phase with nothing configured on the route is not entered at all (not even its
+    // future made: that is a copy of its state on the plain path).
+    if guards::apply_to(&ctx.route)
+        && let Some(answered) = guards::check(&mut ctx, &req, notes, done).await?
+    {
         return Ok(answered);
     }
-    around::run(&ctx, req, notes, done).await
+    if around::apply_to(&ctx.route) {
+        // Boxed, with the exchange inside (see above).
+        return Box::pin(around::run(&ctx, req, notes, done)).await;
+    }
+    // Boxed (see above).
+    Box::pin(forward::forward(
+        req.map(Inbound::Stream),
+        &ctx,
+        notes,
+        done,
+    ))
+    .await
 }

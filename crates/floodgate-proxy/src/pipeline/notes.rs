@@ -29,7 +29,7 @@ pub(crate) struct Notes {
     /// client's.
     pub(crate) conditionals: Vec<(HeaderName, HeaderValue)>,
     /// A bodiless request kept to be sent to a fallback upstream.
-    pub(crate) replay: Option<Replay>,
+    pub(crate) replay: Option<Box<Replay>>,
 }
 
 /// What is needed to send a bodiless request again, to a fallback upstream.

@@ -1,7 +1,7 @@
 //! One request's exchange with an upstream, behind one call ([`Exchange::send`]): the
 //! target choice (passing over targets whose breaker refuses), one try within the per-try
-//! timeout, retries under the policy and its budget, the whole within the total timeout,
-//! and the mapping of each failure to the problem that answers it, to the target breaker's
+//! timeout, retries under the policy and its budget (the whole within the total timeout,
+//! which the caller applies: see [`Exchange::timed_out`]), and the mapping of each failure to the problem that answers it, to the target breaker's
 //! outcome, to outlier detection and to the upstream's metrics.
 //!
 //! A failure the client caused (its body broke off, stopped or grew too large) is the
@@ -67,26 +67,14 @@ enum TryError {
 }
 
 impl Exchange<'_> {
-    /// Sends the request, retrying as the upstream's policy allows, within its total
-    /// timeout. A body is only sent again if it could be held whole (no longer than the
-    /// policy's replay buffer); otherwise it streams through once and is never retried.
+    /// Sends the request, retrying as the upstream's policy allows. A body is only sent
+    /// again if it could be held whole (no longer than the policy's replay buffer);
+    /// otherwise it streams through once and is never retried.
+    ///
+    /// The caller awaits it under the upstream's total timeout, if it has one, and
+    /// answers a timeout with [`Exchange::timed_out`]. (Wrapping it here would put one
+    /// more large future around the exchange on every request, a copy of it each time.)
     pub async fn send(
-        &self,
-        head: RequestHead,
-        body: Inbound,
-        trace: &mut Trace,
-    ) -> Result<Answer, Problem> {
-        let exchange = self.with_retries(head, body, trace);
-        match self.upstream.total_timeout {
-            None => exchange.await,
-            Some(total) => match tokio::time::timeout(total, exchange).await {
-                Ok(result) => result,
-                Err(_) => Err(self.counted(Problem::UpstreamTimeout, "timeout")),
-            },
-        }
-    }
-
-    async fn with_retries(
         &self,
         head: RequestHead,
         body: Inbound,
@@ -133,6 +121,12 @@ impl Exchange<'_> {
             }
         };
         self.send_held(head, replay, trace).await
+    }
+
+    /// The answer when the whole exchange took longer than the upstream's total timeout
+    /// (counted as an upstream error).
+    pub fn timed_out(&self) -> Problem {
+        self.counted(Problem::UpstreamTimeout, "timeout")
     }
 
     /// Sends a request whose whole body is held (`replay`), retrying as the policy allows.
