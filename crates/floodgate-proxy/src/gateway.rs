@@ -27,28 +27,56 @@ pub enum ReloadError {
     NeedsRestart(String),
     /// A file the config names could not be used.
     #[error("{0} (the running configuration is kept)")]
-    Unusable(String),
+    Unusable(BuildError),
+}
+
+/// Why a configuration that passed validation could not be built into a running gateway:
+/// a file it names, or a part only the runtime can judge. Each names the part at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A listener's certificate or key files.
+    #[error("listener {listener:?}: TLS: {reason}")]
+    ListenerTls {
+        /// The listener's name.
+        listener: String,
+        /// What is wrong with its files.
+        reason: String,
+    },
+    /// The token issuer's signing key.
+    #[error("oauth2: {0}")]
+    OAuth2(String),
+    /// A route's JWT keys.
+    #[error("routes[{route}].auth.jwt: {reason}")]
+    JwtKeys {
+        /// The route's index in `routes`.
+        route: usize,
+        /// What is wrong with its keys.
+        reason: String,
+    },
+    /// The cluster's Redis client.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Reads every route's JWT key files, so an unusable one refuses the configuration.
-fn check_jwt_keys(config: &ValidConfig) -> Result<(), String> {
+fn check_jwt_keys(config: &ValidConfig) -> Result<(), BuildError> {
     let local = match &config.oauth2 {
-        Some(o) => {
-            Some(crate::auth::oauth2::TokenIssuer::build(o).map_err(|e| format!("oauth2: {e}"))?)
-        }
+        Some(o) => Some(crate::auth::oauth2::TokenIssuer::build(o).map_err(BuildError::OAuth2)?),
         None => None,
     };
     for (i, r) in config.routes.iter().enumerate() {
         if let Some(j) = r.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
             crate::auth::jwt::JwtVerifier::compile(j, local.as_ref())
-                .map_err(|e| format!("routes[{i}].auth.jwt: {e}"))?;
+                .map_err(|reason| BuildError::JwtKeys { route: i, reason })?;
         }
     }
     Ok(())
 }
 
 /// Each listener's TLS server configuration, read from its files.
-fn listener_tls(config: &ValidConfig) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+fn listener_tls(
+    config: &ValidConfig,
+) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, BuildError> {
     config
         .listeners
         .iter()
@@ -56,8 +84,10 @@ fn listener_tls(config: &ValidConfig) -> Result<Vec<Option<Arc<rustls::ServerCon
             l.tls
                 .as_ref()
                 .map(|t| {
-                    crate::tls_server::server_config(t)
-                        .map_err(|e| format!("listener {:?}: TLS: {e}", l.name))
+                    crate::tls_server::server_config(t).map_err(|reason| BuildError::ListenerTls {
+                        listener: l.name.clone(),
+                        reason,
+                    })
                 })
                 .transpose()
         })
@@ -118,11 +148,13 @@ impl Gateway {
         config: ValidConfig,
         metrics: Arc<Metrics>,
         access_log: AccessLog,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, BuildError> {
         let cluster = match &config.cluster {
             Some(c) => {
                 metrics.register_cluster();
-                Some(Arc::new(ClusterClient::new(c, metrics.clone())?))
+                Some(Arc::new(
+                    ClusterClient::new(c, metrics.clone()).map_err(BuildError::Cluster)?,
+                ))
             }
             None => None,
         };

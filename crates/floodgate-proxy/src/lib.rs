@@ -49,5 +49,5 @@ pub mod tls_server;
 pub mod upstream;
 pub mod waf;
 
-pub use gateway::Gateway;
+pub use gateway::{BuildError, Gateway};
 pub use metrics::Metrics;

@@ -87,7 +87,7 @@ async fn serve(
     };
     let drain = cfg.runtime.shutdown_timeout.0;
     let admin_addr = cfg.admin.address;
-    let gw = Gateway::new(cfg, metrics, access_log)?;
+    let gw = Gateway::new(cfg, metrics, access_log).map_err(|e| e.to_string())?;
     let bound = server::bind_all(&gw).map_err(|e| format!("cannot bind: {e}"))?;
     let admin = server::bind(admin_addr)
         .map_err(|e| format!("cannot bind the admin listener on {admin_addr}: {e}"))?;
