@@ -285,17 +285,22 @@ async fn purge(gw: &Gateway, body: &[u8]) -> Response<Full<Bytes>> {
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
     };
     // Redis first: a node that misses in memory must not find there what was purged.
-    let shared = match gw.cache.tier() {
-        Some(tier) if tier.purge(&order).await => Some("purged"),
-        Some(_) => {
-            tracing::warn!("cache purge did not reach the shared (Redis) tier");
-            Some("failed: Redis did not answer; its copies expire on their own")
-        }
-        None => None,
+    let (shared, purges) = match gw.cache.tier() {
+        Some(tier) => match tier.purge(&order).await {
+            Some(count) => (Some("purged"), Some(count)),
+            None => {
+                tracing::warn!("cache purge did not reach the shared (Redis) tier");
+                (
+                    Some("failed: Redis did not answer; its copies expire on their own"),
+                    None,
+                )
+            }
+        },
+        None => (None, None),
     };
     order.apply(&gw.cache.store());
     let fleet = match &gw.cluster {
-        Some(c) => match floodgate_proxy::cache::broadcast::publish(c, &order).await {
+        Some(c) => match floodgate_proxy::cache::broadcast::publish(c, &order, purges).await {
             Ok(()) => "broadcast",
             Err(e) => {
                 tracing::warn!(error = %e, "cache purge not broadcast to the fleet");

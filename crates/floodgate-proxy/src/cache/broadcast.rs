@@ -15,17 +15,26 @@ use crate::ratelimit::cluster::ClusterClient;
 struct Message {
     node: String,
     purge: Purge,
+    /// The fleet's purge count after this one (when the shared tier counted it).
+    #[serde(default)]
+    purges: Option<u64>,
 }
 
 fn channel(cluster: &ClusterClient) -> String {
     format!("{}cache:purge", cluster.prefix())
 }
 
-/// Publishes `purge` to the other nodes.
-pub async fn publish(cluster: &ClusterClient, purge: &Purge) -> Result<(), String> {
+/// Publishes `purge` to the other nodes, with the fleet's purge count after it if the
+/// shared tier counted it.
+pub async fn publish(
+    cluster: &ClusterClient,
+    purge: &Purge,
+    purges: Option<u64>,
+) -> Result<(), String> {
     let msg = Message {
         node: cluster.node_id().to_owned(),
         purge: purge.clone(),
+        purges,
     };
     let text = serde_json::to_string(&msg).map_err(|e| e.to_string())?;
     let mut conn = cluster.connection().await.map_err(|e| e.to_string())?;
@@ -61,6 +70,13 @@ async fn subscribe_and_apply(
     let mut pubsub = cluster.redis_client().get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     tracing::info!(channel, "listening for the fleet's cache purges");
+    // Purges counted before this subscription: their broadcasts were missed.
+    let mut p = redis::pipe();
+    p.cmd("GET")
+        .arg(super::shared::SharedTier::purges_key(cluster.prefix()));
+    if let Some((Some(count),)) = cluster.query::<(Option<u64>,)>(&p).await {
+        cache.observe_purges(count);
+    }
     let mut messages = pubsub.on_message();
     while let Some(m) = messages.next().await {
         let Ok(payload) = m.get_payload::<String>() else {
@@ -69,6 +85,9 @@ async fn subscribe_and_apply(
         match serde_json::from_str::<Message>(&payload) {
             Ok(msg) if msg.node != cluster.node_id() => {
                 tracing::info!(from = %msg.node, purge = %msg.purge.describe(), "cache purge from the fleet");
+                if let Some(count) = msg.purges {
+                    cache.observe_purges(count);
+                }
                 msg.purge.apply(&cache.store());
             }
             Ok(_) => {}

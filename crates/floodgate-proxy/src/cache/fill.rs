@@ -21,8 +21,9 @@ pub(crate) enum Keep {
     Store {
         primary: Arc<str>,
         request: HeaderMap,
-        /// The Redis tier it is copied to as well.
-        tier: Option<Arc<SharedTier>>,
+        /// The Redis tier it is copied to as well, with the purges it had seen when the
+        /// miss was decided.
+        tier: Option<(Arc<SharedTier>, u64)>,
     },
     /// Only handed to the waiters (an error response: shared, never stored).
     ShareOnly,
@@ -99,8 +100,8 @@ impl Tap for Fill {
                 tier,
             } => {
                 let entry = this.store.insert(&primary, &request, entry);
-                if let Some(tier) = tier {
-                    tier.save(&primary, &request, &entry);
+                if let Some((tier, purges_seen)) = tier {
+                    tier.save(&primary, &request, &entry, purges_seen);
                 }
                 entry
             }

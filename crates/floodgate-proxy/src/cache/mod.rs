@@ -58,6 +58,8 @@ pub struct CacheState {
     tier: parking_lot::Mutex<Option<Arc<SharedTier>>>,
     /// Requests in flight to the upstream, by key.
     pub flights: Arc<Flights>,
+    /// The highest count of the fleet's purges this node has seen (see [`shared`]).
+    purges_seen: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CacheState {
@@ -70,7 +72,14 @@ impl CacheState {
             )),
             flights: Arc::default(),
             tier: parking_lot::Mutex::new(None),
+            purges_seen: Arc::default(),
         }
+    }
+
+    /// Notes that the fleet has counted `count` purges (from a broadcast, or Redis).
+    pub fn observe_purges(&self, count: u64) {
+        self.purges_seen
+            .fetch_max(count, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The Redis tier for the `cache` section `c` over `cluster`, remembered for purges.
@@ -80,7 +89,10 @@ impl CacheState {
         cluster: Option<&Arc<ClusterClient>>,
     ) -> Option<Arc<SharedTier>> {
         let tier = match cluster {
-            Some(cluster) if c.shared => Some(Arc::new(SharedTier::new(cluster.clone()))),
+            Some(cluster) if c.shared => Some(Arc::new(SharedTier::new(
+                cluster.clone(),
+                self.purges_seen.clone(),
+            ))),
             _ => None,
         };
         *self.tier.lock() = tier.clone();
@@ -175,6 +187,9 @@ pub(crate) struct Pending {
     pub conditionals: Vec<(HeaderName, HeaderValue)>,
     head: bool,
     started: Instant,
+    /// The purges the shared tier had seen when the miss was decided: a save is dropped
+    /// if there were more by then.
+    purges_seen: u64,
 }
 
 impl RouteCache {
@@ -313,6 +328,7 @@ impl RouteCache {
                 conditionals,
                 head,
                 started: Instant::now(),
+                purges_seen: self.purges_seen(),
             })));
         }
         // Not reached: the last attempt never waits.
@@ -356,7 +372,13 @@ impl RouteCache {
             conditionals,
             head: false,
             started: Instant::now(),
+            purges_seen: self.purges_seen(),
         }
+    }
+
+    /// The purges the shared tier has seen, noted by a miss when it is decided.
+    fn purges_seen(&self) -> u64 {
+        self.tier.as_ref().map_or(0, |t| t.purges_seen())
     }
 
     /// XFetch: refresh a fresh entry early with a probability that grows as its expiry
@@ -411,6 +433,7 @@ impl Pending {
             conditionals,
             head,
             started,
+            purges_seen,
         } = self;
         let usable_on_error = stale.as_ref().filter(|e| {
             let f = &e.freshness;
@@ -443,7 +466,18 @@ impl Pending {
             && let Some(e) = &stale
         {
             return Ok(revalidated(
-                cache, e, &primary, key, &client, &request, resp, leader, head, started, &forwarded,
+                cache,
+                e,
+                &primary,
+                key,
+                &client,
+                &request,
+                resp,
+                leader,
+                head,
+                started,
+                &forwarded,
+                purges_seen,
             ));
         }
         let mut resp = resp;
@@ -463,7 +497,7 @@ impl Pending {
                     Keep::Store {
                         primary,
                         request,
-                        tier: cache.tier.clone(),
+                        tier: cache.tier.clone().map(|t| (t, purges_seen)),
                     },
                     status,
                     without(resp.headers().clone(), &freshness.omit),
@@ -515,6 +549,7 @@ fn revalidated(
     head: bool,
     started: Instant,
     forwarded: &str,
+    purges_seen: u64,
 ) -> Response<ResponseBody> {
     // The 304 answers the validator taken from this entry (`own_validators`), so it is
     // about this entry, even when it names no validator or, wrongly, another one: the
@@ -535,7 +570,7 @@ fn revalidated(
             );
             let entry = cache.store.replace(key, entry);
             if let Some(tier) = &cache.tier {
-                tier.save(primary, request, &entry);
+                tier.save(primary, request, &entry, purges_seen);
             }
             if let Some(l) = leader {
                 l.finish(Outcome::Serve(entry.clone()));

@@ -8,10 +8,18 @@
 //! `cache:tag:<tag>` is the set of primary keys tagged so, for purges.
 //!
 //! Writes go out in the background after a response is stored in memory; reads happen on
-//! a memory miss, bounded by the cluster's timeout. Redis failing (or backing off after a
+//! a memory miss, bounded by the cluster's timeout.
+//!
+//! A purge must not be undone by a write that was already on its way: a response fetched
+//! before the purge, saved after it, would bring back what was purged, for every node.
+//! So every purge counts itself in `cache:purges` (before it unlinks anything), each node
+//! keeps the highest count it has seen (its own purges, the fleet's broadcasts, every
+//! read of the tier), a miss notes that count when it is decided, and the save (a script,
+//! atomic in Redis) is dropped when Redis's count is higher: a purge happened since. Redis failing (or backing off after a
 //! failure) makes the tier absent, never an error: the request goes to the upstream.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -26,7 +34,26 @@ use crate::ratelimit::cluster::ClusterClient;
 /// The Redis tier of one gateway.
 pub struct SharedTier {
     cluster: Arc<ClusterClient>,
+    /// The highest purge count this node has seen (kept across reloads, see
+    /// [`super::CacheState`]).
+    purges_seen: Arc<AtomicU64>,
 }
+
+/// Saves a response unless a purge happened since the miss that fetched it: `KEYS[1]` the
+/// purge count, `KEYS[2]` the object, `KEYS[3..]` its tag sets; `ARGV`: the count the miss
+/// saw, the variant's field, the record, how long to keep it (ms), the primary key.
+const SAVE: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4], 'NX')
+redis.call('PEXPIRE', KEYS[2], ARGV[4], 'GT')
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[5])
+  redis.call('PEXPIRE', KEYS[i], ARGV[4], 'NX')
+  redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+end
+return 1
+";
 
 /// A record's head.
 #[derive(Serialize, Deserialize)]
@@ -51,9 +78,22 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl SharedTier {
-    /// The tier over `cluster`'s Redis.
-    pub fn new(cluster: Arc<ClusterClient>) -> Self {
-        SharedTier { cluster }
+    /// The tier over `cluster`'s Redis; `purges_seen` is the node's count of purges seen.
+    pub fn new(cluster: Arc<ClusterClient>, purges_seen: Arc<AtomicU64>) -> Self {
+        SharedTier {
+            cluster,
+            purges_seen,
+        }
+    }
+
+    /// The key counting the fleet's purges, under `prefix`.
+    pub(crate) fn purges_key(prefix: &str) -> String {
+        format!("{prefix}cache:purges")
+    }
+
+    /// The highest purge count this node has seen: a miss decided now notes it.
+    pub(crate) fn purges_seen(&self) -> u64 {
+        self.purges_seen.load(Ordering::Acquire)
     }
 
     fn object_key(&self, primary: &str) -> String {
@@ -68,9 +108,16 @@ impl SharedTier {
     pub(crate) async fn load(&self, primary: &str, store: &Store) -> bool {
         let mut p = redis::pipe();
         p.cmd("HGETALL").arg(self.object_key(primary));
-        let Some((fields,)) = self.cluster.query::<(Vec<(Vec<u8>, Vec<u8>)>,)>(&p).await else {
+        p.cmd("GET").arg(Self::purges_key(self.cluster.prefix()));
+        let Some((fields, purges)) = self
+            .cluster
+            .query::<(Vec<(Vec<u8>, Vec<u8>)>, Option<u64>)>(&p)
+            .await
+        else {
             return false;
         };
+        self.purges_seen
+            .fetch_max(purges.unwrap_or(0), Ordering::AcqRel);
         let now = SystemTime::now();
         let mut found = false;
         for (_, record) in fields {
@@ -87,8 +134,31 @@ impl SharedTier {
     }
 
     /// Writes `entry`, stored in memory for a request with `request` fields, to Redis in
-    /// the background.
-    pub(crate) fn save(self: &Arc<Self>, primary: &str, request: &HeaderMap, entry: &Entry) {
+    /// the background, unless a purge happened since its miss saw `purges_seen` purges.
+    pub(crate) fn save(
+        self: &Arc<Self>,
+        primary: &str,
+        request: &HeaderMap,
+        entry: &Entry,
+        purges_seen: u64,
+    ) {
+        let Some(p) = self.save_pipe(primary, request, entry, purges_seen) else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.cluster.query::<()>(&p).await;
+        });
+    }
+
+    /// The commands that save `entry` (see [`SAVE`]); `None` if it cannot be encoded.
+    fn save_pipe(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        entry: &Entry,
+        purges_seen: u64,
+    ) -> Option<redis::Pipeline> {
         let names = vary_names(&entry.headers);
         let field = secondary_suffix(&names, request);
         let mut varied = HeaderMap::new();
@@ -97,34 +167,40 @@ impl SharedTier {
                 varied.append(name.clone(), v.clone());
             }
         }
-        let Some(record) = encode(entry, varied) else {
-            return;
-        };
+        let record = encode(entry, varied)?;
+        // The hash lives as long as its longest-kept variant.
         let keep = millis(entry.keep()).max(1);
-        let object = self.object_key(primary);
         let mut p = redis::pipe();
-        p.cmd("HSET")
-            .arg(&object)
+        let eval = p
+            .cmd("EVAL")
+            .arg(SAVE)
+            .arg(2 + entry.tags.len())
+            .arg(Self::purges_key(self.cluster.prefix()))
+            .arg(self.object_key(primary));
+        for tag in entry.tags.iter() {
+            eval.arg(self.tag_key(tag));
+        }
+        eval.arg(purges_seen)
             .arg(field)
             .arg(record.as_ref())
+            .arg(keep)
+            .arg(primary)
             .ignore();
-        // The hash lives as long as its longest-kept variant.
-        p.cmd("PEXPIRE").arg(&object).arg(keep).arg("NX").ignore();
-        p.cmd("PEXPIRE").arg(&object).arg(keep).arg("GT").ignore();
-        for tag in entry.tags.iter() {
-            let set = self.tag_key(tag);
-            p.cmd("SADD").arg(&set).arg(primary).ignore();
-            p.cmd("PEXPIRE").arg(&set).arg(keep).arg("NX").ignore();
-            p.cmd("PEXPIRE").arg(&set).arg(keep).arg("GT").ignore();
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            this.cluster.query::<()>(&p).await;
-        });
+        Some(p)
+    }
+
+    /// Counts a purge, then drops what it names from Redis; the fleet's purge count, or
+    /// `None` if Redis did not answer.
+    pub async fn purge(&self, purge: &Purge) -> Option<u64> {
+        let mut p = redis::pipe();
+        p.cmd("INCR").arg(Self::purges_key(self.cluster.prefix()));
+        let (count,) = self.cluster.query::<(u64,)>(&p).await?;
+        self.purges_seen.fetch_max(count, Ordering::AcqRel);
+        self.unlink(purge).await.then_some(count)
     }
 
     /// Drops what `purge` names from Redis; whether Redis answered.
-    pub async fn purge(&self, purge: &Purge) -> bool {
+    async fn unlink(&self, purge: &Purge) -> bool {
         let objects = match purge {
             Purge::Url(u) => match super::key_for_url(u) {
                 Ok(k) => vec![self.object_key(&k)],
@@ -297,5 +373,113 @@ mod tests {
     #[test]
     fn glob_characters_are_escaped() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    /// Redis for a test: the machine's (or `FLOODGATE_TEST_REDIS_URL`'s); a test fails
+    /// without it unless `FLOODGATE_TEST_SKIP_REDIS=1` asks to skip (and says so).
+    fn redis_url() -> Option<String> {
+        if std::env::var("FLOODGATE_TEST_SKIP_REDIS").is_ok_and(|v| v == "1") {
+            eprintln!("skipped: FLOODGATE_TEST_SKIP_REDIS=1 (this test needs Redis)");
+            return None;
+        }
+        Some(
+            std::env::var("FLOODGATE_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_save_from_before_a_purge_does_not_bring_back_what_it_purged() {
+        let Some(url) = redis_url() else { return };
+        let prefix = format!(
+            "fg-test-{}-{}:",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let cfg = floodgate_config::load_str(
+            "t.yaml",
+            &format!(
+                "listeners: [ {{ name: l, address: \"127.0.0.1:0\" }} ]
+cluster: {{ redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout: 5s }} }}
+upstreams: {{ u: {{ targets: [ \"127.0.0.1:9\" ] }} }}
+routes: [ {{ match: {{ path_prefix: / }}, upstream: u }} ]
+"
+            ),
+            &|_| None,
+        )
+        .expect("config");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let cluster = Arc::new(
+            ClusterClient::new(cfg.cluster.as_ref().expect("cluster"), metrics).expect("client"),
+        );
+        let tier = SharedTier::new(cluster.clone(), Arc::default());
+        let rules = Rules::new(&serde_json::from_str("{}").unwrap());
+        let now = SystemTime::now();
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "max-age=60".parse().unwrap());
+        let freshness = rules
+            .admit(
+                &PolicyRequest::of(&HeaderMap::new(), false),
+                StatusCode::OK,
+                &headers,
+                now,
+            )
+            .unwrap();
+        let entry = Entry::new(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"old"),
+            freshness,
+            Duration::from_millis(1),
+            now,
+        );
+        let primary = "example.test/item";
+        let exists = |cluster: Arc<ClusterClient>, key: String| async move {
+            let mut p = redis::pipe();
+            p.cmd("EXISTS").arg(key);
+            cluster.query::<(i64,)>(&p).await.expect("redis").0
+        };
+        let object = tier.object_key(primary);
+
+        // A miss is decided, then the item is purged, then the miss's answer is saved.
+        let seen = tier.purges_seen();
+        let purged = tier
+            .purge(&Purge::Url(format!("http://{primary}")))
+            .await
+            .expect("redis");
+        assert_eq!(purged, seen + 1);
+        assert_eq!(tier.purges_seen(), purged, "a node's own purge is seen");
+        let late = tier
+            .save_pipe(primary, &HeaderMap::new(), &entry, seen)
+            .unwrap();
+        cluster.query::<()>(&late).await.expect("redis");
+        assert_eq!(
+            exists(cluster.clone(), object.clone()).await,
+            0,
+            "not brought back"
+        );
+
+        // A miss decided after the purge saves as usual.
+        let fresh = tier
+            .save_pipe(primary, &HeaderMap::new(), &entry, tier.purges_seen())
+            .unwrap();
+        cluster.query::<()>(&fresh).await.expect("redis");
+        assert_eq!(exists(cluster.clone(), object.clone()).await, 1);
+        // Another node (its own view, behind) learns the count from its next read.
+        let other = SharedTier::new(cluster.clone(), Arc::default());
+        assert_eq!(other.purges_seen(), 0);
+        let store = Store::new(1 << 20, 1 << 20);
+        assert!(other.load(primary, &store).await);
+        assert_eq!(other.purges_seen(), purged);
+
+        let mut p = redis::pipe();
+        p.cmd("DEL")
+            .arg(&object)
+            .arg(SharedTier::purges_key(&prefix))
+            .ignore();
+        cluster.query::<()>(&p).await.expect("redis");
     }
 }
