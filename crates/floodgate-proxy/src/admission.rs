@@ -231,6 +231,50 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Criticality: what is shed first under overload, at admission.
+pub(crate) const CRITICALITY_POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "criticality",
+    phase: crate::policy::Phase::Admission,
+    describe: |r| match r.criticality {
+        Criticality::Normal => Vec::new(),
+        c => vec![format!("criticality: {}", c.as_str())],
+    },
+};
+
+/// The route's bulkhead, at admission.
+pub(crate) const ROUTE_POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "route bulkhead",
+    phase: crate::policy::Phase::Admission,
+    describe: |r| r.concurrency.iter().map(|c| describe("route", c)).collect(),
+};
+
+/// The upstream's bulkhead, at admission (entered at the exchange).
+pub(crate) const UPSTREAM_POLICY: crate::policy::UpstreamPolicy = crate::policy::UpstreamPolicy {
+    name: "upstream bulkhead",
+    phase: crate::policy::Phase::Admission,
+    describe: |u| {
+        u.concurrency
+            .iter()
+            .map(|c| describe("upstream", c))
+            .collect()
+    },
+};
+
+/// A bulkhead on `what`, in a line.
+fn describe(what: &str, c: &Concurrency) -> String {
+    match (&c.max_in_flight, &c.adaptive) {
+        (Some(n), _) => format!(
+            "{what} bulkhead: {n} in flight, queue {} for {}",
+            c.queue, c.queue_timeout
+        ),
+        (None, Some(a)) => format!(
+            "{what} bulkhead: adaptive {}..{} (starts at {}), queue {} for {}",
+            a.min_limit, a.max_limit, a.initial_limit, c.queue, c.queue_timeout
+        ),
+        (None, None) => format!("{what} bulkhead"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,6 +362,67 @@ impl BreakerRegistry {
     }
 }
 
+/// The route's circuit breaker, at admission.
+pub(crate) const ROUTE_POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "route circuit breaker",
+    phase: crate::policy::Phase::Admission,
+    describe: |r| {
+        r.circuit_breaker
+            .iter()
+            .map(|cb| describe("route", cb))
+            .collect()
+    },
+};
+
+/// The upstream's (or its targets') circuit breaker, at admission and at each try.
+pub(crate) const UPSTREAM_POLICY: crate::policy::UpstreamPolicy = crate::policy::UpstreamPolicy {
+    name: "upstream circuit breaker",
+    phase: crate::policy::Phase::Admission,
+    describe: |u| {
+        u.circuit_breaker
+            .iter()
+            .map(|cb| describe("upstream", cb))
+            .collect()
+    },
+};
+
+/// A circuit breaker on `on` (`route` or `upstream`): its scope and trip rules.
+fn describe(on: &str, cb: &CircuitBreaker) -> String {
+    let pct = |p: f64| (p * 1000.0).round() / 10.0;
+    let mut rules = Vec::new();
+    if let Some(n) = cb.consecutive_failures {
+        rules.push(format!("{n} failures in a row"));
+    }
+    if let Some(r) = cb.failure_rate {
+        rules.push(format!("failures ≥ {}%", pct(r.0)));
+    }
+    if let Some(r) = cb.slow_call_rate {
+        rules.push(format!("calls over {} ≥ {}%", cb.slow_call, pct(r.0)));
+    }
+    let scope = scope_of(cb, on == "route");
+    let key = if cb.key.is_empty() {
+        String::new()
+    } else {
+        format!(" per {}", cb.key.join("+"))
+    };
+    // The window and its minimum only concern the rates.
+    let window = if cb.failure_rate.is_some() || cb.slow_call_rate.is_some() {
+        format!(
+            " (rates over {}, at least {} calls)",
+            cb.window, cb.minimum_calls
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "circuit breaker ({scope}{key}): opens on {}{window}, open {} growing to {}, {} probes",
+        rules.join(" or "),
+        cb.open_for,
+        cb.max_open_for,
+        cb.half_open_calls
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,6 +209,37 @@ pub fn security_headers(
     out
 }
 
+/// CORS, among the guards: a preflight is answered, other requests get the fields.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "cors",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| {
+        let Some(c) = &r.cors else { return Vec::new() };
+        vec![format!(
+            "cors: origins {}; methods {}{}",
+            c.allow_origins.join(", "),
+            c.allow_methods.join(", "),
+            if c.allow_credentials {
+                "; with credentials"
+            } else {
+                ""
+            }
+        )]
+    },
+};
+
+/// Security headers, a response filter on every answer of the route.
+pub(crate) const SECURITY_HEADERS_POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "security headers",
+    phase: crate::policy::Phase::Response,
+    describe: |r| match r.security_headers {
+        Some(_) => vec![
+            "security headers: frame options, nosniff, referrer policy (and CSP if given)".into(),
+        ],
+        None => Vec::new(),
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,6 +163,23 @@ pub fn location_key(location: &str) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The existence filter, among the guards.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "existence filter",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| {
+        let Some(f) = &r.existence_filter else {
+            return Vec::new();
+        };
+        vec![format!(
+            "existence filter: {} among the keys from {} (false positives {}%)",
+            f.key,
+            f.source,
+            (f.false_positive_rate.0 * 1000.0).round() / 10.0
+        )]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

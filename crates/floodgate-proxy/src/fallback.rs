@@ -109,3 +109,21 @@ impl FallbackPlan {
             .map(|(t, counter)| (*t, counter))
     }
 }
+
+/// Fallbacks, in place of a failed answer.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "fallback",
+    phase: crate::policy::Phase::Response,
+    describe: |r| {
+        let Some(fb) = &r.fallback else {
+            return Vec::new();
+        };
+        let when: Vec<&str> = fb.when.iter().map(|t| t.as_str()).collect();
+        let what = match (&fb.response, &fb.upstream) {
+            (_, Some(u)) => format!("upstream {u:?}"),
+            (Some(r), None) => format!("a fixed {} response", r.status),
+            (None, None) => "nothing".into(),
+        };
+        vec![format!("fallback: {what} on {}", when.join(", "))]
+    },
+};

@@ -64,6 +64,29 @@ impl FaultPlan {
     }
 }
 
+/// Fault injection, at admission.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "fault injection",
+    phase: crate::policy::Phase::Admission,
+    describe: |r| {
+        let Some(f) = &r.fault else { return Vec::new() };
+        let share = |p: f64| (p * 1000.0).round() / 10.0;
+        let mut parts = Vec::new();
+        if let Some(d) = &f.delay {
+            parts.push(format!("delay {} for {}%", d.duration, share(d.share.0)));
+        }
+        if let Some(a) = &f.abort {
+            parts.push(format!("abort {} for {}%", a.status, share(a.share.0)));
+        }
+        let gate = f
+            .header
+            .as_ref()
+            .map(|h| format!(" of requests with {h}"))
+            .unwrap_or_default();
+        vec![format!("fault injection: {}{gate}", parts.join(", "))]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,8 @@ pub mod metrics;
 pub mod mirror;
 pub mod path;
 pub mod pipeline;
+pub mod policies;
+pub mod policy;
 pub mod problem;
 pub mod process_metrics;
 pub mod ratelimit;

@@ -305,6 +305,32 @@ fn normalize(raw: &[u8]) -> String {
     collapsed
 }
 
+/// The WAF, among the guards (its body inspection runs after admission).
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "waf",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| {
+        let Some(w) = &r.waf else { return Vec::new() };
+        let rules: Vec<&str> = w
+            .rules
+            .iter()
+            .map(|r| match r {
+                WafRule::Sqli => "sqli",
+                WafRule::Xss => "xss",
+            })
+            .collect();
+        vec![format!(
+            "waf: {} ({}), bodies up to {}",
+            rules.join(", "),
+            match w.mode {
+                WafMode::Block => "block",
+                WafMode::Monitor => "monitor",
+            },
+            w.inspect_body
+        )]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

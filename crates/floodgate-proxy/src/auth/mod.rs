@@ -638,6 +638,87 @@ pub fn redact_query(path: &str, name: &str) -> String {
     format!("{p}?{}", parts.join("&"))
 }
 
+/// IP rules, among the guards.
+pub(crate) const IP_POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "ip",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| {
+        let Some(ip) = &r.ip else { return Vec::new() };
+        let list = |l: &[String], empty: &str| {
+            if l.is_empty() {
+                empty.to_owned()
+            } else {
+                l.join(", ")
+            }
+        };
+        vec![format!(
+            "ip: allow {}; deny {}",
+            list(&ip.allow, "all"),
+            list(&ip.deny, "none")
+        )]
+    },
+};
+
+/// Authentication and authorization, among the guards.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "auth",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| r.auth.as_ref().map(describe).into_iter().collect(),
+};
+
+/// The route's `auth`, in a line.
+fn describe(a: &RouteAuth) -> String {
+    let mut methods = Vec::new();
+    if let Some(k) = &a.api_key {
+        methods.push(match (&k.header, &k.query) {
+            (Some(h), _) => format!("API key in {h}"),
+            (None, Some(q)) => format!("API key in ?{q}"),
+            (None, None) => "API key in x-api-key".into(),
+        });
+    }
+    if a.basic.is_some() {
+        methods.push("Basic".into());
+    }
+    if let Some(j) = &a.jwt {
+        let mut from = Vec::new();
+        if !j.keys.is_empty() {
+            let algs: Vec<String> = j
+                .keys
+                .iter()
+                .map(|k| format!("{:?}", k.algorithm))
+                .collect();
+            from.push(algs.join("/"));
+        }
+        if let Some(s) = &j.jwks {
+            from.push(format!("JWKS {}", s.url));
+        }
+        methods.push(format!("JWT ({})", from.join(", ")));
+    }
+    let join = match a.require {
+        AuthCombine::Any => " or ",
+        AuthCombine::All => " and ",
+    };
+    let mut who = Vec::new();
+    if !a.consumers.is_empty() {
+        who.push(format!("consumers {}", a.consumers.join(", ")));
+    }
+    if !a.groups.is_empty() {
+        who.push(format!("groups {}", a.groups.join(", ")));
+    }
+    if !a.scopes.is_empty() {
+        who.push(format!("scopes {}", a.scopes.join(" ")));
+    }
+    format!(
+        "auth: {}; allowed: {}",
+        methods.join(join),
+        if who.is_empty() {
+            "any consumer".into()
+        } else {
+            who.join(" and ")
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

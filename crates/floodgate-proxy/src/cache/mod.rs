@@ -798,6 +798,47 @@ fn same_host_path<'a>(host: &str, value: &'a str) -> Option<&'a str> {
     authority.eq_ignore_ascii_case(host).then_some(path)
 }
 
+/// The HTTP cache, around the exchange.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "cache",
+    phase: crate::policy::Phase::Around,
+    describe: |r| {
+        let Some(c) = &r.cache else { return Vec::new() };
+        let mut parts = vec![format!(
+            "GET and HEAD cached; negative {:?} for {}",
+            c.negative_statuses, c.negative_ttl
+        )];
+        if let Some(t) = c.force_ttl {
+            parts.push(format!("TTL forced to {t}"));
+        } else if let Some(t) = c.default_ttl {
+            parts.push(format!("default TTL {t}"));
+        }
+        parts.push(format!(
+            "TTLs shortened at random by up to {}%",
+            (c.jitter.0 * 1000.0).round() / 10.0
+        ));
+        if !c.stale_while_revalidate.0.is_zero() {
+            parts.push(format!(
+                "stale-while-revalidate {}",
+                c.stale_while_revalidate
+            ));
+        }
+        if !c.stale_if_error.0.is_zero() {
+            parts.push(format!("stale-if-error {}", c.stale_if_error));
+        }
+        if c.coalesce {
+            parts.push(format!("coalesced (wait up to {})", c.coalesce_timeout));
+        }
+        if c.early_refresh > 0.0 {
+            parts.push(format!("early refresh β={}", c.early_refresh));
+        }
+        if !c.miss_rate_limits.is_empty() {
+            parts.push(format!("{} miss limit(s)", c.miss_rate_limits.len()));
+        }
+        vec![format!("cache: {}", parts.join("; "))]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

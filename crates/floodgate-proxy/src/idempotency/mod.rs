@@ -436,6 +436,29 @@ fn fingerprint(method: &Method, target: &str, body: &[u8]) -> Fingerprint {
     out
 }
 
+/// Idempotency keys, around the exchange.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "idempotency keys",
+    phase: crate::policy::Phase::Around,
+    describe: |r| {
+        let Some(c) = &r.idempotency else {
+            return Vec::new();
+        };
+        vec![format!(
+            "idempotency keys: Idempotency-Key on {} ({}), responses kept {} up to {}{}",
+            c.methods.join(", "),
+            if c.required { "required" } else { "optional" },
+            c.ttl,
+            c.max_response_size,
+            if c.shared {
+                ", shared by the fleet"
+            } else {
+                ""
+            }
+        )]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -404,6 +404,65 @@ fn build_local(l: &RateLimit, divisor: u64) -> Arc<dyn DynLimiter> {
     }
 }
 
+/// Rate limits, the last of the guards.
+pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy {
+    name: "rate limits",
+    phase: crate::policy::Phase::Guards,
+    describe: |r| {
+        r.rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| describe(l, i))
+            .collect()
+    },
+};
+
+/// One limit, in a line.
+fn describe(l: &floodgate_config::model::RateLimit, i: usize) -> String {
+    use floodgate_config::model::{Algorithm, Scope};
+    let alg = match l.algorithm {
+        Algorithm::TokenBucket => "token bucket",
+        Algorithm::LeakyBucket => "leaky bucket",
+        Algorithm::FixedWindow => "fixed window",
+        Algorithm::SlidingLog => "sliding window log",
+        Algorithm::SlidingWindow => "sliding window counter",
+        Algorithm::Gcra => "GCRA",
+    };
+    let rate = format!(
+        "{}/{}",
+        l.rate.count,
+        floodgate_config::value::Duration(l.rate.per)
+    );
+    let mut extra = Vec::new();
+    if let Some(b) = l.burst {
+        extra.push(format!("burst {b}"));
+    }
+    if l.nodelay {
+        extra.push("nodelay".into());
+    } else if let Some(d) = l.delay {
+        extra.push(format!("delay {d}"));
+    }
+    if !l.overrides.is_empty() {
+        extra.push(format!("{} override(s)", l.overrides.len()));
+    }
+    if l.scope == Scope::Cluster {
+        extra.push(format!("cluster, {:?}", l.on_redis_error.unwrap_or_default()).to_lowercase());
+    }
+    if l.dry_run {
+        extra.push("dry run".into());
+    }
+    format!(
+        "rate limit {:?}: {alg} {rate} per {}{}",
+        floodgate_config::limit_name(l, i),
+        l.key.join("+"),
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join(", "))
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,25 @@ fn expected(status: StatusCode, expect: &[u16]) -> bool {
     }
 }
 
+/// Active health checks: which targets the exchange may pick.
+pub(crate) const POLICY: crate::policy::UpstreamPolicy = crate::policy::UpstreamPolicy {
+    name: "health check",
+    phase: crate::policy::Phase::Exchange,
+    describe: |u| {
+        let Some(h) = &u.health_check else {
+            return Vec::new();
+        };
+        let what = match h.kind {
+            HealthCheckKind::Tcp => "a TCP connect".to_owned(),
+            HealthCheckKind::Http => format!("HTTP GET {}", h.path),
+        };
+        vec![format!(
+            "health check: {what} every {}, out after {} failures, back after {} passes",
+            h.interval, h.unhealthy_after, h.healthy_after
+        )]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,3 +362,36 @@ impl UpstreamSet {
         self.current.load().targets.clone()
     }
 }
+
+/// Passive outlier detection: targets ejected by how their tries end.
+pub(crate) const OUTLIER_POLICY: crate::policy::UpstreamPolicy = crate::policy::UpstreamPolicy {
+    name: "outlier detection",
+    phase: crate::policy::Phase::Exchange,
+    describe: |u| {
+        let Some(o) = &u.outlier_detection else {
+            return Vec::new();
+        };
+        // As the upstream applies it: 5 in a row unless only a failure rate is given.
+        let consecutive = o
+            .consecutive_failures
+            .or(o.failure_rate.is_none().then_some(5));
+        let mut rules = Vec::new();
+        if let Some(n) = consecutive {
+            rules.push(format!("{n} failures in a row"));
+        }
+        if let Some(r) = o.failure_rate {
+            rules.push(format!(
+                "a failure rate of {}% over {} (at least {} requests)",
+                (r.0 * 100.0).round(),
+                o.window,
+                o.min_requests
+            ));
+        }
+        vec![format!(
+            "outlier detection: eject after {}, for {} (growing, at most {})",
+            rules.join(" or "),
+            o.base_ejection,
+            o.max_ejection
+        )]
+    },
+};

@@ -140,3 +140,21 @@ impl RetryPolicy {
         ))
     }
 }
+
+/// Retries under the budget, in the exchange.
+pub(crate) const POLICY: crate::policy::UpstreamPolicy = crate::policy::UpstreamPolicy {
+    name: "retries",
+    phase: crate::policy::Phase::Exchange,
+    describe: |u| {
+        let Some(r) = &u.retries else {
+            return Vec::new();
+        };
+        vec![format!(
+            "retries: up to {} on {} (budget {}% of requests + {}/s)",
+            r.attempts,
+            r.retry_on.join(", "),
+            (r.budget.0 * 100.0).round(),
+            r.min_per_second
+        )]
+    },
+};
