@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::headers::ClientAddr;
 
-/// What the handler knows about the connection a request came on.
+/// What the pipeline knows about the connection a request came on.
 pub struct ConnInfo {
     /// Index of the listener in the snapshot.
     pub listener: usize,

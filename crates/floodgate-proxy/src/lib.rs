@@ -1,14 +1,17 @@
 //! Floodgate's data plane: listeners, the router, the per-request pipeline and the pooled
 //! upstream client.
 //!
-//! Layout: `server` (bind, accept, serve connections, drain), `handler` (one request's way
-//! through), `router` (route choice), `snapshot` (the runtime compiled from a config),
-//! `gateway` (the current snapshot and reload), `upstream` (targets, connection pools, inline upstream exchange),
-//! `headers` (hop-by-hop and forwarding fields, route header edits), `body` (streaming body
-//! wrappers), `problem` (every gateway-made error and its status), `request_id`, `metrics`,
-//! `access_log`, `explain` (which route a request would meet, for the CLI), `ratelimit` (the
-//! rate-limit phase, local and on Redis), `admission` (bulkheads, fixed and adaptive),
-//! `client_ip` (the client address behind trusted proxies).
+//! Layout: `server` (bind, accept, serve connections, drain) and `conn` (what is known of
+//! a connection); `pipeline` (one request's way through, as named phases); `router` (route
+//! choice); `snapshot` (the runtime compiled from a config) and `gateway` (the current
+//! snapshot and reload); `upstream` (targets, connection pools, the exchange behind one
+//! call, health checks and DNS); `policy` and `policies` (what each policy declares, and
+//! the list of them); the policies' own modules (`auth`, `waf`, `cors`, `existence`,
+//! `ratelimit`, `cache`, `idempotency`, `admission`, `breaker`, `fault`, `fallback`,
+//! `mirror`); `client_body`, `request_body` and `body` (the bodies of a request and its
+//! response); `headers`, `host`, `path`, `client_ip`; `problem` (every gateway-made error
+//! and its status), `request_id`, `metrics`, `access_log`; `explain` (which route a
+//! request would meet and what would happen, for the CLI).
 
 pub mod access_log;
 pub mod admission;

@@ -268,7 +268,7 @@ impl Served {
             async move { Ok::<_, Infallible>(pipeline::handle(gw, info, req).await) }
         });
         // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
-        // handler answers with problem+json, so hyper's cap sits above the configured limit.
+        // front door answers with problem+json, so hyper's cap sits above the configured limit.
         let head_cap = usize::try_from(limits.max_header_bytes.0)
             .unwrap_or(usize::MAX)
             .saturating_add(limits.max_uri_bytes.0 as usize)
