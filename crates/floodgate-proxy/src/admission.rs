@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 use floodgate_config::model::Concurrency;
 use floodgate_config::resilience::Criticality;
 use floodgate_core::concurrency::{GradientConfig, GradientLimit};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
-
-use crate::metrics::BulkheadMetrics;
 
 /// One bulkhead.
 pub struct Admission {
@@ -214,10 +217,10 @@ impl AdmissionRegistry {
         scope: &'static str,
         name: &str,
         c: &Concurrency,
-        metrics: &crate::metrics::Metrics,
+        metrics: &BulkheadFamilies,
     ) -> Arc<Admission> {
         self.0.get_or_build(scope, name, c, || {
-            Admission::new(c, metrics.bulkhead(scope, name))
+            Admission::new(c, metrics.series(scope, name))
         })
     }
 
@@ -275,13 +278,115 @@ fn describe(what: &str, c: &Concurrency) -> String {
     }
 }
 
+/// Bulkheads' metric families, by scope and name.
+pub struct BulkheadFamilies {
+    limit: Family<BulkheadLabel, Gauge>,
+    in_flight: Family<BulkheadLabel, Gauge>,
+    rejected: Family<BulkheadLabel, Counter>,
+    queued: Family<BulkheadLabel, Gauge>,
+    shed: Family<ShedLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BulkheadLabel {
+    /// `route` or `upstream`.
+    scope: &'static str,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabel {
+    scope: &'static str,
+    name: String,
+    criticality: &'static str,
+}
+
+/// A bulkhead's series.
+#[derive(Clone)]
+pub struct BulkheadMetrics {
+    /// Its current limit.
+    pub limit: Gauge,
+    /// Requests in flight.
+    pub in_flight: Gauge,
+    /// Requests refused (queue full or wait timed out).
+    pub rejected: Counter,
+    /// Requests shed, by criticality (sheddable, normal, high, critical).
+    pub shed: [Counter; 4],
+    /// Requests waiting for a place.
+    pub queued: Gauge,
+}
+
+impl BulkheadFamilies {
+    /// Registers the families.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = BulkheadFamilies {
+            limit: Family::default(),
+            in_flight: Family::default(),
+            rejected: Family::default(),
+            queued: Family::default(),
+            shed: Family::default(),
+        };
+        reg.register(
+            "concurrency_limit",
+            "Current limit of a bulkhead (fixed or adaptive), by scope and name",
+            m.limit.clone(),
+        );
+        reg.register(
+            "concurrency_in_flight",
+            "Requests in flight through a bulkhead",
+            m.in_flight.clone(),
+        );
+        reg.register(
+            "concurrency_rejected",
+            "Requests refused by a bulkhead (queue full or wait timed out)",
+            m.rejected.clone(),
+        );
+        reg.register(
+            "concurrency_queued",
+            "Requests waiting for a place in a bulkhead",
+            m.queued.clone(),
+        );
+        reg.register(
+            "load_shed",
+            "Requests refused or pushed out of a bulkhead queue by criticality",
+            m.shed.clone(),
+        );
+        m
+    }
+
+    /// The series of one bulkhead; `scope` is `route` or `upstream`.
+    pub fn series(&self, scope: &'static str, name: &str) -> BulkheadMetrics {
+        let label = BulkheadLabel {
+            scope,
+            name: name.to_owned(),
+        };
+        BulkheadMetrics {
+            limit: self.limit.get_or_create(&label).clone(),
+            in_flight: self.in_flight.get_or_create(&label).clone(),
+            rejected: self.rejected.get_or_create(&label).clone(),
+            queued: self.queued.get_or_create(&label).clone(),
+            shed: ["sheddable", "normal", "high", "critical"].map(|criticality| {
+                self.shed
+                    .get_or_create(&ShedLabel {
+                        scope,
+                        name: name.to_owned(),
+                        criticality,
+                    })
+                    .clone()
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use floodgate_config::value::Duration as CfgDuration;
 
     fn bulkhead(max: u32, queue: u32, timeout_ms: u64) -> Arc<Admission> {
-        let metrics = crate::metrics::Metrics::new().bulkhead("route", "t");
+        let metrics = crate::metrics::Metrics::new()
+            .bulkheads
+            .series("route", "t");
         Arc::new(Admission::new(
             &Concurrency {
                 max_in_flight: Some(max),

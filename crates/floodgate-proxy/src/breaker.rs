@@ -16,9 +16,13 @@ use floodgate_core::breaker::{
     keyed::KeyedBreakers,
 };
 use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::kept::Kept;
-use crate::metrics::{BreakerMetrics, Metrics};
 use crate::problem::Problem;
 use crate::ratelimit::key::KeyPart;
 use crate::ratelimit::now;
@@ -124,7 +128,7 @@ pub fn scope_of(c: &CircuitBreaker, on_route: bool) -> &'static str {
 }
 
 impl ScopedBreaker {
-    fn new(scope: &'static str, name: &str, c: &CircuitBreaker, metrics: &Metrics) -> Self {
+    fn new(scope: &'static str, name: &str, c: &CircuitBreaker, metrics: &BreakerFamilies) -> Self {
         let cfg = core_config(c);
         let kind = if scope == "key" {
             Kind::Keyed {
@@ -138,7 +142,7 @@ impl ScopedBreaker {
         } else {
             Kind::Single(Arc::new(Breaker::new(cfg)))
         };
-        let metrics = metrics.breaker(scope, name);
+        let metrics = metrics.series(scope, name);
         metrics.state.set(0);
         ScopedBreaker {
             scope,
@@ -335,7 +339,7 @@ impl BreakerRegistry {
         scope: &'static str,
         name: &str,
         c: &CircuitBreaker,
-        metrics: &Metrics,
+        metrics: &BreakerFamilies,
     ) -> Arc<ScopedBreaker> {
         self.0.get_or_build(scope, name, c, || {
             ScopedBreaker::new(scope, name, c, metrics)
@@ -421,6 +425,87 @@ fn describe(on: &str, cb: &CircuitBreaker) -> String {
         cb.max_open_for,
         cb.half_open_calls
     )
+}
+
+/// Circuit breakers' metric families: state, transitions and refusals, by scope and name.
+pub struct BreakerFamilies {
+    state: Family<BreakerLabel, Gauge>,
+    transitions: Family<BreakerTransition, Counter>,
+    rejected: Family<BreakerLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabel {
+    /// `upstream`, `target`, `route` or `key`.
+    scope: &'static str,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerTransition {
+    scope: &'static str,
+    name: String,
+    to: &'static str,
+}
+
+/// One circuit breaker's series (for a keyed breaker, shared by all its keys).
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    /// 0 closed, 1 open, 2 half-open (single breakers; keyed ones count open keys).
+    pub state: Gauge,
+    /// Transitions into closed, open and half-open.
+    pub to: [Counter; 3],
+    /// Calls refused while open or with every probe out.
+    pub rejected: Counter,
+}
+
+impl BreakerFamilies {
+    /// Registers the families.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = BreakerFamilies {
+            state: Family::default(),
+            transitions: Family::default(),
+            rejected: Family::default(),
+        };
+        reg.register(
+            "circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open (scope `key`: keys not closed)",
+            m.state.clone(),
+        );
+        reg.register(
+            "circuit_breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            m.transitions.clone(),
+        );
+        reg.register(
+            "circuit_breaker_rejected",
+            "Calls a circuit breaker refused",
+            m.rejected.clone(),
+        );
+        m
+    }
+
+    /// The series of one circuit breaker.
+    pub fn series(&self, scope: &'static str, name: &str) -> BreakerMetrics {
+        let label = BreakerLabel {
+            scope,
+            name: name.to_owned(),
+        };
+        let to = |to: &'static str| {
+            self.transitions
+                .get_or_create(&BreakerTransition {
+                    scope,
+                    name: name.to_owned(),
+                    to,
+                })
+                .clone()
+        };
+        BreakerMetrics {
+            state: self.state.get_or_create(&label).clone(),
+            to: [to("closed"), to("open"), to("half_open")],
+            rejected: self.rejected.get_or_create(&label).clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@ use floodgate_config::resilience::{Fallback, FallbackTrigger};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
-use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::upstream::UpstreamSet;
 
@@ -62,7 +64,7 @@ impl FallbackPlan {
         f: &Fallback,
         route: &str,
         upstreams: &std::collections::BTreeMap<String, Arc<UpstreamSet>>,
-        metrics: &Metrics,
+        metrics: &FallbackMetrics,
     ) -> Option<Self> {
         let action = match (&f.response, &f.upstream) {
             (_, Some(u)) => FallbackAction::Upstream(upstreams.get(u)?.clone()),
@@ -94,7 +96,7 @@ impl FallbackPlan {
             triggers: f
                 .when
                 .iter()
-                .map(|&t| (t, metrics.fallback(route, t.as_str())))
+                .map(|&t| (t, metrics.counter(route, t.as_str())))
                 .collect(),
             action,
         })
@@ -127,3 +129,39 @@ pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy
         vec![format!("fallback: {what} on {}", when.join(", "))]
     },
 };
+
+/// Fallbacks' metric family: fallback responses, by route and trigger.
+pub struct FallbackMetrics {
+    answered: Family<RouteKind, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+impl FallbackMetrics {
+    /// Registers the family.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = FallbackMetrics {
+            answered: Family::default(),
+        };
+        reg.register(
+            "fallbacks",
+            "Fallback responses, by route and what triggered them (kind)",
+            m.answered.clone(),
+        );
+        m
+    }
+
+    /// The counter of fallback responses on `route` triggered by `trigger`.
+    pub fn counter(&self, route: &str, trigger: &'static str) -> Counter {
+        self.answered
+            .get_or_create(&RouteKind {
+                route: route.to_owned(),
+                kind: trigger,
+            })
+            .clone()
+    }
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use floodgate_config::resilience::Fault;
 use http::{HeaderMap, HeaderName, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 /// A route's compiled faults.
 pub struct FaultPlan {
@@ -86,6 +89,42 @@ pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy
         vec![format!("fault injection: {}{gate}", parts.join(", "))]
     },
 };
+
+/// Fault injection's metric family: faults injected, by route and kind.
+pub struct FaultMetrics {
+    injected: Family<RouteKind, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+impl FaultMetrics {
+    /// Registers the family.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = FaultMetrics {
+            injected: Family::default(),
+        };
+        reg.register(
+            "faults_injected",
+            "Faults injected, by route and kind (delay, abort)",
+            m.injected.clone(),
+        );
+        m
+    }
+
+    /// The counter of injected faults (`delay` or `abort`) on `route`.
+    pub fn counter(&self, route: &str, kind: &'static str) -> Counter {
+        self.injected
+            .get_or_create(&RouteKind {
+                route: route.to_owned(),
+                kind,
+            })
+            .clone()
+    }
+}
 
 #[cfg(test)]
 mod tests {

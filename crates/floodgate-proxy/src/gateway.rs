@@ -153,7 +153,7 @@ impl Gateway {
             Some(c) => {
                 metrics.register_cluster();
                 Some(Arc::new(
-                    ClusterClient::new(c, metrics.clone()).map_err(BuildError::Cluster)?,
+                    ClusterClient::new(c, metrics.cluster.clone()).map_err(BuildError::Cluster)?,
                 ))
             }
             None => None,
@@ -240,7 +240,7 @@ impl Gateway {
                 let store = gw.cache.store();
                 store.sync();
                 let (entries, bytes) = store.usage();
-                gw.metrics.cache_usage(entries, bytes);
+                gw.metrics.cache.usage(entries, bytes);
             }
         });
     }
@@ -248,7 +248,8 @@ impl Gateway {
     /// Starts the health checks and name resolvers `snap`'s upstreams need, and stops
     /// those of the previous snapshot it no longer has.
     fn sync_upstream_tasks(self: &Arc<Self>, snap: &Snapshot) {
-        self.health.sync(snap.upstreams.values(), &self.metrics);
+        self.health
+            .sync(snap.upstreams.values(), &self.metrics.upstreams);
         let gw = Arc::downgrade(self);
         let on_resolved: crate::upstream::dns::OnResolved = Arc::new(move |set, resolved| {
             let Some(gw) = gw.upgrade() else {
@@ -256,7 +257,7 @@ impl Gateway {
             };
             set.apply_resolved(resolved, &gw.registries());
             gw.health
-                .sync(gw.snapshot().upstreams.values(), &gw.metrics);
+                .sync(gw.snapshot().upstreams.values(), &gw.metrics.upstreams);
             true
         });
         let dns = &snap.config.dns;
@@ -272,7 +273,8 @@ impl Gateway {
     pub fn registries(&self) -> crate::upstream::Registries<'_> {
         crate::upstream::Registries {
             pools: &self.pools,
-            metrics: &self.metrics,
+            metrics: &self.metrics.upstreams,
+            breaker_metrics: &self.metrics.breakers,
             breakers: &self.breakers,
         }
     }

@@ -259,14 +259,16 @@ impl Snapshot {
             .map(|(name, u)| {
                 let registries = Registries {
                     pools: shared.pools,
-                    metrics,
+                    metrics: &metrics.upstreams,
+                    breaker_metrics: &metrics.breakers,
                     breakers: shared.breakers,
                 };
                 let mut set = UpstreamSet::build(name, u, &registries);
-                set.concurrency = u
-                    .concurrency
-                    .as_ref()
-                    .map(|c| shared.admissions.get_or_build("upstream", name, c, metrics));
+                set.concurrency = u.concurrency.as_ref().map(|c| {
+                    shared
+                        .admissions
+                        .get_or_build("upstream", name, c, &metrics.bulkheads)
+                });
                 (name.clone(), Arc::new(set))
             })
             .collect();
@@ -294,17 +296,18 @@ impl Snapshot {
                 let route = Route {
                     breaker: r.circuit_breaker.as_ref().map(|c| {
                         let scope = crate::breaker::scope_of(c, true);
-                        shared.breakers.get_or_build(scope, &name, c, metrics)
+                        shared
+                            .breakers
+                            .get_or_build(scope, &name, c, &metrics.breakers)
                     }),
-                    fallback: r
-                        .fallback
-                        .as_ref()
-                        .and_then(|f| FallbackPlan::compile(f, &name, &upstreams, metrics)),
+                    fallback: r.fallback.as_ref().and_then(|f| {
+                        FallbackPlan::compile(f, &name, &upstreams, &metrics.fallbacks)
+                    }),
                     fault: r.fault.as_ref().map(|f| {
                         FaultPlan::compile(
                             f,
-                            metrics.fault(&name, "delay"),
-                            metrics.fault(&name, "abort"),
+                            metrics.faults.counter(&name, "delay"),
+                            metrics.faults.counter(&name, "abort"),
                         )
                     }),
                     criticality: r.criticality,
@@ -331,9 +334,9 @@ impl Snapshot {
                                 &c.miss_rate_limits,
                                 shared.limiters,
                                 shared.cluster,
-                                metrics,
+                                &metrics.limits,
                             ),
-                            metrics.cache(&name),
+                            metrics.cache.series(&name),
                         )
                     }),
                     idempotency: r.idempotency.as_ref().map(|c| {
@@ -355,7 +358,7 @@ impl Snapshot {
                             c,
                             store,
                             keys,
-                            crate::idempotency::Metrics::new(metrics, &name),
+                            crate::idempotency::Metrics::new(&metrics.idempotency, &name),
                         )
                     }),
                     security_headers: r
@@ -369,7 +372,7 @@ impl Snapshot {
                         &r.rate_limits,
                         shared.limiters,
                         shared.cluster,
-                        metrics,
+                        &metrics.limits,
                     ),
                     mirror: r.mirror.as_ref().and_then(|m| {
                         Some(MirrorPlan::new(
@@ -377,10 +380,11 @@ impl Snapshot {
                             m.share.0,
                         ))
                     }),
-                    concurrency: r
-                        .concurrency
-                        .as_ref()
-                        .map(|c| shared.admissions.get_or_build("route", &name, c, metrics)),
+                    concurrency: r.concurrency.as_ref().map(|c| {
+                        shared
+                            .admissions
+                            .get_or_build("route", &name, c, &metrics.bulkheads)
+                    }),
                     name,
                     action,
                     rewrite: r.rewrite.as_ref().map(CompiledRewrite::compile),

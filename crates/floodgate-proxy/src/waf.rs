@@ -14,6 +14,10 @@
 use floodgate_config::waf::{Waf, WafMode, WafRule};
 use http::HeaderMap;
 use http::header;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use regex::RegexSet;
 
 const SQLI: &[&str] = &[
@@ -330,6 +334,44 @@ pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy
         )]
     },
 };
+
+/// The WAF's metric family: matches, by route, rule set and mode.
+pub struct WafMetrics {
+    matches: Family<WafLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WafLabel {
+    route: String,
+    rule: &'static str,
+    mode: &'static str,
+}
+
+impl WafMetrics {
+    /// Registers the family.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = WafMetrics {
+            matches: Family::default(),
+        };
+        reg.register(
+            "waf_matches",
+            "Requests a route's WAF matched, by rule set and mode (block, monitor)",
+            m.matches.clone(),
+        );
+        m
+    }
+
+    /// Counts a match.
+    pub fn matched(&self, route: &str, rule: &'static str, mode: &'static str) {
+        self.matches
+            .get_or_create(&WafLabel {
+                route: route.to_owned(),
+                rule,
+                mode,
+            })
+            .inc();
+    }
+}
 
 #[cfg(test)]
 mod tests {

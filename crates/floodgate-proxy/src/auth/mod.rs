@@ -23,6 +23,10 @@ use floodgate_config::auth::{AuthCombine, Consumer, IpRules, RouteAuth};
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 pub mod basic;
 pub mod introspect;
@@ -717,6 +721,45 @@ fn describe(a: &RouteAuth) -> String {
             who.join(" and ")
         }
     )
+}
+
+/// Authentication's metric family: refusals, by route, method and reason.
+pub struct AuthMetrics {
+    refusals: Family<AuthRefusal, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthRefusal {
+    route: String,
+    method: &'static str,
+    reason: &'static str,
+}
+
+impl AuthMetrics {
+    /// Registers the family.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = AuthMetrics {
+            refusals: Family::default(),
+        };
+        reg.register(
+            "auth_refusals",
+            "Requests a route's auth refused, by method (api_key, basic, jwt, introspection, \
+             client_certificate, none, or authorization for a 403) and reason",
+            m.refusals.clone(),
+        );
+        m
+    }
+
+    /// Counts a request a route's auth refused.
+    pub fn refused(&self, route: &str, method: &'static str, reason: &'static str) {
+        self.refusals
+            .get_or_create(&AuthRefusal {
+                route: route.to_owned(),
+                method,
+                reason,
+            })
+            .inc();
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_cache_semantics::BeforeRequest;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 pub use flight::Flights;
 pub use policy::Rules;
@@ -160,7 +165,7 @@ pub struct RouteCache {
     early_refresh: f64,
     /// Limits on each client's misses.
     pub miss_limits: RouteLimits,
-    metrics: crate::metrics::CacheMetrics,
+    metrics: CacheMetrics,
 }
 
 /// What the cache decided for a GET or HEAD.
@@ -200,7 +205,7 @@ impl RouteCache {
         tier: Option<Arc<SharedTier>>,
         flights: Arc<Flights>,
         miss_limits: RouteLimits,
-        metrics: crate::metrics::CacheMetrics,
+        metrics: CacheMetrics,
     ) -> Self {
         RouteCache {
             metrics,
@@ -838,6 +843,94 @@ pub(crate) const POLICY: crate::policy::RoutePolicy = crate::policy::RoutePolicy
         vec![format!("cache: {}", parts.join("; "))]
     },
 };
+
+/// The HTTP cache's metric families.
+pub struct CacheFamilies {
+    lookups: Family<RouteKind, Counter>,
+    waiting: Gauge,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+/// One route's cache series.
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    /// Fresh hits.
+    pub hit: Counter,
+    /// Stale responses served while refreshed in the background.
+    pub stale: Counter,
+    /// Requests forwarded.
+    pub miss: Counter,
+    /// Requests served another request's fetch.
+    pub collapsed: Counter,
+    /// Requests waiting for another request's fetch (all routes).
+    pub waiting: Gauge,
+}
+
+impl CacheFamilies {
+    /// Registers the families.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let c = CacheFamilies {
+            lookups: Family::default(),
+            waiting: Gauge::default(),
+            entries: Gauge::default(),
+            bytes: Gauge::default(),
+        };
+        reg.register(
+            "cache_lookups",
+            "Cache lookups by route and result: hit, stale (served stale, refreshed in the \
+             background), miss (forwarded), collapsed (served another request's fetch)",
+            c.lookups.clone(),
+        );
+        reg.register(
+            "cache_waiting",
+            "Requests waiting for another request's fetch of the same key",
+            c.waiting.clone(),
+        );
+        reg.register(
+            "cache_entries",
+            "Responses in the memory tier (updated every few seconds)",
+            c.entries.clone(),
+        );
+        reg.register(
+            "cache_bytes",
+            "Bytes the memory tier holds (updated every few seconds)",
+            c.bytes.clone(),
+        );
+        c
+    }
+
+    /// The cache series of `route`.
+    pub fn series(&self, route: &str) -> CacheMetrics {
+        let get = |kind| {
+            self.lookups
+                .get_or_create(&RouteKind {
+                    route: route.to_owned(),
+                    kind,
+                })
+                .clone()
+        };
+        CacheMetrics {
+            hit: get("hit"),
+            stale: get("stale"),
+            miss: get("miss"),
+            collapsed: get("collapsed"),
+            waiting: self.waiting.clone(),
+        }
+    }
+
+    /// Records the memory tier's size.
+    pub fn usage(&self, entries: u64, bytes: u64) {
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
 
 #[cfg(test)]
 mod tests {

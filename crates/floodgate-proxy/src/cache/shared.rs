@@ -413,7 +413,11 @@ routes: [ {{ match: {{ path_prefix: / }}, upstream: u }} ]
         .expect("config");
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let cluster = Arc::new(
-            ClusterClient::new(cfg.cluster.as_ref().expect("cluster"), metrics).expect("client"),
+            ClusterClient::new(
+                cfg.cluster.as_ref().expect("cluster"),
+                metrics.cluster.clone(),
+            )
+            .expect("client"),
         );
         let tier = SharedTier::new(cluster.clone(), Arc::default());
         let rules = Rules::new(&serde_json::from_str("{}").unwrap());

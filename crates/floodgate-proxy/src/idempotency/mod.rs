@@ -26,7 +26,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use moka::sync::Cache;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 use crate::body::{BoundedCopy, ResponseBody, Tap};
 use crate::client_body::{ClientBody, Inbound};
@@ -201,14 +204,52 @@ pub struct Metrics {
 
 impl Metrics {
     /// The counters of `route`.
-    pub fn new(metrics: &crate::metrics::Metrics, route: &str) -> Self {
+    pub fn new(families: &IdempotencyFamilies, route: &str) -> Self {
+        let get = |kind| {
+            families
+                .requests
+                .get_or_create(&RouteKind {
+                    route: route.to_owned(),
+                    kind,
+                })
+                .clone()
+        };
         Metrics {
-            first: metrics.idempotency(route, "first"),
-            replayed: metrics.idempotency(route, "replayed"),
-            in_flight: metrics.idempotency(route, "in_flight"),
-            mismatch: metrics.idempotency(route, "mismatch"),
-            not_kept: metrics.idempotency(route, "not_kept"),
+            first: get("first"),
+            replayed: get("replayed"),
+            in_flight: get("in_flight"),
+            mismatch: get("mismatch"),
+            not_kept: get("not_kept"),
         }
+    }
+}
+
+/// Idempotency keys' metric family: requests with a key, by route and outcome.
+pub struct IdempotencyFamilies {
+    requests: Family<RouteKind, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+impl IdempotencyFamilies {
+    /// Registers the family.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = IdempotencyFamilies {
+            requests: Family::default(),
+        };
+        reg.register(
+            "idempotency_requests",
+            "Requests with an idempotency key by route and outcome: first (forwarded), \
+             replayed (answered with the kept response), in_flight (409: the first is still \
+             in progress), mismatch (422: the key was used for another request), not_kept \
+             (409: the first response was too large to keep)",
+            m.requests.clone(),
+        );
+        m
     }
 }
 

@@ -105,7 +105,7 @@ impl Completion for Done {
             BodyEnd::UpstreamBroke => {
                 self.error = self.error.or(Some(Problem::UpstreamBroken.code()));
                 if let Some(upstream) = &self.upstream {
-                    self.gw.metrics.upstream_error(upstream, "broken");
+                    self.gw.metrics.upstreams.error(upstream, "broken");
                 }
             }
         }

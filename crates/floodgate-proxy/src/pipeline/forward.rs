@@ -214,7 +214,7 @@ pub(crate) async fn proxy(
         hash,
         body_limit,
         mirror: route.mirror.as_ref(),
-        metrics: &done.gw.metrics,
+        metrics: &done.gw.metrics.upstreams,
     };
     let sent = exchange.send(head, body, &mut done.trace);
     let result = match upstream.total_timeout {

@@ -147,7 +147,7 @@ fn refused(denied: Denied, route: &Route, notes: &mut Notes, done: &Done) -> Pro
             (Problem::Forbidden, "authorization", rule)
         }
     };
-    done.gw.metrics.auth_refusal(&route.name, method, reason);
+    done.gw.metrics.auth.refused(&route.name, method, reason);
     tracing::info!(
         route = %route.name,
         method,
@@ -168,7 +168,7 @@ pub(crate) fn waf_matched(
 ) -> Result<(), Problem> {
     let block = waf.mode == floodgate_config::waf::WafMode::Block;
     let mode = if block { "block" } else { "monitor" };
-    done.gw.metrics.waf_match(&route.name, rule, mode);
+    done.gw.metrics.waf.matched(&route.name, rule, mode);
     tracing::warn!(
         route = %route.name,
         rule,

@@ -21,7 +21,10 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// How long Redis is left alone after a failed call.
 const BACKOFF: Duration = Duration::from_millis(500);
@@ -145,7 +148,7 @@ pub struct ClusterClient {
     outage_logged: AtomicU64,
     epoch: Instant,
     scripts: Scripts,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ClusterMetrics>,
 }
 
 struct Scripts {
@@ -158,7 +161,7 @@ struct Scripts {
 
 impl ClusterClient {
     /// Prepares the client (no I/O: the connection is made on first use).
-    pub fn new(cfg: &Cluster, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(cfg: &Cluster, metrics: Arc<ClusterMetrics>) -> Result<Self, String> {
         let client = redis::Client::open(cfg.redis.url.as_str())
             .map_err(|e| format!("cluster.redis.url: {e}"))?;
         let node_id = cfg.node_id.clone().unwrap_or_else(|| {
@@ -413,5 +416,49 @@ impl ClusterClient {
                 Err(_) => tracing::debug!("cluster heartbeat timed out"),
             }
         }
+    }
+}
+
+/// The cluster's series: Redis latency and errors, live nodes. Exported only by a gateway
+/// with a `cluster` section ([`ClusterMetrics::register`]), so no others show series that
+/// cannot move.
+pub struct ClusterMetrics {
+    /// Latency of Redis calls.
+    pub redis_latency: Histogram,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Live nodes last counted in the cluster.
+    pub cluster_nodes: Gauge,
+}
+
+impl Default for ClusterMetrics {
+    /// Series not yet exported.
+    fn default() -> Self {
+        ClusterMetrics {
+            redis_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            redis_errors: Counter::default(),
+            cluster_nodes: Gauge::default(),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    /// Exports the series.
+    pub(crate) fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "redis_duration_seconds",
+            "Latency of Redis calls",
+            self.redis_latency.clone(),
+        );
+        reg.register(
+            "redis_errors",
+            "Redis calls that failed or timed out",
+            self.redis_errors.clone(),
+        );
+        reg.register(
+            "cluster_nodes",
+            "Live gateway nodes last counted in the cluster",
+            self.cluster_nodes.clone(),
+        );
     }
 }

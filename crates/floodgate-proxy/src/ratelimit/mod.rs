@@ -26,10 +26,14 @@ use floodgate_core::ratelimit::{
     Quota, Rate, SlidingLog, SlidingWindow, TokenBucket, Verdict,
 };
 use http::HeaderValue;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 pub use registry::LimiterRegistry;
 
-use crate::metrics::{LimitMetrics, Metrics};
 use cluster::{ClusterClient, ClusterParams};
 use key::{KeyPart, RequestFacts};
 
@@ -179,14 +183,14 @@ impl RouteLimits {
         limits: &[RateLimit],
         registry: &LimiterRegistry,
         cluster: Option<&Arc<ClusterClient>>,
-        metrics: &Metrics,
+        metrics: &LimitFamilies,
     ) -> Self {
         let limits = limits
             .iter()
             .enumerate()
             .map(|(i, l)| {
                 let name = floodgate_config::limit_name(l, i);
-                let metrics = metrics.limit(
+                let metrics = metrics.series(
                     route,
                     &name,
                     l.algorithm == Algorithm::LeakyBucket,
@@ -461,6 +465,95 @@ fn describe(l: &floodgate_config::model::RateLimit, i: usize) -> String {
             format!(" ({})", extra.join(", "))
         }
     )
+}
+
+/// Rate limits' metric families, by route and limit.
+pub struct LimitFamilies {
+    decisions: Family<LimitOutcome, Counter>,
+    keys: Family<LimitLabel, Gauge>,
+    evicted: Family<LimitLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitOutcome {
+    route: String,
+    limit: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    route: String,
+    limit: String,
+}
+
+/// One rate limit's series, resolved once per snapshot.
+#[derive(Clone)]
+pub struct LimitMetrics {
+    /// Admitted at once.
+    pub allowed: Counter,
+    /// Admitted after a wait (a leaky bucket's only: others have no such series).
+    pub delayed: Option<Counter>,
+    /// Refused with 429 (or 503 when Redis is unavailable and the limit fails closed).
+    pub rejected: Counter,
+    /// Would have been refused, but the limit is a dry run (a dry run's only).
+    pub dry_run_rejected: Option<Counter>,
+    /// Keys held now.
+    pub keys: Gauge,
+    /// Keys forgotten while holding state because the table was full.
+    pub evicted: Counter,
+}
+
+impl LimitFamilies {
+    /// Registers the families.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = LimitFamilies {
+            decisions: Family::default(),
+            keys: Family::default(),
+            evicted: Family::default(),
+        };
+        reg.register(
+            "ratelimit_decisions",
+            "Rate-limit decisions, by route, limit and outcome",
+            m.decisions.clone(),
+        );
+        reg.register(
+            "ratelimit_keys",
+            "Keys a rate limit holds state for on this node",
+            m.keys.clone(),
+        );
+        reg.register(
+            "ratelimit_keys_evicted",
+            "Keys forgotten while holding state because the limit's max_keys was reached",
+            m.evicted.clone(),
+        );
+        m
+    }
+
+    /// The series of one limit; `queues` and `dry_run` add the series only those have.
+    pub fn series(&self, route: &str, limit: &str, queues: bool, dry_run: bool) -> LimitMetrics {
+        let outcome = |outcome: &'static str| {
+            self.decisions
+                .get_or_create(&LimitOutcome {
+                    route: route.to_owned(),
+                    limit: limit.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        let label = LimitLabel {
+            route: route.to_owned(),
+            limit: limit.to_owned(),
+        };
+        LimitMetrics {
+            allowed: outcome("allowed"),
+            delayed: queues.then(|| outcome("delayed")),
+            rejected: outcome("rejected"),
+            dry_run_rejected: dry_run.then(|| outcome("dry_run_rejected")),
+            keys: self.keys.get_or_create(&label).clone(),
+            evicted: self.evicted.get_or_create(&label).clone(),
+        }
+    }
 }
 
 #[cfg(test)]

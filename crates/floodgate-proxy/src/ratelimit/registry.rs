@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use floodgate_core::ratelimit::DynLimiter;
 
-use crate::metrics::LimitMetrics;
+use super::LimitMetrics;
 
 struct Entry {
     limiter: Arc<dyn DynLimiter>,

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Response, header};
 
+use super::metrics::UpstreamMetrics;
 use super::{
     Allowance, ExchangeError, Failure, InFlight, Remake, RequestHead, RetryPolicy, Target,
     UpstreamBody, UpstreamConn, UpstreamSet,
 };
 use crate::breaker::{Call, Outcome};
 use crate::client_body::{Inbound, read_whole};
-use crate::metrics::Metrics;
 use crate::mirror::MirrorPlan;
 use crate::problem::Problem;
 use crate::request_body::{Progress, RequestBody};
@@ -35,7 +35,7 @@ pub struct Exchange<'a> {
     /// The route's mirror, copied every request it sends (held bodies only).
     pub mirror: Option<&'a MirrorPlan>,
     /// Where retries, budget refusals, ejections and upstream errors are counted.
-    pub metrics: &'a Metrics,
+    pub metrics: &'a UpstreamMetrics,
 }
 
 /// What an exchange leaves for the request's completion, kept even when it fails.
@@ -186,8 +186,7 @@ impl Exchange<'_> {
                     f
                 }
             };
-            self.metrics
-                .upstream_retry(&self.upstream.name, failure.label());
+            self.metrics.retry(&self.upstream.name, failure.label());
             tokio::time::sleep(policy.backoff(retry)).await;
             retry += 1;
         }
@@ -338,7 +337,7 @@ impl Exchange<'_> {
     }
 
     fn counted(&self, p: Problem, kind: &'static str) -> Problem {
-        self.metrics.upstream_error(&self.upstream.name, kind);
+        self.metrics.error(&self.upstream.name, kind);
         p
     }
 }

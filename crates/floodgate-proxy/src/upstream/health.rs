@@ -31,7 +31,7 @@ impl HealthChecks {
     pub fn sync<'a>(
         &self,
         sets: impl IntoIterator<Item = &'a Arc<UpstreamSet>>,
-        metrics: &crate::metrics::Metrics,
+        metrics: &super::metrics::UpstreamMetrics,
     ) {
         let mut wanted: HashMap<String, (Arc<TargetStats>, String, HealthCheck, Gauge)> =
             HashMap::new();
@@ -42,7 +42,7 @@ impl HealthChecks {
             let name = &*set.name;
             for t in set.targets() {
                 let identity = format!("{name}\u{0}{}\u{0}{check:?}", t.address);
-                let gauge = metrics.target_healthy(name, &t.address);
+                let gauge = metrics.healthy(name, &t.address);
                 wanted.insert(
                     identity,
                     (

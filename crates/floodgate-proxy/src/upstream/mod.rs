@@ -11,6 +11,7 @@ pub mod dns;
 pub mod exchange;
 pub mod health;
 pub mod http2;
+pub mod metrics;
 pub mod pool;
 pub mod retry;
 pub mod tls;
@@ -94,7 +95,7 @@ pub struct Target {
     /// Its connection pool.
     pub pool: Arc<ConnPool>,
     /// Its metric series.
-    pub metrics: crate::metrics::TargetMetrics,
+    pub metrics: metrics::TargetMetrics,
     /// Draining: takes no new requests.
     pub draining: bool,
     /// The target's own circuit breaker (`circuit_breaker.scope: target`).
@@ -142,8 +143,10 @@ pub type Resolved = HashMap<String, Vec<std::net::SocketAddr>>;
 pub struct Registries<'a> {
     /// Connection pools.
     pub pools: &'a Pools,
-    /// Metric families.
-    pub metrics: &'a crate::metrics::Metrics,
+    /// The upstreams' metric families.
+    pub metrics: &'a metrics::UpstreamMetrics,
+    /// The circuit breakers' metric families.
+    pub breaker_metrics: &'a crate::breaker::BreakerFamilies,
     /// Circuit breakers.
     pub breakers: &'a BreakerRegistry,
 }
@@ -202,8 +205,12 @@ fn target_set(name: &str, cfg: &Upstream, resolved: &Resolved, r: &Registries<'_
             });
             targets.push(Arc::new(Target {
                 breaker: target_breaker.map(|c| {
-                    r.breakers
-                        .get_or_build("target", &format!("{name}/{address}"), c, metrics)
+                    r.breakers.get_or_build(
+                        "target",
+                        &format!("{name}/{address}"),
+                        c,
+                        r.breaker_metrics,
+                    )
                 }),
                 metrics: metrics.target(name, &address),
                 address: Arc::from(address.as_str()),
@@ -235,7 +242,10 @@ impl UpstreamSet {
                 .circuit_breaker
                 .as_ref()
                 .filter(|c| crate::breaker::scope_of(c, false) == "upstream")
-                .map(|c| r.breakers.get_or_build("upstream", name, c, r.metrics)),
+                .map(|c| {
+                    r.breakers
+                        .get_or_build("upstream", name, c, r.breaker_metrics)
+                }),
             cfg: cfg.clone(),
             has_names,
             resolve_now: tokio::sync::Notify::new(),

@@ -448,9 +448,11 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
         origin.hits("/swr") == 2
     })
     .await;
+    // (With max-age=0 every answer is stale and starts a refresh of its own, so on a
+    // loaded machine later refreshes may have replaced v2 too: any newer copy will do.)
     until("the refreshed entry", || async {
         let (_, _, b) = get(&gw.url("/swr")).await;
-        &b[..] == b"/swr v2"
+        b.starts_with(b"/swr v") && &b[..] != b"/swr v1"
     })
     .await;
 }
