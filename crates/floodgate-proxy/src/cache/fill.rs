@@ -24,6 +24,8 @@ pub(crate) enum Keep {
         /// The Redis tier it is copied to as well, with the purges it had seen when the
         /// miss was decided.
         tier: Option<(Arc<SharedTier>, u64)>,
+        /// The purges the store had applied when the miss was decided.
+        local_purges: u64,
     },
     /// Only handed to the waiters (an error response: shared, never stored).
     ShareOnly,
@@ -98,8 +100,11 @@ impl Tap for Fill {
                 primary,
                 request,
                 tier,
+                local_purges,
             } => {
-                let entry = this.store.insert(&primary, &request, entry);
+                let entry =
+                    this.store
+                        .insert_unless_purged(&primary, &request, entry, local_purges);
                 if let Some((tier, purges_seen)) = tier {
                     tier.save(&primary, &request, &entry, purges_seen);
                 }

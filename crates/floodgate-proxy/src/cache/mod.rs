@@ -195,6 +195,8 @@ pub(crate) struct Pending {
     /// The purges the shared tier had seen when the miss was decided: a save is dropped
     /// if there were more by then.
     purges_seen: u64,
+    /// The purges this node's store had applied then: likewise for storing in memory.
+    local_purges: u64,
 }
 
 impl RouteCache {
@@ -334,6 +336,7 @@ impl RouteCache {
                 head,
                 started: Instant::now(),
                 purges_seen: self.purges_seen(),
+                local_purges: self.store.purges(),
             })));
         }
         // Not reached: the last attempt never waits.
@@ -378,6 +381,7 @@ impl RouteCache {
             head: false,
             started: Instant::now(),
             purges_seen: self.purges_seen(),
+            local_purges: self.store.purges(),
         }
     }
 
@@ -439,6 +443,7 @@ impl Pending {
             head,
             started,
             purges_seen,
+            local_purges,
         } = self;
         let usable_on_error = stale.as_ref().filter(|e| {
             let f = &e.freshness;
@@ -482,7 +487,7 @@ impl Pending {
                 head,
                 started,
                 &forwarded,
-                purges_seen,
+                (purges_seen, local_purges),
             ));
         }
         let mut resp = resp;
@@ -503,6 +508,7 @@ impl Pending {
                         primary,
                         request,
                         tier: cache.tier.clone().map(|t| (t, purges_seen)),
+                        local_purges,
                     },
                     status,
                     without(resp.headers().clone(), &freshness.omit),
@@ -554,7 +560,7 @@ fn revalidated(
     head: bool,
     started: Instant,
     forwarded: &str,
-    purges_seen: u64,
+    (purges_seen, local_purges): (u64, u64),
 ) -> Response<ResponseBody> {
     // The 304 answers the validator taken from this entry (`own_validators`), so it is
     // about this entry, even when it names no validator or, wrongly, another one: the
@@ -573,7 +579,7 @@ fn revalidated(
                 started.elapsed(),
                 now,
             );
-            let entry = cache.store.replace(key, entry);
+            let entry = cache.store.replace_unless_purged(key, entry, local_purges);
             if let Some(tier) = &cache.tier {
                 tier.save(primary, request, &entry, purges_seen);
             }

@@ -106,6 +106,8 @@ impl SharedTier {
 
     /// Copies what Redis holds for `primary` into `store`; whether it held anything.
     pub(crate) async fn load(&self, primary: &str, store: &Store) -> bool {
+        // A purge applied while Redis answers must not be undone by what it answered.
+        let local_purges = store.purges();
         let mut p = redis::pipe();
         p.cmd("HGETALL").arg(self.object_key(primary));
         p.cmd("GET").arg(Self::purges_key(self.cluster.prefix()));
@@ -123,7 +125,7 @@ impl SharedTier {
         for (_, record) in fields {
             match decode(&record, now) {
                 Some((request, entry)) if entry.keep() > Duration::ZERO => {
-                    store.insert(primary, &request, entry);
+                    store.insert_unless_purged(primary, &request, entry, local_purges);
                     found = true;
                 }
                 Some(_) => {}

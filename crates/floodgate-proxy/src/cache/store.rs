@@ -145,6 +145,9 @@ pub struct Store {
     entries: Cache<Arc<str>, Arc<Entry>>,
     vary: Cache<Arc<str>, Arc<[HeaderName]>>,
     max_object: u64,
+    /// Purges applied so far: a response fetched across one is not stored
+    /// ([`Store::insert_unless_purged`]).
+    purges: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -163,7 +166,60 @@ impl Store {
                 .support_invalidation_closures()
                 .build(),
             max_object,
+            purges: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Purges applied so far; a miss notes it when it is decided.
+    pub(crate) fn purges(&self) -> u64 {
+        self.purges.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counted before a purge drops anything, so that a store racing with it sees it.
+    fn count_purge(&self) {
+        self.purges
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Stores `entry` for a request to `primary` with `request` fields, unless a purge was
+    /// applied since its miss saw `purges_seen` purges: a response fetched before a purge
+    /// must not outlive it.
+    /// Checked again after storing (a purge counts itself before it drops anything, so
+    /// one that began in between is seen here and its entry dropped); the entry is
+    /// returned either way, to be served.
+    pub(crate) fn insert_unless_purged(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        entry: Entry,
+        purges_seen: u64,
+    ) -> Arc<Entry> {
+        if self.purges() != purges_seen {
+            return Arc::new(entry);
+        }
+        let (key, entry) = self.insert_keyed(primary, request, entry);
+        if self.purges() != purges_seen {
+            self.entries.invalidate(&key);
+        }
+        entry
+    }
+
+    /// Replaces the entry under `key` like [`Store::replace`], unless a purge was applied
+    /// since `purges_seen` (see [`Store::insert_unless_purged`]).
+    pub(crate) fn replace_unless_purged(
+        &self,
+        key: Arc<str>,
+        entry: Entry,
+        purges_seen: u64,
+    ) -> Arc<Entry> {
+        if self.purges() != purges_seen {
+            return Arc::new(entry);
+        }
+        let entry = self.replace(key.clone(), entry);
+        if self.purges() != purges_seen {
+            self.entries.invalidate(&key);
+        }
+        entry
     }
 
     /// The largest body stored.
@@ -195,8 +251,14 @@ impl Store {
         }
     }
 
-    /// Stores `entry` for a request to `primary` with `request` fields.
-    pub(crate) fn insert(&self, primary: &str, request: &HeaderMap, entry: Entry) -> Arc<Entry> {
+    /// Stores `entry` for a request to `primary` with `request` fields, under the key it
+    /// returns.
+    fn insert_keyed(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        entry: Entry,
+    ) -> (Arc<str>, Arc<Entry>) {
         let names = vary_names(&entry.headers);
         let key: Arc<str> = secondary_key(primary, &names, request).into();
         if names.is_empty() {
@@ -205,8 +267,8 @@ impl Store {
             self.vary.insert(Arc::from(primary), names.into());
         }
         let entry = Arc::new(entry);
-        self.entries.insert(key, entry.clone());
-        entry
+        self.entries.insert(key.clone(), entry.clone());
+        (key, entry)
     }
 
     /// Replaces the entry under `key` (after a revalidation).
@@ -218,6 +280,7 @@ impl Store {
 
     /// Drops every response stored for `primary` (all its `Vary` variants).
     pub fn purge_url(&self, primary: &str) {
+        self.count_purge();
         let plain = secondary_key(primary, &[], &HeaderMap::new());
         self.entries.invalidate(plain.as_str());
         if self.vary.contains_key(primary) {
@@ -228,18 +291,21 @@ impl Store {
 
     /// Drops every response whose primary key starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str) {
+        self.count_purge();
         let prefix: Box<str> = prefix.into();
         self.invalidate_if(move |k, _| primary_of(k).starts_with(&*prefix));
     }
 
     /// Drops every response tagged `tag`.
     pub fn purge_tag(&self, tag: &str) {
+        self.count_purge();
         let tag: Box<str> = tag.into();
         self.invalidate_if(move |_, e| e.tags.iter().any(|t| **t == *tag));
     }
 
     /// Drops everything.
     pub fn purge_all(&self) {
+        self.count_purge();
         self.entries.invalidate_all();
         self.vary.invalidate_all();
     }
@@ -380,5 +446,51 @@ mod tests {
         let t = tags_of(&h(&[("surrogate-key", "a  b"), ("cache-tag", "c, d,")]));
         let t: Vec<&str> = t.iter().map(|s| &**s).collect();
         assert_eq!(t, ["a", "b", "c", "d"]);
+    }
+
+    fn entry(body: &'static [u8]) -> Entry {
+        let rules = crate::cache::policy::Rules::new(&serde_json::from_str("{}").unwrap());
+        let now = std::time::SystemTime::now();
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "max-age=60".parse().unwrap());
+        let freshness = rules
+            .admit(
+                &crate::cache::policy::PolicyRequest::of(&HeaderMap::new(), false),
+                http::StatusCode::OK,
+                &headers,
+                now,
+            )
+            .unwrap();
+        Entry::new(
+            http::StatusCode::OK,
+            headers,
+            bytes::Bytes::from_static(body),
+            freshness,
+            Duration::from_millis(1),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_response_fetched_across_a_purge_is_not_stored() {
+        let store = Store::new(1 << 20, 1 << 20);
+        let url = "example.test/a";
+        let none = HeaderMap::new();
+        // A miss is decided, the URL is purged, then the miss's answer comes back: it is
+        // served (returned) but not stored.
+        let seen = store.purges();
+        store.purge_url(url);
+        let served = store.insert_unless_purged(url, &none, entry(b"old"), seen);
+        assert_eq!(&served.body[..], b"old");
+        assert!(store.find(url, &none).entry.is_none());
+        // Any kind of purge counts.
+        let seen = store.purges();
+        store.purge_tag("t");
+        store.insert_unless_purged(url, &none, entry(b"old"), seen);
+        assert!(store.find(url, &none).entry.is_none());
+        // A miss decided after the purges stores as usual.
+        store.insert_unless_purged(url, &none, entry(b"new"), store.purges());
+        let found = store.find(url, &none).entry.expect("stored");
+        assert_eq!(&found.body[..], b"new");
     }
 }
