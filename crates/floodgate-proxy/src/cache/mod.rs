@@ -408,7 +408,7 @@ impl RouteCache {
         if !(s.is_success() || s.is_redirection()) {
             return;
         }
-        self.store.purge_url(primary);
+        self.store.invalidate_url(primary);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             if let Some(p) = resp
                 .headers()
@@ -416,7 +416,7 @@ impl RouteCache {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| same_host_path(host, v))
             {
-                self.store.purge_url(&format!("{host}{p}"));
+                self.store.invalidate_url(&format!("{host}{p}"));
             }
         }
     }

@@ -281,6 +281,13 @@ impl Store {
     /// Drops every response stored for `primary` (all its `Vary` variants).
     pub fn purge_url(&self, primary: &str) {
         self.count_purge();
+        self.invalidate_url(primary);
+    }
+
+    /// Drops every response stored for `primary`, as an unsafe request's answer
+    /// invalidates it (RFC 9111 §4.4): not counted as a purge, so fills in flight for
+    /// other URLs are stored as usual.
+    pub(crate) fn invalidate_url(&self, primary: &str) {
         let plain = secondary_key(primary, &[], &HeaderMap::new());
         self.entries.invalidate(plain.as_str());
         if self.vary.contains_key(primary) {
@@ -488,6 +495,15 @@ mod tests {
         store.purge_tag("t");
         store.insert_unless_purged(url, &none, entry(b"old"), seen);
         assert!(store.find(url, &none).entry.is_none());
+        // An unsafe request's invalidation of another URL is not a purge.
+        let seen = store.purges();
+        store.invalidate_url("example.test/b");
+        store.insert_unless_purged(url, &none, entry(b"kept"), seen);
+        assert_eq!(
+            &store.find(url, &none).entry.expect("stored").body[..],
+            b"kept"
+        );
+        store.purge_url(url);
         // A miss decided after the purges stores as usual.
         store.insert_unless_purged(url, &none, entry(b"new"), store.purges());
         let found = store.find(url, &none).entry.expect("stored");
