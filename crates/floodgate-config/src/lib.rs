@@ -5,10 +5,13 @@
 //! [`model::Config`] through [`de`], entry by entry → [`validate`] rules → [`ValidConfig`].
 //! Every error carries file, line, column and field path, and a load reports all it finds.
 //!
-//! Layout: `node` (spanned tree), `de` (recoverable deserializer), `model` (the file's shape),
+//! Layout: `node` (spanned tree), `de` (recoverable deserializer), `model` (the file's shape;
+//! each policy's types in a file of its own: `ratelimit`, `admission`, `targets`, `cache`,
+//! `auth`, `cors`, `waf`, `resilience`, `tls`),
 //! `value` (durations, sizes, rates, percentages), `template` (path and text templates),
 //! `validate` (cross-field rules), `error` (located errors).
 
+pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod cors;
@@ -20,6 +23,7 @@ pub mod node;
 pub mod ratelimit;
 pub mod resilience;
 mod suggest;
+pub mod targets;
 pub mod template;
 pub mod tls;
 mod validate;
