@@ -422,26 +422,7 @@ routes: [ {{ match: {{ path_prefix: / }}, upstream: u }} ]
             .expect("client"),
         );
         let tier = SharedTier::new(cluster.clone(), Arc::default());
-        let rules = Rules::new(&serde_json::from_str("{}").unwrap());
-        let now = SystemTime::now();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", "max-age=60".parse().unwrap());
-        let freshness = rules
-            .admit(
-                &PolicyRequest::of(&HeaderMap::new(), false),
-                StatusCode::OK,
-                &headers,
-                now,
-            )
-            .unwrap();
-        let entry = Entry::new(
-            StatusCode::OK,
-            headers,
-            Bytes::from_static(b"old"),
-            freshness,
-            Duration::from_millis(1),
-            now,
-        );
+        let entry = super::super::store::fresh_entry(b"old");
         let primary = "example.test/item";
         let exists = |cluster: Arc<ClusterClient>, key: String| async move {
             let mut p = redis::pipe();

@@ -407,6 +407,36 @@ fn normalize_into(name: &HeaderName, headers: &HeaderMap, out: &mut String) {
     out.push_str(&parts.join(","));
 }
 
+/// A 200 response stored fresh for a minute, with `body` (for tests of the tiers).
+#[cfg(test)]
+pub(crate) fn fresh_entry(body: &'static [u8]) -> Entry {
+    let rules = crate::cache::policy::Rules::new(
+        &serde_json::from_str("{}").expect("an empty route cache section"),
+    );
+    let now = std::time::SystemTime::now();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("max-age=60"),
+    );
+    let freshness = rules
+        .admit(
+            &crate::cache::policy::PolicyRequest::of(&HeaderMap::new(), false),
+            http::StatusCode::OK,
+            &headers,
+            now,
+        )
+        .expect("a max-age=60 response is stored");
+    Entry::new(
+        http::StatusCode::OK,
+        headers,
+        bytes::Bytes::from_static(body),
+        freshness,
+        Duration::from_millis(1),
+        now,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,26 +486,7 @@ mod tests {
     }
 
     fn entry(body: &'static [u8]) -> Entry {
-        let rules = crate::cache::policy::Rules::new(&serde_json::from_str("{}").unwrap());
-        let now = std::time::SystemTime::now();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", "max-age=60".parse().unwrap());
-        let freshness = rules
-            .admit(
-                &crate::cache::policy::PolicyRequest::of(&HeaderMap::new(), false),
-                http::StatusCode::OK,
-                &headers,
-                now,
-            )
-            .unwrap();
-        Entry::new(
-            http::StatusCode::OK,
-            headers,
-            bytes::Bytes::from_static(body),
-            freshness,
-            Duration::from_millis(1),
-            now,
-        )
+        fresh_entry(body)
     }
 
     #[test]
