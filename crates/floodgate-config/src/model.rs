@@ -168,6 +168,56 @@ pub struct Listener {
     /// removed and percent-encoded unreserved characters always decoded).
     #[serde(default)]
     pub paths: PathHandling,
+    /// How the listener speaks HTTP/1.1: the engine and its buffers.
+    #[serde(default)]
+    pub http1: Http1Settings,
+}
+
+/// How a listener speaks HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Http1Settings {
+    /// `floodgate`, the gateway's own engine (strict framing, buffers lent only while a
+    /// connection reads or writes), or `hyper`, the engine before it, kept selectable
+    /// while the new one matures. Default `floodgate`.
+    #[serde(default)]
+    pub engine: Http1Engine,
+    /// The read buffer lent to a connection while it reads (heads longer than it grow
+    /// it, up to the head limits). Default 8KiB.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: ByteSize,
+    /// The write buffer lent to a connection while it writes: small pieces of a response
+    /// are gathered in it into one write. Default 16KiB.
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer: ByteSize,
+}
+
+impl Default for Http1Settings {
+    fn default() -> Self {
+        Http1Settings {
+            engine: Http1Engine::default(),
+            read_buffer: default_read_buffer(),
+            write_buffer: default_write_buffer(),
+        }
+    }
+}
+
+fn default_read_buffer() -> ByteSize {
+    ByteSize(8 * 1024)
+}
+fn default_write_buffer() -> ByteSize {
+    ByteSize(16 * 1024)
+}
+
+/// Which HTTP/1.1 implementation serves a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    /// The gateway's own engine.
+    #[default]
+    Floodgate,
+    /// hyper's HTTP/1.1 server.
+    Hyper,
 }
 
 /// How a listener makes request paths canonical beyond RFC 3986 §6's normalization.

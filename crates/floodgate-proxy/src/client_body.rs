@@ -70,6 +70,16 @@ impl ClientFault {
         }
     }
 
+    /// The fault behind an error of the HTTP/1.1 engine's body.
+    fn of_engine(e: floodgate_http1::BodyError) -> Self {
+        match e {
+            floodgate_http1::BodyError::Malformed(_) => ClientFault::Malformed,
+            floodgate_http1::BodyError::Closed | floodgate_http1::BodyError::Stale => {
+                ClientFault::Closed
+            }
+        }
+    }
+
     /// The fault behind an error of hyper's server-side body: a decoding error is the
     /// client's malformed framing; anything else (end of file, reset) means it went away.
     fn of(e: &hyper::Error) -> Self {
@@ -118,6 +128,8 @@ impl std::error::Error for ClientFault {}
 enum Source {
     /// hyper's body of a request read from a connection.
     Wire(Incoming),
+    /// The HTTP/1.1 engine's body of a request read from a connection.
+    Engine(floodgate_http1::IncomingBody),
     /// Any other body: a request the gateway makes itself, or one a test hands to the
     /// pipeline without a socket. Its errors count as the client going away.
     Other(BoxBody<Bytes, ClientFault>),
@@ -141,6 +153,18 @@ impl ClientBody {
         ClientBody {
             prefix: None,
             inner: Source::Wire(inner),
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// Wraps the HTTP/1.1 engine's body; a wait of more than `timeout` for the next frame
+    /// ends it.
+    pub fn engine(inner: floodgate_http1::IncomingBody, timeout: Duration) -> Self {
+        ClientBody {
+            prefix: None,
+            inner: Source::Engine(inner),
             timeout,
             timer: None,
             waiting: false,
@@ -222,6 +246,9 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientFault::of(&e)))),
                 other => other.map(|f| f.map(|f| f.map_err(|_| ClientFault::Closed))),
             },
+            Source::Engine(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(ClientFault::of_engine))),
             Source::Other(b) => Pin::new(b).poll_frame(cx),
         };
         match polled {
@@ -248,6 +275,7 @@ impl Body for ClientBody {
         self.prefix.is_none()
             && match &self.inner {
                 Source::Wire(b) => b.is_end_stream(),
+                Source::Engine(b) => b.is_end_stream(),
                 Source::Other(b) => b.is_end_stream(),
             }
     }
@@ -255,6 +283,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         let inner = match &self.inner {
             Source::Wire(b) => b.size_hint(),
+            Source::Engine(b) => b.size_hint(),
             Source::Other(b) => b.size_hint(),
         };
         let Some(prefix) = &self.prefix else {

@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod headers;
 pub mod host;
+mod http1;
 pub mod idempotency;
 pub mod kept;
 pub mod metrics;

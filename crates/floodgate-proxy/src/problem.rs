@@ -21,6 +21,13 @@ pub enum Problem {
     UriTooLong,
     /// The request head is larger than the listener allows (client fault).
     HeadersTooLarge,
+    /// The request head did not arrive within the listener's `header_read` (client fault).
+    HeadTimeout,
+    /// The request uses a feature of HTTP the gateway does not implement, such as a
+    /// transfer coding other than chunked (client side).
+    NotImplemented(&'static str),
+    /// The request names an HTTP version other than 1.0 and 1.1 (client fault).
+    VersionNotSupported,
     /// The request body is larger than the listener allows (client fault).
     BodyTooLarge,
     /// The client stopped sending its request body for longer than the listener allows
@@ -84,6 +91,9 @@ impl Problem {
             Problem::NoRoute | Problem::Absent => StatusCode::NOT_FOUND,
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
             Problem::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Problem::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            Problem::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Problem::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Problem::ClientClosed => CLIENT_CLOSED,
@@ -114,6 +124,9 @@ impl Problem {
             Problem::NoRoute => "no-route",
             Problem::UriTooLong => "uri-too-long",
             Problem::HeadersTooLarge => "headers-too-large",
+            Problem::HeadTimeout => "head-timeout",
+            Problem::NotImplemented(_) => "not-implemented",
+            Problem::VersionNotSupported => "version-not-supported",
             Problem::BodyTooLarge => "body-too-large",
             Problem::BodyTimeout => "body-timeout",
             Problem::ClientClosed => "client-closed",
@@ -145,6 +158,9 @@ impl Problem {
             Problem::BadRequest(why) => why,
             Problem::NoRoute => "No route matches this request.",
             Problem::UriTooLong => "The request target is longer than this listener accepts.",
+            Problem::HeadTimeout => "The request head did not arrive in time.",
+            Problem::NotImplemented(why) => why,
+            Problem::VersionNotSupported => "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are spoken here.",
             Problem::HeadersTooLarge => {
                 "The request headers are larger than this listener accepts."
             }

@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
+use floodgate_config::model::Http1Engine;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -157,6 +157,7 @@ async fn serve_conn(
     };
     let limits = plan.limits.clone();
     let timeouts = plan.timeouts.clone();
+    let http1 = plan.http1.clone();
     let tls = plan.tls.clone();
     drop(snap);
     let first_bytes = timeouts.header_read.0.min(timeouts.idle.0);
@@ -167,6 +168,7 @@ async fn serve_conn(
         listener_name,
         limits,
         timeouts,
+        http1,
     };
     match tls {
         None => {
@@ -201,6 +203,7 @@ struct Served {
     listener_name: Arc<str>,
     limits: floodgate_config::model::Limits,
     timeouts: floodgate_config::model::ListenerTimeouts,
+    http1: floodgate_config::model::Http1Settings,
 }
 
 impl Served {
@@ -227,8 +230,8 @@ impl Served {
                 };
                 let info = crate::tls_server::info(conn);
                 // Boxed: a TLS session's state is large, and idle connections keep it.
-                self.serve(Box::new(stream), protocol, Some(info), shutdown)
-                    .await;
+                let stream = Box::new(floodgate_http1::Plain(stream));
+                self.serve(stream, protocol, Some(info), shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, client = %remote, "TLS handshake failed"),
         }
@@ -242,7 +245,7 @@ impl Served {
         tls: Option<crate::tls_server::TlsInfo>,
         shutdown: watch::Receiver<bool>,
     ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: floodgate_http1::Transport,
     {
         let Served {
             gw,
@@ -251,6 +254,7 @@ impl Served {
             listener_name,
             limits,
             timeouts,
+            http1,
         } = self;
         let state = Arc::new(ConnState::default());
         let info = Arc::new(ConnInfo {
@@ -262,6 +266,22 @@ impl Served {
             tls,
             body_read: timeouts.body_read.0,
         });
+        let watch = Watch {
+            state: &state,
+            idle: timeouts.idle.0,
+            shutdown,
+            remote,
+        };
+        if protocol == Protocol::Http1 && http1.engine == Http1Engine::Floodgate {
+            let config = crate::http1::server_config(&limits, &timeouts, &http1);
+            let conn = floodgate_http1::Connection::new(
+                io,
+                crate::http1::Pipeline { gw, conn: info },
+                config,
+            );
+            drive(conn, |c| c.graceful_shutdown(), watch).await;
+            return;
+        }
         let svc = service_fn(move |req| {
             let gw = gw.clone();
             let info = info.clone();
@@ -275,12 +295,6 @@ impl Served {
             .saturating_add(8192)
             .max(8192);
         let io = TokioIo::new(io);
-        let watch = Watch {
-            state: &state,
-            idle: timeouts.idle.0,
-            shutdown,
-            remote,
-        };
         match protocol {
             Protocol::Http1 => {
                 let mut b = http1::Builder::new();
@@ -291,14 +305,16 @@ impl Served {
                     .keep_alive(true);
                 // Boxed: the connection task then holds a pointer instead of room for the
                 // larger of the two protocols' states (8 KiB per idle connection otherwise).
-                drive(Box::pin(b.serve_connection(io, svc)), watch).await;
+                let conn = Box::pin(b.serve_connection(io, svc));
+                drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
             }
             Protocol::Http2 => {
                 let mut b = http2::Builder::new(TokioExecutor::new());
                 b.timer(TokioTimer::new())
                     .max_concurrent_streams(256)
                     .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
-                drive(Box::pin(b.serve_connection(io, svc)), watch).await;
+                let conn = Box::pin(b.serve_connection(io, svc));
+                drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
             }
         }
     }
@@ -318,10 +334,10 @@ struct Watch<'a> {
 /// one of them woke the task. They get a waker of their own that marks them woken before
 /// waking the task, so the reads and writes of a busy connection do not also poll a watch
 /// channel and a timer each time (`select!` would poll every branch on every wake).
-async fn drive<C>(mut conn: std::pin::Pin<Box<C>>, watch: Watch<'_>)
+async fn drive<C, E>(mut conn: C, mut graceful: impl FnMut(&mut C), watch: Watch<'_>)
 where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
+    C: Future<Output = Result<(), E>> + Unpin,
+    E: std::fmt::Display,
 {
     let Watch {
         state,
@@ -339,7 +355,7 @@ where
     let result = std::future::poll_fn(|cx| {
         signal.task.register(cx.waker());
         loop {
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(r) = std::pin::Pin::new(&mut conn).poll(cx) {
                 return Poll::Ready(r);
             }
             if closing || !signal.woken.swap(false, Ordering::AcqRel) {
@@ -361,7 +377,7 @@ where
             }
             if shut || timer.is_elapsed() {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(&mut conn);
                 // Polled again at once: the close may be ready to finish now.
                 continue;
             }

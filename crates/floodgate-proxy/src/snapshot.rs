@@ -219,6 +219,8 @@ pub struct ListenerPlan {
     pub redirect_to_https: Option<(u16, StatusCode)>,
     /// How request paths are made canonical.
     pub paths: floodgate_config::model::PathHandling,
+    /// How HTTP/1.1 is spoken: the engine and its buffers.
+    pub http1: floodgate_config::model::Http1Settings,
 }
 
 /// A compiled route with the listener names it is limited to (`None`: all).
@@ -415,6 +417,7 @@ impl Snapshot {
                     limits: l.limits.clone(),
                     timeouts: l.timeouts.clone(),
                     paths: l.paths.clone(),
+                    http1: l.http1.clone(),
                     router: Router::new(specs),
                     trusted_proxies: TrustedProxies::new(&l.trusted_proxies),
                     criticality_header: l

@@ -154,6 +154,17 @@ fn validate_listeners(cfg: &Config, root: &FieldPath, out: &mut Vec<Problem>) {
                 "must be at least 1KiB".into(),
             ));
         }
+        for (field, size) in [
+            ("read_buffer", l.http1.read_buffer),
+            ("write_buffer", l.http1.write_buffer),
+        ] {
+            if !(1024..=1024 * 1024).contains(&size.0) {
+                out.push((
+                    path.key("http1").key(field),
+                    "must be between 1KiB and 1MiB".into(),
+                ));
+            }
+        }
         if l.limits.max_uri_bytes.0 < 16 {
             out.push((
                 path.key("limits").key("max_uri_bytes"),
