@@ -308,6 +308,11 @@ fn field_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap,
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| HeadError::Malformed("A header field name is malformed."))?;
+        if looks_like_framing(f.name.as_bytes()) {
+            return Err(HeadError::Malformed(
+                "A header field name could be read as Content-Length or Transfer-Encoding.",
+            ));
+        }
         // httparse takes obs-text and HTAB; refuse every other control character (NUL, CR
         // and LF included) rather than trust that.
         if f.value
@@ -323,6 +328,27 @@ fn field_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap,
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// Whether `name` is not a framing field but spells one with other punctuation
+/// (`Transfer_Encoding`, `Content--Length`): a next hop that maps `_` to `-` (CGI, WSGI)
+/// or ignores punctuation would take it for the real one.
+fn looks_like_framing(name: &[u8]) -> bool {
+    if !(14..=40).contains(&name.len())
+        || name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+    {
+        return false;
+    }
+    let letters = name.iter().filter(|b| b.is_ascii_alphabetic());
+    [&b"contentlength"[..], b"transferencoding"]
+        .iter()
+        .any(|f| {
+            let mut l = letters.clone();
+            f.iter()
+                .all(|a| l.next().is_some_and(|b| b.eq_ignore_ascii_case(a)))
+                && l.next().is_none()
+        })
 }
 
 /// Whether the request target's form fits the method (RFC 9112 §3.2): authority-form only
@@ -456,6 +482,8 @@ mod tests {
             b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n",
             b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 not http at all\r\n\r\n",
             b"GET / HTTP/1.1\r\n: empty-name\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer_Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\ncontent_length: 5\r\n\r\n",
         ];
         for raw in bad {
             let got = parse(raw);

@@ -15,6 +15,7 @@
 //! - [`upgrade`]: the connection handed over after `101 Switching Protocols`.
 
 pub mod chunked;
+pub mod corpus;
 mod date;
 mod encode;
 pub mod framing;

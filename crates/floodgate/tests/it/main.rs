@@ -19,6 +19,7 @@ mod cluster;
 mod cors;
 mod cors_browser;
 mod demo;
+mod desync;
 mod dns;
 mod errors;
 mod existence;

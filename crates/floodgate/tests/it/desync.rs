@@ -1,0 +1,301 @@
+//! The framing corpus (crates/floodgate-http1/tests/corpus/) through the real gateway: for
+//! each case, what the client gets and exactly what reaches the origin. The origin logs
+//! the raw bytes it reads and parses them with a strict parser; a refused request must
+//! leave it untouched, an ambiguous one must be refused or arrive with one reading only,
+//! and nothing hidden behind a request may ever arrive as a request of its own.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use floodgate_http1::chunked::{ChunkLimits, ChunkedDecoder, Decoded};
+use floodgate_http1::head::{HeadLimits, parse_request};
+use floodgate_http1::{Connection, Framing, HeadError, IncomingBody, ServerConfig, Service};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// What the origin has seen: every byte read, and every request it parsed.
+#[derive(Default)]
+struct Seen {
+    raw: Vec<u8>,
+    requests: Vec<(String, Bytes)>,
+}
+
+/// A socket that copies what it reads into the log.
+struct Logged {
+    inner: TcpStream,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl AsyncRead for Logged {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().raw.extend_from_slice(&new);
+        polled
+    }
+}
+
+impl AsyncWrite for Logged {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl floodgate_http1::Transport for Logged {}
+
+/// Records each request it parsed (target and body) and answers `ok`.
+struct Origin(Arc<Mutex<Seen>>);
+
+impl Service for Origin {
+    type Body = Full<Bytes>;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+    fn call(&mut self, req: Request<IncomingBody>) -> Self::Future {
+        let seen = self.0.clone();
+        Box::pin(async move {
+            let target = req.uri().to_string();
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return Response::builder()
+                        .status(400)
+                        .body(Full::default())
+                        .unwrap();
+                }
+            };
+            seen.lock().requests.push((target, body));
+            Response::new(Full::new(Bytes::from_static(b"ok")))
+        })
+    }
+
+    fn refuse(&mut self, error: HeadError) -> Response<Full<Bytes>> {
+        Response::builder()
+            .status(error.status())
+            .body(Full::default())
+            .unwrap()
+    }
+}
+
+async fn origin() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let io = Logged {
+                inner: s,
+                seen: log.clone(),
+            };
+            tokio::spawn(Connection::new(
+                io,
+                Origin(log.clone()),
+                ServerConfig::default(),
+            ));
+        }
+    });
+    (addr, seen)
+}
+
+/// A body for a guardian case (its heads come without one): what the framing asks for.
+fn body_for(raw: &[u8]) -> Vec<u8> {
+    let limits = HeadLimits {
+        max_bytes: 64 * 1024,
+        max_fields: 100,
+    };
+    match parse_request(raw, &limits) {
+        Ok(Some((head, _))) => match head.framing {
+            Framing::Length(n) => vec![b'a'; usize::try_from(n).unwrap()],
+            Framing::Chunked => b"0\r\n\r\n".to_vec(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a strict parser reads `raw` (what the origin got for one case) as exactly one
+/// request, with no field another parser could take for a framing field.
+fn one_clean_request(raw: &[u8]) -> bool {
+    let limits = HeadLimits::default();
+    let Ok(Some((head, len))) = parse_request(raw, &limits) else {
+        return false;
+    };
+    let rest = &raw[len..];
+    let used = match head.framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => usize::try_from(n).unwrap(),
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(ChunkLimits::default());
+            let mut buf = BytesMut::from(rest);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(Decoded::End(_))) => break rest.len() - buf.len(),
+                    Ok(Some(Decoded::Data(_))) => {}
+                    _ => return false,
+                }
+            }
+        }
+        Framing::UntilClose => return false,
+    };
+    used == rest.len()
+}
+
+/// Sends one case on a fresh connection; the status the client got (0: none).
+async fn send(gw: &Gateway, raw: &[u8], name: &str) -> u16 {
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let _ = s.write_all(raw).await;
+    let answer = tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer in time"));
+    answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs every case of a corpus file through the gateway and checks each verdict.
+async fn run(file: &str) -> usize {
+    let (up, seen) = origin().await;
+    let gw = Gateway::start(&config(
+        up,
+        "  - match: { path_prefix: / }\n    upstream: backend",
+        "",
+    ));
+    let path = format!(
+        "{}/../floodgate-http1/tests/corpus/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cases = floodgate_http1::corpus::parse(&std::fs::read_to_string(path).unwrap());
+    let mut count = 0;
+    for case in &cases {
+        let (label, name) = (case.label.as_str(), case.name.as_str());
+        let mut raw = case.raw.clone();
+        if file == "desync-guardian.txt" {
+            raw.extend(body_for(&raw));
+        }
+        let (raw_before, requests_before) = {
+            let s = seen.lock();
+            (s.raw.len(), s.requests.len())
+        };
+        let status = send(&gw, &raw, name).await;
+        // The origin's side of this case is over once the gateway has answered: a refused
+        // case never opened an exchange, a forwarded one was answered by the origin.
+        let s = seen.lock();
+        let got = &s.raw[raw_before..];
+        let requests = &s.requests[requests_before..];
+        let refused = (400..600).contains(&status) && got.is_empty();
+        assert!(
+            !String::from_utf8_lossy(got).contains("/smuggled"),
+            "{name}: a hidden request reached the origin: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        match label {
+            "severe" | "refuse" => assert!(
+                refused,
+                "{name}: must be refused; client got {status}, origin got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+            "ambiguous" | "acceptable" => assert!(
+                refused || (status == 200 && requests.len() == 1 && one_clean_request(got)),
+                "{name}: refused or one clean request; client got {status}, origin got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+            "compliant" => assert!(
+                refused || (status == 200 && requests.len() == 1 && one_clean_request(got)),
+                "{name}: client got {status}, origin got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+            "bad-body" => assert_eq!(status, 400, "{name}"),
+            "pass" => {
+                assert_eq!(status, 200, "{name}");
+                assert_eq!(requests.len(), 1, "{name}");
+                let want = case.body.clone().unwrap_or_default();
+                assert_eq!(&requests[0].1[..], &want[..], "{name}");
+                assert!(
+                    one_clean_request(got),
+                    "{name}: {:?}",
+                    String::from_utf8_lossy(got)
+                );
+            }
+            other => panic!("unknown label {other}"),
+        }
+        count += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desync_guardian_corpus_through_the_gateway() {
+    assert_eq!(run("desync-guardian.txt").await, 159);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_payloads_through_the_gateway() {
+    assert!(run("smuggling.txt").await >= 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_behind_a_cache_hit_is_not_read_as_a_request() {
+    // Pingora's CVE-2025-4366: a request answered from the cache without reading its body
+    // left the body to be parsed as the next request.
+    let (up, seen) = origin().await;
+    let gw = Gateway::start(&config(
+        up,
+        "  - match: { path_prefix: / }\n    upstream: backend\n    cache: { force_ttl: 60s }",
+        "",
+    ));
+    assert_eq!(
+        send(&gw, b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n", "fill").await,
+        200
+    );
+    let hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut raw = format!(
+        "GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        hidden.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(hidden);
+    raw.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(&raw).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut all),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    let s = seen.lock();
+    let targets: Vec<&str> = s.requests.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(targets, ["/c", "/after"], "the body was never a request");
+}
