@@ -303,32 +303,63 @@ pub(crate) fn size_line(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A whole decoding, for tests and fuzzers (the engine decodes as bytes arrive).
+#[derive(Debug, Default)]
+pub struct Decoding {
+    /// The data decoded (up to the error, if any).
+    pub data: Vec<u8>,
+    /// The trailer fields.
+    pub trailers: Option<HeaderMap>,
+    /// How many bytes of the input the body took, once it ended.
+    pub used: Option<usize>,
+    /// Why it was refused.
+    pub error: Option<ChunkError>,
+}
+
+/// Decodes `input` fed `step` bytes at a time.
+pub fn decode_in_pieces(input: &[u8], step: usize, limits: ChunkLimits) -> Decoding {
+    let mut d = ChunkedDecoder::new(limits);
+    let mut buf = BytesMut::new();
+    let mut out = Decoding::default();
+    let mut fed = 0;
+    for piece in input.chunks(step.max(1)) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(Decoded::Data(b))) => out.data.extend_from_slice(&b),
+                Ok(Some(Decoded::End(t))) => {
+                    out.trailers = t;
+                    out.used = Some(fed - buf.len());
+                    return out;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Decodes `input` fed in pieces of `step` bytes; the data and the trailers, or the error.
+    /// The data, the trailers and the bytes used of a whole body; an unfinished body is
+    /// an error here.
     fn decode_all(
         input: &[u8],
         step: usize,
     ) -> Result<(Vec<u8>, Option<HeaderMap>, usize), ChunkError> {
-        // The data, the trailers and how many bytes of `input` the body took.
-        let mut d = ChunkedDecoder::new(ChunkLimits::default());
-        let mut buf = BytesMut::new();
-        let mut data = Vec::new();
-        let mut fed = 0;
-        for piece in input.chunks(step.max(1)) {
-            buf.extend_from_slice(piece);
-            fed += piece.len();
-            while let Some(out) = d.decode(&mut buf)? {
-                match out {
-                    Decoded::Data(b) => data.extend_from_slice(&b),
-                    // What the body used of the input.
-                    Decoded::End(t) => return Ok((data, t, fed - buf.len())),
-                }
-            }
+        let d = decode_in_pieces(input, step, ChunkLimits::default());
+        match (d.error, d.used) {
+            (Some(e), _) => Err(e),
+            (None, Some(used)) => Ok((d.data, d.trailers, used)),
+            (None, None) => Err(ChunkError::BadLine),
         }
-        Err(ChunkError::BadLine)
     }
 
     #[test]

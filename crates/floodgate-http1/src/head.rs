@@ -116,14 +116,23 @@ pub struct ResponseHead {
 
 /// Whether some LF in `head` is not preceded by CR.
 pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// Where a head ends (the index just past its blank line), or `None` if it has not yet.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    crate::chunked::find(buf, b"\r\n\r\n").map(|i| i + 4)
+/// One pass over `buf`'s line ends: where the head ends (just past its blank line), or an
+/// error at the first bare LF; `Ok(None)` if neither has come yet.
+fn scan_head(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    for i in memchr::memchr_iter(b'\n', buf) {
+        if i == 0 || buf[i - 1] != b'\r' {
+            return Err(HeadError::Malformed(
+                "A line of the head ends in a bare LF.",
+            ));
+        }
+        if i >= 3 && buf[i - 3..i - 1] == *b"\r\n" {
+            return Ok(Some(i + 1));
+        }
+    }
+    Ok(None)
 }
 
 /// The head at the front of `buf`, once it has ended, copied out (one copy; the fields
@@ -135,20 +144,16 @@ fn whole_head(
     limits: &HeadLimits,
     request: bool,
 ) -> Result<Option<(Bytes, usize)>, HeadError> {
-    let end = head_end(buf);
+    let scanned = &buf[..buf.len().min(limits.max_bytes.saturating_add(1))];
+    let end = scan_head(scanned)?;
     let len = end.unwrap_or(buf.len());
     if len > limits.max_bytes || (end.is_none() && len >= limits.max_bytes) {
-        let line_ended = buf[..limits.max_bytes.min(buf.len())].contains(&b'\n');
+        let line_ended = memchr::memchr(b'\n', &buf[..limits.max_bytes.min(buf.len())]).is_some();
         return Err(if request && !line_ended {
             HeadError::UriTooLong
         } else {
             HeadError::TooLarge
         });
-    }
-    if has_bare_lf(&buf[..len]) {
-        return Err(HeadError::Malformed(
-            "A line of the head ends in a bare LF.",
-        ));
     }
     Ok(end.map(|len| (Bytes::copy_from_slice(&buf[..len]), len)))
 }
@@ -304,7 +309,8 @@ impl<'b> FieldSlots<'b> {
 
 /// The header fields as a map whose values are slices of `head`.
 fn field_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+    // Room for the fields a proxy adds on the way (forwarding, request id, via).
+    let mut map = HeaderMap::with_capacity(fields.len() + 8);
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| HeadError::Malformed("A header field name is malformed."))?;

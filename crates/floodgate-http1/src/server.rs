@@ -120,79 +120,113 @@ struct Asked {
     upgrade: bool,
 }
 
-async fn run<I: Transport, S: Service>(
+#[allow(clippy::manual_async_fn)] // On purpose: see inside.
+fn run<I: Transport, S: Service>(
     wire: Arc<Mutex<Wire<I>>>,
     mut service: S,
     config: ServerConfig,
-) -> io::Result<()> {
-    let source: Arc<dyn Source> = wire.clone();
-    loop {
-        let head = match next_head(&wire, &config).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(()),
-            Err(error) => {
-                let asked = Asked {
-                    head: false,
-                    http10: false,
-                    keep_alive: false,
-                    upgrade: false,
-                };
-                let response = service.refuse(error);
-                write_response(&wire, response, asked, &config).await?;
-                close(&wire, &config, true).await;
+) -> impl Future<Output = io::Result<()>> + Send {
+    // An async block, not an `async fn`: the arguments are used where they are, not copied
+    // into the future a second time (an idle connection keeps this future).
+    async move {
+        let source: Arc<dyn Source> = wire.clone();
+        loop {
+            // Each exchange is boxed: its state (the request, the answer, the writer) is
+            // large, and the connection's own future then holds only the wait for a head.
+            let go_on = match next_head(&wire, &config).await {
+                Ok(Some(head)) => {
+                    Box::pin(exchange(&wire, &source, &mut service, head, &config)).await?
+                }
+                Ok(None) => false,
+                Err(error) => {
+                    Box::pin(refuse(&wire, &mut service, error, &config)).await?;
+                    false
+                }
+            };
+            if !go_on {
                 return Ok(());
             }
-        };
-        let generation = {
-            let mut w = wire.lock();
-            w.expect_continue = head.expect_continue;
-            w.continue_written = None;
-            w.response_started = false;
-            w.begin_body(head.framing, config.chunks)
-        };
-        let has_body = head.framing != crate::Framing::Empty;
-        let body = IncomingBody::new(has_body.then(|| source.clone()), generation);
-        let asked = Asked {
-            head: head.method == Method::HEAD,
-            http10: head.version == Version::HTTP_10,
-            keep_alive: head.keep_alive,
-            upgrade: head.upgrade,
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = head.method;
-        *request.uri_mut() = head.uri;
-        *request.version_mut() = head.version;
-        *request.headers_mut() = head.headers;
-        let upgrade_to = asked.upgrade.then(|| {
-            let (tx, on_upgrade) = upgrade::pair();
-            request.extensions_mut().insert(on_upgrade);
-            tx
-        });
-        let call = service.call(request);
-        let Some(response) = answer_unless_gone(&wire, call).await else {
-            // The client left while its request was in flight: the answer is dropped
-            // (and with it whatever it was waiting on), as nginx does on a client abort.
-            return Ok(());
-        };
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let written = write_response(&wire, response, asked, &config).await?;
-        if switching && let Some(tx) = upgrade_to {
-            let mut w = wire.lock();
-            if let Some(io) = w.io.take() {
-                let read_ahead = std::mem::take(&mut w.rbuf).freeze();
-                let _ = tx.send(Upgraded {
-                    io: Box::new(io),
-                    read_ahead,
-                });
-            }
-            return Ok(());
-        }
-        let body_done = wire.lock().finish_buffered();
-        if !(written.keep_alive && body_done) {
-            close(&wire, &config, !body_done).await;
-            return Ok(());
         }
     }
+}
+
+/// Answers a refused head and closes.
+async fn refuse<I: Transport, S: Service>(
+    wire: &Mutex<Wire<I>>,
+    service: &mut S,
+    error: HeadError,
+    config: &ServerConfig,
+) -> io::Result<()> {
+    let asked = Asked {
+        head: false,
+        http10: false,
+        keep_alive: false,
+        upgrade: false,
+    };
+    let response = service.refuse(error);
+    write_response(wire, response, asked, config).await?;
+    close(wire, config, true).await;
+    Ok(())
+}
+
+/// One request and its answer: whether the connection may carry another.
+async fn exchange<I: Transport, S: Service>(
+    wire: &Mutex<Wire<I>>,
+    source: &Arc<dyn Source>,
+    service: &mut S,
+    head: crate::head::RequestHead,
+    config: &ServerConfig,
+) -> io::Result<bool> {
+    let generation = {
+        let mut w = wire.lock();
+        w.expect_continue = head.expect_continue;
+        w.continue_written = None;
+        w.response_started = false;
+        w.begin_body(head.framing, config.chunks)
+    };
+    let has_body = head.framing != crate::Framing::Empty;
+    let body = IncomingBody::new(has_body.then(|| source.clone()), generation);
+    let asked = Asked {
+        head: head.method == Method::HEAD,
+        http10: head.version == Version::HTTP_10,
+        keep_alive: head.keep_alive,
+        upgrade: head.upgrade,
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    let upgrade_to = asked.upgrade.then(|| {
+        let (tx, on_upgrade) = upgrade::pair();
+        request.extensions_mut().insert(on_upgrade);
+        tx
+    });
+    let call = service.call(request);
+    let Some(response) = answer_unless_gone(wire, call).await else {
+        // The client left while its request was in flight: the answer is dropped (and
+        // with it whatever it was waiting on), as nginx does on a client abort.
+        return Ok(false);
+    };
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let written = write_response(wire, response, asked, config).await?;
+    if switching && let Some(tx) = upgrade_to {
+        let mut w = wire.lock();
+        if let Some(io) = w.io.take() {
+            let read_ahead = std::mem::take(&mut w.rbuf).freeze();
+            let _ = tx.send(Upgraded {
+                io: Box::new(io),
+                read_ahead,
+            });
+        }
+        return Ok(false);
+    }
+    let body_done = wire.lock().finish_buffered();
+    if !(written.keep_alive && body_done) {
+        close(wire, config, !body_done).await;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Awaits the service's answer, watching the connection meanwhile: `None` if the client

@@ -4,9 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use bytes::BytesMut;
 use floodgate_http1::Framing;
-use floodgate_http1::chunked::{ChunkLimits, ChunkedDecoder, Decoded};
+use floodgate_http1::chunked::{ChunkLimits, decode_in_pieces};
 use floodgate_http1::corpus::Case;
 use floodgate_http1::head::{HeadLimits, parse_request};
 
@@ -69,16 +68,8 @@ fn body(framing: Framing, rest: &[u8]) -> Option<Vec<u8>> {
         Framing::Empty => Some(Vec::new()),
         Framing::Length(n) => Some(rest[..usize::try_from(n).unwrap().min(rest.len())].to_vec()),
         Framing::Chunked => {
-            let mut d = ChunkedDecoder::new(ChunkLimits::default());
-            let mut buf = BytesMut::from(rest);
-            let mut out = Vec::new();
-            loop {
-                match d.decode(&mut buf) {
-                    Ok(Some(Decoded::Data(b))) => out.extend_from_slice(&b),
-                    Ok(Some(Decoded::End(_))) => return Some(out),
-                    Ok(None) | Err(_) => return None,
-                }
-            }
+            let d = decode_in_pieces(rest, rest.len(), ChunkLimits::default());
+            d.used.map(|_| d.data)
         }
         Framing::UntilClose => None,
     }

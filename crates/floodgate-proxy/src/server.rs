@@ -114,22 +114,16 @@ async fn accept_loop(
         match accepted {
             Ok((stream, remote)) => {
                 metrics.accepted.inc();
-                let open = metrics.open.clone();
-                open.inc();
-                let task = serve_conn(
+                let open = Open::new(metrics.open.clone(), alive.clone());
+                tokio::spawn(serve_conn(
                     gw.clone(),
                     stream,
                     remote,
                     b.index,
                     name.clone(),
                     shutdown.clone(),
-                );
-                let alive = alive.clone();
-                tokio::spawn(async move {
-                    task.await;
-                    open.dec();
-                    drop(alive);
-                });
+                    open,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off briefly instead of spinning.
@@ -140,6 +134,35 @@ async fn accept_loop(
     }
 }
 
+/// A connection counted as open (the listener's gauge) and as alive (the drain waits for
+/// it) until this is dropped, by whichever task holds the connection last.
+struct Open {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    _alive: mpsc::Sender<Infallible>,
+}
+
+impl Open {
+    fn new(
+        gauge: prometheus_client::metrics::gauge::Gauge,
+        alive: mpsc::Sender<Infallible>,
+    ) -> Self {
+        gauge.inc();
+        Open {
+            gauge,
+            _alive: alive,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Sets a connection up (the protocol sniffed, or the TLS handshake), then hands it to a
+/// task of its own for serving: the setting up is a large future, and the serving task,
+/// which an idle keep-alive connection keeps, then holds only what serving needs.
 async fn serve_conn(
     gw: Arc<Gateway>,
     mut stream: TcpStream,
@@ -147,6 +170,7 @@ async fn serve_conn(
     index: usize,
     listener_name: Arc<str>,
     mut shutdown: watch::Receiver<bool>,
+    open: Open,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
@@ -169,6 +193,7 @@ async fn serve_conn(
         limits,
         timeouts,
         http1,
+        open,
     };
     match tls {
         None => {
@@ -178,11 +203,13 @@ async fn serve_conn(
                 _ = stopped(&mut shutdown) => return,
             };
             match protocol {
-                Ok((p, read)) if read.is_empty() => served.serve(stream, p, None, shutdown).await,
-                // Rare (a preface split across packets): boxed, as the TLS branch is.
+                Ok((p, read)) if read.is_empty() => {
+                    tokio::spawn(served.serve(stream, p, None, shutdown));
+                }
+                // Rare (a preface split across packets).
                 Ok((p, read)) => {
                     let stream = Prefixed::new(read, stream);
-                    Box::pin(served.serve(stream, p, None, shutdown)).await;
+                    tokio::spawn(served.serve(stream, p, None, shutdown));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, client = %remote, "connection closed before a request")
@@ -204,6 +231,7 @@ struct Served {
     limits: floodgate_config::model::Limits,
     timeouts: floodgate_config::model::ListenerTimeouts,
     http1: floodgate_config::model::Http1Settings,
+    open: Open,
 }
 
 impl Served {
@@ -231,20 +259,22 @@ impl Served {
                 let info = crate::tls_server::info(conn);
                 // Boxed: a TLS session's state is large, and idle connections keep it.
                 let stream = Box::new(floodgate_http1::Plain(stream));
-                self.serve(stream, protocol, Some(info), shutdown).await;
+                tokio::spawn(self.serve(stream, protocol, Some(info), shutdown));
             }
             Err(e) => tracing::debug!(error = %e, client = %remote, "TLS handshake failed"),
         }
     }
 
-    /// Serves HTTP over `io` (cleartext or TLS) until the connection ends.
-    async fn serve<I>(
+    /// The future that serves HTTP over `io` (cleartext or TLS) until the connection ends.
+    /// (Not an `async fn`: one would keep a copy of every argument beside what it uses.)
+    fn serve<I>(
         self,
         io: I,
         protocol: Protocol,
         tls: Option<crate::tls_server::TlsInfo>,
         shutdown: watch::Receiver<bool>,
-    ) where
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    where
         I: floodgate_http1::Transport,
     {
         let Served {
@@ -255,6 +285,7 @@ impl Served {
             limits,
             timeouts,
             http1,
+            open,
         } = self;
         let state = Arc::new(ConnState::default());
         let info = Arc::new(ConnInfo {
@@ -267,10 +298,10 @@ impl Served {
             body_read: timeouts.body_read.0,
         });
         let watch = Watch {
-            state: &state,
+            state,
             idle: timeouts.idle.0,
             shutdown,
-            remote,
+            _open: open,
         };
         if protocol == Protocol::Http1 && http1.engine == Http1Engine::Floodgate {
             let config = crate::http1::server_config(&limits, &timeouts, &http1);
@@ -279,53 +310,65 @@ impl Served {
                 crate::http1::Pipeline { gw, conn: info },
                 config,
             );
-            drive(conn, |c| c.graceful_shutdown(), watch).await;
-            return;
+            return Box::pin(drive(conn, |c| c.graceful_shutdown(), watch));
         }
-        let svc = service_fn(move |req| {
-            let gw = gw.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(gw, info, req).await) }
-        });
-        // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
-        // front door answers with problem+json, so hyper's cap sits above the configured limit.
-        let head_cap = usize::try_from(limits.max_header_bytes.0)
-            .unwrap_or(usize::MAX)
-            .saturating_add(limits.max_uri_bytes.0 as usize)
-            .saturating_add(8192)
-            .max(8192);
-        let io = TokioIo::new(io);
-        match protocol {
-            Protocol::Http1 => {
-                let mut b = http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(timeouts.header_read.0)
-                    .max_buf_size(head_cap)
-                    .max_headers(limits.max_headers.saturating_mul(2).max(100))
-                    .keep_alive(true);
-                // Boxed: the connection task then holds a pointer instead of room for the
-                // larger of the two protocols' states (8 KiB per idle connection otherwise).
-                let conn = Box::pin(b.serve_connection(io, svc));
-                drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
-            }
-            Protocol::Http2 => {
-                let mut b = http2::Builder::new(TokioExecutor::new());
-                b.timer(TokioTimer::new())
-                    .max_concurrent_streams(256)
-                    .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
-                let conn = Box::pin(b.serve_connection(io, svc));
-                drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
-            }
+        Box::pin(serve_hyper(gw, info, io, protocol, limits, timeouts, watch))
+    }
+}
+
+/// Serves a connection with hyper: HTTP/2, and HTTP/1.1 where `http1.engine: hyper`.
+async fn serve_hyper<I: floodgate_http1::Transport>(
+    gw: Arc<Gateway>,
+    info: Arc<ConnInfo>,
+    io: I,
+    protocol: Protocol,
+    limits: floodgate_config::model::Limits,
+    timeouts: floodgate_config::model::ListenerTimeouts,
+    watch: Watch,
+) {
+    let svc = service_fn(move |req| {
+        let gw = gw.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(gw, info, req).await) }
+    });
+    // hyper answers heads beyond its buffer with a bare 431; our own, lower check in the
+    // front door answers with problem+json, so hyper's cap sits above the configured limit.
+    let head_cap = usize::try_from(limits.max_header_bytes.0)
+        .unwrap_or(usize::MAX)
+        .saturating_add(limits.max_uri_bytes.0 as usize)
+        .saturating_add(8192)
+        .max(8192);
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read.0)
+                .max_buf_size(head_cap)
+                .max_headers(limits.max_headers.saturating_mul(2).max(100))
+                .keep_alive(true);
+            let conn = Box::pin(b.serve_connection(io, svc));
+            drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
+        }
+        Protocol::Http2 => {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
+            let conn = Box::pin(b.serve_connection(io, svc));
+            drive(conn, |c| c.as_mut().graceful_shutdown(), watch).await;
         }
     }
 }
 
-/// What a connection task watches besides the connection itself.
-struct Watch<'a> {
-    state: &'a ConnState,
+/// What a connection task watches besides the connection itself, and the connection's
+/// place in the open count.
+struct Watch {
+    state: Arc<ConnState>,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
-    remote: SocketAddr,
+    /// Held, never read: the connection counts as open until the watcher is dropped.
+    _open: Open,
 }
 
 /// Runs a connection until it ends, closing it gracefully on shutdown or when idle.
@@ -334,59 +377,67 @@ struct Watch<'a> {
 /// one of them woke the task. They get a waker of their own that marks them woken before
 /// waking the task, so the reads and writes of a busy connection do not also poll a watch
 /// channel and a timer each time (`select!` would poll every branch on every wake).
-async fn drive<C, E>(mut conn: C, mut graceful: impl FnMut(&mut C), watch: Watch<'_>)
+#[allow(clippy::manual_async_fn)] // On purpose: see inside.
+fn drive<C, E>(
+    mut conn: C,
+    mut graceful: impl FnMut(&mut C) + Send,
+    mut watch: Watch,
+) -> impl Future<Output = ()> + Send
 where
-    C: Future<Output = Result<(), E>> + Unpin,
+    C: Future<Output = Result<(), E>> + Unpin + Send,
     E: std::fmt::Display,
 {
-    let Watch {
-        state,
-        idle,
-        mut shutdown,
-        remote,
-    } = watch;
-    let signal = Arc::new(WatcherSignal::default());
-    // Set, so the first poll polls the watchers too (which registers their waker).
-    signal.woken.store(true, Ordering::Relaxed);
-    let watcher_waker = std::task::Waker::from(signal.clone());
-    let mut stop = std::pin::pin!(stopped(&mut shutdown));
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(state.idle_deadline(idle)));
-    let mut closing = false;
-    let result = std::future::poll_fn(|cx| {
-        signal.task.register(cx.waker());
-        loop {
-            if let Poll::Ready(r) = std::pin::Pin::new(&mut conn).poll(cx) {
-                return Poll::Ready(r);
-            }
-            if closing || !signal.woken.swap(false, Ordering::AcqRel) {
+    // An async block, not an `async fn`: the arguments are used where they are, not
+    // copied into the future a second time.
+    async move {
+        // The whole watcher is taken (a block would otherwise capture only the fields it
+        // reads, and drop the open count's guard at once).
+        let watch = &mut watch;
+        let state = &*watch.state;
+        let idle = watch.idle;
+        let signal = Arc::new(WatcherSignal::default());
+        // Set, so the first poll polls the watchers too (which registers their waker).
+        signal.woken.store(true, Ordering::Relaxed);
+        let watcher_waker = std::task::Waker::from(signal.clone());
+        let mut stop = std::pin::pin!(stopped(&mut watch.shutdown));
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(state.idle_deadline(idle)));
+        let mut closing = false;
+        let result = std::future::poll_fn(|cx| {
+            signal.task.register(cx.waker());
+            loop {
+                if let Poll::Ready(r) = std::pin::Pin::new(&mut conn).poll(cx) {
+                    return Poll::Ready(r);
+                }
+                if closing || !signal.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                let mut wcx = std::task::Context::from_waker(&watcher_waker);
+                let shut = stop.as_mut().poll(&mut wcx).is_ready();
+                // The deadline moves with activity: until it has really passed, wait for the
+                // new one.
+                while !shut && timer.as_mut().poll(&mut wcx).is_ready() {
+                    if state.idle_for(idle) {
+                        break;
+                    }
+                    // At least a moment ahead, so a zero idle timeout cannot spin here.
+                    let next = state.idle_deadline(idle);
+                    timer
+                        .as_mut()
+                        .reset(next.max(Instant::now() + Duration::from_millis(1)));
+                }
+                if shut || timer.is_elapsed() {
+                    closing = true;
+                    graceful(&mut conn);
+                    // Polled again at once: the close may be ready to finish now.
+                    continue;
+                }
                 return Poll::Pending;
             }
-            let mut wcx = std::task::Context::from_waker(&watcher_waker);
-            let shut = stop.as_mut().poll(&mut wcx).is_ready();
-            // The deadline moves with activity: until it has really passed, wait for the
-            // new one.
-            while !shut && timer.as_mut().poll(&mut wcx).is_ready() {
-                if state.idle_for(idle) {
-                    break;
-                }
-                // At least a moment ahead, so a zero idle timeout cannot spin here.
-                let next = state.idle_deadline(idle);
-                timer
-                    .as_mut()
-                    .reset(next.max(Instant::now() + Duration::from_millis(1)));
-            }
-            if shut || timer.is_elapsed() {
-                closing = true;
-                graceful(&mut conn);
-                // Polled again at once: the close may be ready to finish now.
-                continue;
-            }
-            return Poll::Pending;
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, client = %remote, "connection ended with an error");
     }
 }
 

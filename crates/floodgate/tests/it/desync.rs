@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use floodgate_http1::chunked::{ChunkLimits, ChunkedDecoder, Decoded};
+use bytes::Bytes;
+use floodgate_http1::chunked::{ChunkLimits, decode_in_pieces};
 use floodgate_http1::head::{HeadLimits, parse_request};
 use floodgate_http1::{Connection, Framing, HeadError, IncomingBody, ServerConfig, Service};
 use http::{Request, Response};
@@ -150,17 +150,10 @@ fn one_clean_request(raw: &[u8]) -> bool {
     let used = match head.framing {
         Framing::Empty => 0,
         Framing::Length(n) => usize::try_from(n).unwrap(),
-        Framing::Chunked => {
-            let mut d = ChunkedDecoder::new(ChunkLimits::default());
-            let mut buf = BytesMut::from(rest);
-            loop {
-                match d.decode(&mut buf) {
-                    Ok(Some(Decoded::End(_))) => break rest.len() - buf.len(),
-                    Ok(Some(Decoded::Data(_))) => {}
-                    _ => return false,
-                }
-            }
-        }
+        Framing::Chunked => match decode_in_pieces(rest, rest.len(), ChunkLimits::default()).used {
+            Some(used) => used,
+            None => return false,
+        },
         Framing::UntilClose => return false,
     };
     used == rest.len()
