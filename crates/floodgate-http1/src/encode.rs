@@ -2,7 +2,7 @@
 //! framing fields the engine decides (never the ones a caller left in the map).
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode, Uri};
 
 /// How the engine delimits a body it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,28 @@ pub(crate) fn response_head(
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a request head, the target in origin form (the connection is to the origin).
+pub(crate) fn request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Outgoing,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == TRANSFER_ENCODING || name == CONTENT_LENGTH {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    framing_fields(out, body);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -163,5 +185,19 @@ mod tests {
             false,
         );
         assert!(text(&out).contains("\r\ndate: "), "{}", text(&out));
+    }
+
+    #[test]
+    fn request_heads_in_origin_form() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("up"));
+        h.insert("content-length", HeaderValue::from_static("99"));
+        let mut out = Vec::new();
+        let uri: Uri = "http://up/a?b".parse().unwrap();
+        request_head(&mut out, &Method::POST, &uri, &h, Outgoing::Length(3));
+        assert_eq!(
+            text(&out),
+            "POST /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\n\r\n"
+        );
     }
 }

@@ -12,20 +12,24 @@
 //! - [`framing`]: how long a body is, refusing every ambiguous case.
 //! - [`chunked`]: the chunked coding, decoded incrementally and bounded.
 //! - [`server`]: one connection's requests, answered in order.
+//! - [`client`]: one connection to an upstream, driven by the request that uses it.
 //! - [`upgrade`]: the connection handed over after `101 Switching Protocols`.
 
 pub mod chunked;
+pub mod client;
 pub mod corpus;
 mod date;
 mod encode;
 pub mod framing;
 pub mod head;
 mod incoming;
+mod out;
 mod pool;
 pub mod server;
 pub mod upgrade;
 mod wire;
 
+pub use client::{ClientConfig, ClientConn, ClientError, SendError};
 pub use framing::Framing;
 pub use head::{HeadError, HeadLimits};
 pub use incoming::IncomingBody;

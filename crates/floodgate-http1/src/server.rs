@@ -14,7 +14,7 @@
 //! answered by [`Service::refuse`] and the connection closed.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -30,7 +30,7 @@ use crate::chunked::ChunkLimits;
 use crate::encode::{self, Outgoing};
 use crate::head::{ConnectionOptions, HeadError, HeadLimits, parse_request};
 use crate::incoming::{IncomingBody, Source};
-use crate::pool;
+use crate::out::Out;
 use crate::upgrade::{self, Upgraded};
 use crate::wire::{Transport, Wire};
 
@@ -465,94 +465,6 @@ where
     }
     poll_fn(|cx| out.poll_drain(wire, cx)).await?;
     Ok(left.is_none_or(|n| n == 0))
-}
-
-/// Bytes on their way out: a buffer for heads and small pieces, and at most one large
-/// piece written beside it without a copy.
-struct Out {
-    buf: Vec<u8>,
-    /// How much of `buf` is written.
-    at: usize,
-    /// A large piece of body to follow `buf`, and the chunk end to follow it.
-    large: Option<Bytes>,
-    large_tail: &'static [u8],
-    trailers: Option<http::HeaderMap>,
-    limit: usize,
-}
-
-/// Pieces at most this large are copied into the buffer; larger ones are written from
-/// where they are.
-const COPY_AT_MOST: usize = 4 * 1024;
-
-impl Out {
-    fn new(size: usize) -> Self {
-        Out {
-            buf: pool::take_write(size),
-            at: 0,
-            large: None,
-            large_tail: b"",
-            trailers: None,
-            limit: size,
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.large.is_some() || self.buf.len() >= self.limit
-    }
-
-    /// Adds a piece of body (chunk-framed if `chunked`).
-    fn push_data(&mut self, data: Bytes, chunked: bool) {
-        if chunked {
-            crate::chunked::size_line(&mut self.buf, data.len());
-        }
-        let tail: &'static [u8] = if chunked { b"\r\n" } else { b"" };
-        if data.len() <= COPY_AT_MOST {
-            self.buf.extend_from_slice(&data);
-            self.buf.extend_from_slice(tail);
-        } else {
-            self.large = Some(data);
-            self.large_tail = tail;
-        }
-    }
-
-    /// Writes everything held, in as few writes as the socket takes.
-    fn poll_drain<I: Transport>(
-        &mut self,
-        wire: &Mutex<Wire<I>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        let mut w = wire.lock();
-        loop {
-            let head = &self.buf[self.at..];
-            let large = self.large.as_deref().unwrap_or(&[]);
-            if head.is_empty() && large.is_empty() {
-                break;
-            }
-            let slices = [IoSlice::new(head), IoSlice::new(large)];
-            let n = ready!(w.poll_write_vectored(cx, &slices))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            let from_head = n.min(head.len());
-            self.at += from_head;
-            if let Some(l) = self.large.as_mut() {
-                l.advance(n - from_head);
-                if l.is_empty() {
-                    self.large = None;
-                    self.buf.clear();
-                    self.at = 0;
-                    self.buf.extend_from_slice(self.large_tail);
-                }
-            }
-        }
-        self.buf.clear();
-        self.at = 0;
-        Poll::Ready(Ok(()))
-    }
-
-    fn give_back(self, size: usize) {
-        pool::give_write(self.buf, size);
-    }
 }
 
 /// Closes the connection: shuts the write side, and when the client may still be sending

@@ -141,3 +141,46 @@ fn smuggling_payloads_get_their_verdicts() {
         }
     }
 }
+
+#[test]
+fn responses_with_the_same_fields_get_the_same_verdict() {
+    // Both sides hold fields to the same rules: the corpus's fields under a request line
+    // and under a status line are refused or accepted alike (the request-only rules, one
+    // Host and the request line itself, aside).
+    let mut compared = 0;
+    for file in ["desync-guardian.txt", "smuggling.txt"] {
+        for c in load(file) {
+            let Some(at) = c.raw.windows(2).position(|w| w == b"\r\n") else {
+                continue;
+            };
+            let fields = &c.raw[at..];
+            let head_end = fields
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(fields.len(), |i| i + 4);
+            let fields = &fields[..head_end];
+            let text = String::from_utf8_lossy(fields).to_ascii_lowercase();
+            if text.matches("\r\nhost:").count() > 1 {
+                continue;
+            }
+            let request = [&b"POST / HTTP/1.1"[..], fields].concat();
+            let response = [&b"HTTP/1.1 200 OK"[..], fields].concat();
+            let as_request = parse_request(&request, &limits()).map(|h| h.map(|(h, _)| h.framing));
+            let as_response = floodgate_http1::head::parse_response(&response, &limits())
+                .map_err(|_| ())
+                .and_then(|h| {
+                    let (h, _) = h.ok_or(())?;
+                    floodgate_http1::framing::response(&h.headers, 200, false, false)
+                        .map_err(|_| ())
+                });
+            assert_eq!(
+                as_request.is_ok(),
+                as_response.is_ok(),
+                "{}: request {as_request:?}, response {as_response:?}",
+                c.name
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 150, "{compared}");
+}

@@ -4,26 +4,23 @@
 //! hyper-util's pooled client runs every upstream connection as a task of its own and hands
 //! the request, the response head and each body frame between tasks through channels: several
 //! cross-task wake-ups per request, which made the upstream half of a proxied request cost
-//! about twice what the client half did. Here the client request's task polls hyper's HTTP/1
-//! connection itself (hyper still does all framing: lengths, chunking, keep-alive rules), and
-//! the response body keeps polling it until the last byte; then the connection goes back to
-//! the pool. An idle pooled connection is polled by nobody, so a checkout first polls it once
+//! about twice what the client half did. Here the client request's task drives the
+//! connection itself, with the gateway's own HTTP/1.1 engine ([`floodgate_http1::client`]:
+//! strict framing, the same rules as toward clients), and the response body reads it until
+//! the last byte; then the connection goes back to the pool. An idle pooled connection is polled by nobody, so a checkout first polls it once
 //! to learn whether the upstream closed it meanwhile, and a periodic sweep
 //! ([`ConnPool::sweep`]) drops the ones that expired or were closed while traffic was quiet.
 //!
 //! A target spoken to over HTTP/2 has one multiplexed connection instead, driven through the
 //! `h2` crate ([`super::http2`], which says why not hyper's client).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use floodgate_http1::{ClientConfig, ClientConn, IncomingBody, SendError};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -31,8 +28,7 @@ use super::http2;
 use super::tls::{MaybeTls, TlsSetup};
 use crate::request_body::{BoxError, RequestBody};
 
-type Sender = http1::SendRequest<RequestBody>;
-type Driver = http1::Connection<TokioIo<MaybeTls>, RequestBody>;
+type Conn = ClientConn<MaybeTls, RequestBody>;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -45,8 +41,8 @@ pub enum ExchangeError {
 
 /// A response body from an upstream, over either protocol.
 pub enum UpstreamBody {
-    /// Read by hyper from an HTTP/1.1 connection.
-    H1(Incoming),
+    /// Read from an HTTP/1.1 connection.
+    H1(IncomingBody),
     /// Read from an HTTP/2 stream.
     H2(http2::ResponseStream),
 }
@@ -105,55 +101,33 @@ impl UpstreamConn {
     }
 }
 
-/// An HTTP/1.1 connection: the handle to send on and hyper's connection state machine.
+/// An HTTP/1.1 connection.
 struct H1Conn {
-    sender: Sender,
-    /// Boxed: hyper's connection state is large, and the handle moves in and out of the pool.
-    driver: Box<Driver>,
-    /// The driver finished (connection closed or failed); it must not be polled again.
-    done: bool,
+    /// Boxed: the connection's state moves in and out of the pool.
+    conn: Box<Conn>,
 }
 
 impl H1Conn {
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut *self.driver).poll(cx).is_ready() {
-            self.done = true;
-        }
-        !self.done
+        self.conn.poll_driver(cx)
     }
 
-    /// Whether an idle connection can take a request: still open, and hyper ready to send.
+    /// Whether an idle connection can take a request: still open, nothing unasked for.
     fn usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.poll_driver(&mut cx) && self.sender.is_ready()
+        self.conn.is_usable()
     }
 
-    /// Sends `req` and drives the connection until the response head arrives. On failure
-    /// before the request was written, the request comes back so it can go elsewhere.
+    /// Sends `req` and reads until the response head arrives. On failure before the
+    /// request was written, the request comes back so it can go elsewhere.
     async fn exchange(
         &mut self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<RequestBody>>)> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        let driver = &mut *self.driver;
-        let done = &mut self.done;
-        std::future::poll_fn(|cx| {
-            // Twice: driving the connection can complete the response, and polling the
-            // response can ask the connection for more.
-            for _ in 0..2 {
-                if !*done && Pin::new(&mut *driver).poll(cx).is_ready() {
-                    *done = true;
-                }
-                if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                    return Poll::Ready(r.map_err(|mut e| {
-                        let req = e.take_message();
-                        (e.into_error(), req)
-                    }));
-                }
-            }
-            Poll::Pending
-        })
-        .await
+    ) -> Result<Response<IncomingBody>, (BoxError, Option<Request<RequestBody>>)> {
+        match self.conn.send(req).await {
+            Ok(resp) => Ok(resp),
+            Err(SendError::Unsent(req, e)) => Err((e.into(), Some(*req))),
+            Err(SendError::Failed(e)) => Err((e.into(), None)),
+        }
     }
 }
 
@@ -329,7 +303,7 @@ impl ConnPool {
                     req = remake();
                     replayed = true;
                 }
-                Err((e, _)) => return Err(ExchangeError::Broken(e.into())),
+                Err((e, _)) => return Err(ExchangeError::Broken(e)),
             }
         }
     }
@@ -440,11 +414,10 @@ impl ConnPool {
 
     /// Puts a connection whose exchange finished back for reuse.
     pub fn put(&self, conn: UpstreamConn) {
-        let Link::H1(mut conn) = conn.link else {
+        let Link::H1(conn) = conn.link else {
             return;
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        if !conn.poll_driver(&mut cx) {
+        if !conn.conn.is_reusable() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -521,14 +494,8 @@ impl ConnPool {
 
     async fn connect(&self) -> Result<H1Conn, ExchangeError> {
         let stream = self.tcp().await?;
-        let (sender, driver) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ExchangeError::Broken(e.into()))?;
         Ok(H1Conn {
-            sender,
-            driver: Box::new(driver),
-            done: false,
+            conn: Box::new(ClientConn::new(stream, ClientConfig::default())),
         })
     }
 

@@ -88,6 +88,16 @@ pub enum MaybeTls {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl floodgate_http1::Transport for MaybeTls {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            MaybeTls::Plain(s) => s.poll_read_ready(cx),
+            // A TLS session learns it has a record only by reading.
+            MaybeTls::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 impl AsyncRead for MaybeTls {
     fn poll_read(
         self: Pin<&mut Self>,

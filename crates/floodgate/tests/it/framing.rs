@@ -1,26 +1,30 @@
-//! Responses are framed anew for the client: an upstream's `Content-Length` beside
-//! `Transfer-Encoding` never reaches the client (RFC 9112 §6.3), and a response whose body
-//! broke off on the way is logged as such, not as a success.
+//! Responses are framed anew for the client: an upstream response framed two ways
+//! (`Content-Length` beside `Transfer-Encoding`, a repeated length, a bare LF) is refused
+//! as the upstream's fault, and a response whose body broke off on the way is logged as
+//! such, not as a success.
 
 use http::StatusCode;
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_length_beside_chunked_framing_is_dropped() {
-    // Both framings: the chunked one wins, and its length must not reach the client.
+async fn a_response_framed_two_ways_is_the_upstreams_fault() {
+    // Both framings: which one a client would follow is the desync; the response is
+    // refused (502, as nginx does) and the upstream blamed, never forwarded either way.
     for response in [
         &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
-        &b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"[..],
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\nX: y\r\n\r\nhello"[..],
     ] {
         let up = raw_upstream(response).await;
         let gw = Gateway::start(&config(up, "  - match: { path_prefix: / }\n    upstream: backend", ""));
-        let (status, headers, body) = get(&gw.url("/x")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"hello");
-        assert!(
-            headers.get("content-length").is_none_or(|v| v == "5"),
-            "{headers:?}"
+        let (status, headers, _) = get(&gw.url("/x")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(response));
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(
+            gw.metric("floodgate_upstream_errors_total{upstream=\"backend\",kind=\"broken\"}")
+                .await,
+            1.0
         );
     }
 }
