@@ -80,10 +80,25 @@ pub fn response(
     if method_head || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(Framing::Empty);
     }
-    match declared(headers, http10)? {
-        Some(f) => Ok(f),
-        None => Ok(Framing::UntilClose),
+    match declared(headers, http10) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Ok(Framing::UntilClose),
+        // RFC 9112 §6.3 rule 4: a response whose codings are all well formed and none is
+        // chunked is read until the connection closes. Nothing can hide behind it: the
+        // connection is never used again.
+        Err(FramingError::NotChunkedLast) if only_other_codings(headers) => Ok(Framing::UntilClose),
+        Err(e) => Err(e),
     }
+}
+
+/// Whether every `Transfer-Encoding` element is a token and none is `chunked`.
+fn only_other_codings(headers: &HeaderMap) -> bool {
+    headers.get_all(TRANSFER_ENCODING).iter().all(|value| {
+        value.as_bytes().split(|&b| b == b',').all(|member| {
+            let member = trim_ows(member);
+            is_token(member) && !member.eq_ignore_ascii_case(b"chunked")
+        })
+    })
 }
 
 /// The framing the head declares, if any.
@@ -330,5 +345,17 @@ mod tests {
             response(&HeaderMap::new(), 200, true, false),
             Ok(Framing::UntilClose)
         );
+        // Codings without chunked: read until close (RFC 9112 §6.3 rule 4); anything
+        // ambiguous is still refused.
+        let gzip = head(&[("transfer-encoding", "gzip")]);
+        assert_eq!(response(&gzip, 200, false, false), Ok(Framing::UntilClose));
+        for bad in [
+            &[("transfer-encoding", "chunked, gzip")][..],
+            &[("transfer-encoding", "gzip"), ("content-length", "5")],
+            &[("transfer-encoding", "gzip, ")],
+            &[("transfer-encoding", "chunked, chunked")],
+        ] {
+            assert!(response(&head(bad), 200, false, false).is_err(), "{bad:?}");
+        }
     }
 }

@@ -173,6 +173,14 @@ fn responses_with_the_same_fields_get_the_same_verdict() {
                     floodgate_http1::framing::response(&h.headers, 200, false, false)
                         .map_err(|_| ())
                 });
+            // The one difference RFC 9112 §6.3 makes: a response whose codings do not
+            // include chunked is read until close; a request is refused.
+            let read_to_close = as_response == Ok(floodgate_http1::Framing::UntilClose)
+                && text.contains("\r\ntransfer-encoding:");
+            if read_to_close {
+                assert!(as_request.is_err(), "{}", c.name);
+                continue;
+            }
             assert_eq!(
                 as_request.is_ok(),
                 as_response.is_ok(),
