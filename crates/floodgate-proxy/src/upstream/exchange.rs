@@ -90,8 +90,10 @@ impl Exchange<'_> {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let body = match body {
             Inbound::Stream(b) => b,
-            Inbound::Empty => return self.send_held(head, Bytes::new(), trace).await,
-            Inbound::Held(bytes) => return self.send_held(head, bytes, trace).await,
+            // Boxed, here and below: retries and held bodies are the rarer path, and their
+            // future would otherwise make every request's larger (it is copied whole).
+            Inbound::Empty => return Box::pin(self.send_held(head, Bytes::new(), trace)).await,
+            Inbound::Held(bytes) => return Box::pin(self.send_held(head, bytes, trace)).await,
         };
         let body_limit = self.body_limit;
         // A body kept for replay, or the stream (sent once).
@@ -120,7 +122,7 @@ impl Exchange<'_> {
                 };
             }
         };
-        self.send_held(head, replay, trace).await
+        Box::pin(self.send_held(head, replay, trace)).await
     }
 
     /// The answer when the whole exchange took longer than the upstream's total timeout
@@ -345,25 +347,51 @@ impl Exchange<'_> {
 /// `exchange`'s result, or `None` once the upstream has taken longer than `limit` by
 /// `progress`'s clock (see [`Progress::upstream_deadline`]). The timer is checked only
 /// when it fires: the body's phases move its deadline without touching it.
-async fn answered_within<F: std::future::Future>(
+fn answered_within<F: std::future::Future>(
     limit: Duration,
     progress: &Progress,
     exchange: F,
-) -> Option<F::Output> {
-    let mut exchange = std::pin::pin!(exchange);
-    let mut timer = std::pin::pin!(tokio::time::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(out) = exchange.as_mut().poll(cx) {
+) -> AnsweredWithin<'_, F> {
+    AnsweredWithin {
+        exchange,
+        timer: tokio::time::sleep(limit),
+        limit,
+        progress,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`answered_within`]'s future: the exchange and its timer side by side. (A struct, not
+    /// an `async fn`: that would keep the exchange's future twice, the argument and the
+    /// pinned copy, and this future is copied into every request's.)
+    struct AnsweredWithin<'a, F> {
+        #[pin]
+        exchange: F,
+        #[pin]
+        timer: tokio::time::Sleep,
+        limit: Duration,
+        progress: &'a Progress,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for AnsweredWithin<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if let std::task::Poll::Ready(out) = this.exchange.poll(cx) {
             return std::task::Poll::Ready(Some(out));
         }
-        while timer.as_mut().poll(cx).is_ready() {
-            let deadline = progress.upstream_deadline(limit);
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let deadline = this.progress.upstream_deadline(*this.limit);
             if deadline <= tokio::time::Instant::now() {
                 return std::task::Poll::Ready(None);
             }
-            timer.as_mut().reset(deadline);
+            this.timer.as_mut().reset(deadline);
         }
         std::task::Poll::Pending
-    })
-    .await
+    }
 }
