@@ -8,13 +8,15 @@
 # has left (memory given back, or kept by the allocator).
 #
 # Usage: cargo build --release && bench/idle_memory.sh [BINARY...]   (default: this build)
-# Knobs: IDLE=3000 REPS=2 ROUNDS=1
+# Knobs: IDLE=3000 REPS=2 ROUNDS=1 SETTLE=15 (seconds the allocator gets to give memory
+# back after the clients of a round left; jemalloc's decay takes about ten)
 # Needs (Debian): nginx python3. Traffic stays on 127.0.0.1:19001 and 19030.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 IDLE=${IDLE:-3000}
 REPS=${REPS:-2}
 ROUNDS=${ROUNDS:-1}
+SETTLE=${SETTLE:-15}
 source "$HERE/lib.sh" idle-memory nginx python3
 ports_free 19001 19030
 [ $# -gt 0 ] || set -- "$BIN"
@@ -51,7 +53,7 @@ for rep in $(seq 1 "$REPS"); do
         [ "${open%.*}" -le 0 ] && break
         sleep 0.1
       done
-      sleep 1
+      sleep "$SETTLE"
       after=$(rss_kib "$pid")
     done
     kill -TERM "$pid"
@@ -64,4 +66,4 @@ done
 echo
 cat "$WORK/table"
 echo
-echo "Settings: IDLE=$IDLE REPS=$REPS ROUNDS=$ROUNDS, one worker, bench/floodgate.yaml."
+echo "Settings: IDLE=$IDLE REPS=$REPS ROUNDS=$ROUNDS SETTLE=${SETTLE}s, one worker, bench/floodgate.yaml."

@@ -13,6 +13,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc rather than glibc's malloc: memory that connections free goes back to the system
+/// within seconds (glibc's arenas kept what 10,000 idle clients had used after they left),
+/// and the request path's many small allocations cost fewer instructions (see
+/// docs/benchmarks.md, "The gateway's own HTTP/1.1 engine").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
