@@ -193,8 +193,15 @@ pub fn parse_request(
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .ok_or(HeadError::Malformed("The request method is malformed."))?;
     let target = req.path.unwrap_or_default();
-    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
-        .map_err(|_| HeadError::Malformed("The request target is malformed."))?;
+    let uri = if target.is_ascii() {
+        Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
+    } else {
+        // Raw UTF-8 in a target (an "international" path some clients send as is) is not a
+        // URI; percent-encoded, it is the same bytes to every origin that decodes it, and
+        // an origin with a strict parser (h11) reads it instead of refusing it.
+        Uri::try_from(percent_encode_non_ascii(target.as_bytes()))
+    }
+    .map_err(|_| HeadError::Malformed("The request target is malformed."))?;
     if !target_fits(&method, &uri, target) {
         return Err(HeadError::Malformed(
             "The request target's form does not fit the method.",
@@ -349,6 +356,22 @@ fn looks_like_framing(name: &[u8]) -> bool {
         })
 }
 
+/// `target` with every byte above ASCII written as `%XX`.
+fn percent_encode_non_ascii(target: &[u8]) -> String {
+    let mut out = String::with_capacity(target.len() * 3);
+    for &b in target {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
 /// Whether the request target's form fits the method (RFC 9112 §3.2): authority-form only
 /// with CONNECT, asterisk-form only with OPTIONS, origin- or absolute-form otherwise.
 fn target_fits(method: &Method, uri: &Uri, raw: &str) -> bool {
@@ -491,6 +514,14 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn raw_utf8_in_a_target_is_percent_encoded() {
+        let (h, _) = parse("GET /\u{441}\u{442}?q=\u{43F} HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.uri, "/%D1%81%D1%82?q=%D0%BF");
     }
 
     #[test]

@@ -163,14 +163,31 @@ fn one_clean_request(raw: &[u8]) -> bool {
 async fn send(gw: &Gateway, raw: &[u8], name: &str) -> u16 {
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let _ = s.write_all(raw).await;
-    let answer = tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s))
-        .await
-        .unwrap_or_else(|_| panic!("{name}: no answer in time"));
+    // The answer to a HEAD is its head alone, whatever its Content-Length says.
+    let answer = if raw.starts_with(b"HEAD ") {
+        tokio::time::timeout(PATIENCE, read_head(&mut s)).await
+    } else {
+        tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s)).await
+    }
+    .unwrap_or_else(|_| panic!("{name}: no answer in time"));
     answer
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// Reads a response head (through its blank line), or what came before the close.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tokio::io::AsyncReadExt::read(s, &mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Runs every case of a corpus file through the gateway and checks each verdict.
@@ -291,4 +308,149 @@ async fn a_body_behind_a_cache_hit_is_not_read_as_a_request() {
     let s = seen.lock();
     let targets: Vec<&str> = s.requests.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(targets, ["/c", "/after"], "the body was never a request");
+}
+
+/// The h11 origin (tests/it/peers/h11_origin.py), stopped (by its PID) when dropped, and
+/// the records it printed so far.
+struct H11 {
+    child: std::process::Child,
+    port: u16,
+    records: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Drop for H11 {
+    fn drop(&mut self) {
+        let _killed = self.child.kill().is_ok();
+        let _reaped = self.child.wait().is_ok();
+    }
+}
+
+fn h11_origin() -> H11 {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(python_peers())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/peers/h11_origin.py"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the h11 origin");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let port = lines
+        .next()
+        .expect("its port")
+        .expect("its port")
+        .trim()
+        .parse()
+        .expect("a port");
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = records.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock()
+                .push(serde_json::from_str(&line).expect("a JSON record"));
+        }
+    });
+    H11 {
+        child,
+        port,
+        records,
+    }
+}
+
+/// The corpus through the gateway to an origin whose parser is not ours (h11): whatever
+/// the gateway forwards, h11 reads as the request the gateway read (one request, the
+/// body it had), never as a parse error, never as a request hidden behind another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_parser_behind_the_gateway_reads_what_it_read() {
+    let origin = h11_origin();
+    let up: std::net::SocketAddr = format!("127.0.0.1:{}", origin.port).parse().unwrap();
+    let gw = Gateway::start(&config(
+        up,
+        "  - match: { path_prefix: / }\n    upstream: backend",
+        "",
+    ));
+    let mut compared = 0;
+    for (n, file) in ["desync-guardian.txt", "smuggling.txt"].iter().enumerate() {
+        let path = format!(
+            "{}/../floodgate-http1/tests/corpus/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let cases = floodgate_http1::corpus::parse(&std::fs::read_to_string(path).unwrap());
+        for (i, case) in cases.iter().enumerate() {
+            let mut raw = case.raw.clone();
+            if *file == "desync-guardian.txt" {
+                raw.extend(body_for(&raw));
+            }
+            let before = origin.records.lock().len();
+            let status = send(&gw, &raw, &case.name).await;
+            // A marker request after each case: every record before its own is this case's.
+            let marker = format!("/marker-{n}-{i}");
+            let answer = raw_exchange(
+                gw.addr(),
+                format!("GET {marker} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let records = origin.records.clone();
+            let marker_seen = marker.clone();
+            until("the marker reaches the h11 origin", move || {
+                let seen = records
+                    .lock()
+                    .iter()
+                    .skip(before)
+                    .any(|v| v["target"] == marker_seen.as_str());
+                async move { seen }
+            })
+            .await;
+            let records = origin.records.lock();
+            let seen: Vec<&serde_json::Value> = records
+                .iter()
+                .skip(before)
+                .filter(|v| v["target"] != marker.as_str())
+                .collect();
+            for v in &seen {
+                // A body whose framing broke on the client's side was being streamed: the
+                // origin sees that request cut off (its connection closed), nothing more.
+                let cut_off = case.label == "bad-body"
+                    && v["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("incomplete"));
+                assert!(
+                    v.get("error").is_none() || cut_off,
+                    "{}: h11 could not parse what it got: {v}",
+                    case.name
+                );
+                assert!(
+                    !v["target"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("smuggled"),
+                    "{}: {v}",
+                    case.name
+                );
+            }
+            match case.label.as_str() {
+                "severe" | "refuse" => assert!(seen.is_empty(), "{}: {seen:?}", case.name),
+                "bad-body" => assert!(
+                    seen.iter().all(|v| v.get("error").is_some()),
+                    "{}: a broken body reached the origin whole: {seen:?}",
+                    case.name
+                ),
+                "pass" => {
+                    assert_eq!(seen.len(), 1, "{}", case.name);
+                    let want = String::from_utf8(case.body.clone().unwrap_or_default()).unwrap();
+                    assert_eq!(seen[0]["body"], want.as_str(), "{}", case.name);
+                }
+                _ => assert!(
+                    seen.len() <= 1 && (seen.len() == 1) == (status == 200),
+                    "{}: status {status}, h11 saw {seen:?}",
+                    case.name
+                ),
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 200, "{compared}");
 }
