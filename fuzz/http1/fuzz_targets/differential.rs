@@ -56,6 +56,19 @@ async fn feed<F: Future<Output = ()> + Send + 'static>(
     let _ = task.await;
 }
 
+/// `target` with every byte above ASCII written as `%XX`, as the engine writes it.
+fn percent_encode_non_ascii(target: &str) -> String {
+    let mut out = String::new();
+    for &b in target.as_bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,7 +112,9 @@ fuzz_target!(|data: &[u8]| {
             let Some((m, t, b)) = theirs.first() else {
                 panic!("the engine read {method} {target}, hyper read nothing");
             };
-            assert_eq!((method, target), (m, t));
+            // The engine percent-encodes raw UTF-8 in a target (hyper passes it on as it
+            // came): the same bytes either way.
+            assert_eq!((method, target), (m, &percent_encode_non_ascii(t)));
             if let Some(b) = b {
                 assert_eq!(body, b, "the body differs");
             }
