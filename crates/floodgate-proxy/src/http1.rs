@@ -37,6 +37,9 @@ impl Service for Pipeline {
 
     fn refuse(&mut self, error: HeadError) -> Response<ResponseBody> {
         let problem = refusal(error);
+        self.gw
+            .metrics
+            .refused(&self.conn.listener_name, problem.code());
         tracing::debug!(
             client = %self.conn.remote,
             status = problem.status().as_u16(),

@@ -42,6 +42,12 @@ struct ListenerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabel {
+    listener: String,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -58,6 +64,7 @@ pub struct Metrics {
     latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     open_connections: Family<ListenerLabel, Gauge>,
     connections: Family<ListenerLabel, Counter>,
+    refused: Family<RefusedLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     config_ok: Gauge,
     access_log_dropped: Counter,
@@ -147,6 +154,7 @@ impl Metrics {
             Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
         let open_connections = Family::<ListenerLabel, Gauge>::default();
         let connections = Family::<ListenerLabel, Counter>::default();
+        let refused = Family::<RefusedLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let config_ok = Gauge::default();
         let access_log_dropped = Counter::default();
@@ -169,6 +177,11 @@ impl Metrics {
             "connections",
             "Client connections accepted, by listener",
             connections.clone(),
+        );
+        reg.register(
+            "requests_refused",
+            "Request heads refused before a request existed (malformed, ambiguous framing, too large, too slow), by listener and problem code",
+            refused.clone(),
         );
         reg.register(
             "config_reloads",
@@ -203,6 +216,7 @@ impl Metrics {
             latency,
             open_connections,
             connections,
+            refused,
             reloads,
             config_ok,
             access_log_dropped,
@@ -252,6 +266,16 @@ impl Metrics {
             open: self.open_connections.get_or_create(&l).clone(),
             accepted: self.connections.get_or_create(&l).clone(),
         }
+    }
+
+    /// Counts a request head refused on `listener` with the problem `code`.
+    pub fn refused(&self, listener: &str, code: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabel {
+                listener: listener.to_owned(),
+                code,
+            })
+            .inc();
     }
 
     /// Counts a reload attempt.

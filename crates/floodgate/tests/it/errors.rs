@@ -163,4 +163,10 @@ async fn malformed_requests_get_4xx_and_the_gateway_keeps_serving() {
     assert!(text.contains("urn:floodgate:problem:bad-request"), "{text}");
     // Still serving.
     assert_eq!(get(&gw.url("/after")).await.0, StatusCode::OK);
+    // The heads refused before a request existed are counted by their problem.
+    assert_eq!(
+        gw.metric("floodgate_requests_refused_total{listener=\"public\",code=\"bad-request\"}")
+            .await,
+        5.0
+    );
 }
