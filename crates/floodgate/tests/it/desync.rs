@@ -20,9 +20,10 @@ use crate::support::*;
 
 /// What the origin has seen: every byte read, and every request it parsed.
 #[derive(Default)]
-struct Seen {
-    raw: Vec<u8>,
-    requests: Vec<(String, Bytes)>,
+pub struct Seen {
+    pub raw: Vec<u8>,
+    /// Each request's target and body.
+    pub requests: Vec<(String, Bytes)>,
 }
 
 /// A socket that copies what it reads into the log.
@@ -102,7 +103,8 @@ impl Service for Origin {
     }
 }
 
-async fn origin() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
+/// An origin on the engine's own server that logs what it reads and records each request.
+pub async fn origin() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -124,7 +126,7 @@ async fn origin() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
 }
 
 /// A body for a guardian case (its heads come without one): what the framing asks for.
-fn body_for(raw: &[u8]) -> Vec<u8> {
+pub fn body_for(raw: &[u8]) -> Vec<u8> {
     let limits = HeadLimits {
         max_bytes: 64 * 1024,
         max_fields: 100,
@@ -161,20 +163,29 @@ fn one_clean_request(raw: &[u8]) -> bool {
 
 /// Sends one case on a fresh connection; the status the client got (0: none).
 async fn send(gw: &Gateway, raw: &[u8], name: &str) -> u16 {
-    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
-    let _ = s.write_all(raw).await;
-    // The answer to a HEAD is its head alone, whatever its Content-Length says.
-    let answer = if raw.starts_with(b"HEAD ") {
-        tokio::time::timeout(PATIENCE, read_head(&mut s)).await
-    } else {
-        tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s)).await
-    }
-    .unwrap_or_else(|_| panic!("{name}: no answer in time"));
+    status_of(&answer(gw, raw, name).await)
+}
+
+/// The status of an answer (0: none).
+pub fn status_of(answer: &str) -> u16 {
     answer
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// Sends one case on a fresh connection; what the client got (empty: nothing).
+pub async fn answer(gw: &Gateway, raw: &[u8], name: &str) -> String {
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let _ = s.write_all(raw).await;
+    // The answer to a HEAD is its head alone, whatever its Content-Length says.
+    if raw.starts_with(b"HEAD ") {
+        tokio::time::timeout(PATIENCE, read_head(&mut s)).await
+    } else {
+        tokio::time::timeout(PATIENCE, crate::headers::read_response(&mut s)).await
+    }
+    .unwrap_or_else(|_| panic!("{name}: no answer in time"))
 }
 
 /// Reads a response head (through its blank line), or what came before the close.
@@ -188,6 +199,15 @@ async fn read_head(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The cases of a corpus file (crates/floodgate-http1/tests/corpus/).
+pub fn corpus(file: &str) -> Vec<floodgate_http1::corpus::Case> {
+    let path = format!(
+        "{}/../floodgate-http1/tests/corpus/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    floodgate_http1::corpus::parse(&std::fs::read_to_string(path).unwrap())
 }
 
 /// Runs every case of a corpus file through the gateway and checks each verdict.

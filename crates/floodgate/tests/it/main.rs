@@ -20,6 +20,7 @@ mod cors;
 mod cors_browser;
 mod demo;
 mod desync;
+mod differential;
 mod dns;
 mod errors;
 mod existence;
