@@ -29,6 +29,7 @@ pub mod tls;
 mod validate;
 pub mod value;
 pub mod waf;
+pub mod websocket;
 
 use std::ops::Deref;
 use std::path::Path;

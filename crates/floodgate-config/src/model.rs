@@ -620,6 +620,10 @@ pub struct Route {
     /// them. Absent: keys are passed through untouched.
     #[serde(default)]
     pub idempotency: Option<crate::cache::Idempotency>,
+    /// WebSocket handshakes: allowed origins, tunnel limits and timeouts. Absent:
+    /// handshakes are proxied with the defaults.
+    #[serde(default)]
+    pub websocket: Option<crate::websocket::WebSocket>,
 }
 
 /// One upstream of a weighted split.

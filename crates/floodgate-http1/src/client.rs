@@ -110,6 +110,9 @@ pub struct ClientConn<I: Transport, B> {
     keep_alive: bool,
     /// Something broke: never reuse.
     broken: bool,
+    /// The last response switched protocols: the connection is the caller's to take
+    /// ([`Self::upgrade`]).
+    switched: bool,
 }
 
 impl<I, B> ClientConn<I, B>
@@ -127,6 +130,7 @@ where
             sending: None,
             keep_alive: true,
             broken: false,
+            switched: false,
         }
     }
 
@@ -161,6 +165,21 @@ where
         matches!(w.body, BodyState::Done) && w.rbuf.is_empty() && !w.eof
     }
 
+    /// After a `101 Switching Protocols` answer: the connection as a byte stream, with
+    /// what the upstream sent past the response head. `None` for any other answer.
+    pub fn upgrade(self) -> Option<crate::Upgraded> {
+        if !self.switched {
+            return None;
+        }
+        let mut w = self.wire.lock();
+        let io = w.io.take()?;
+        let read_ahead = std::mem::take(&mut w.rbuf).freeze();
+        Some(crate::Upgraded {
+            io: Box::new(io),
+            read_ahead,
+        })
+    }
+
     /// Writes what is due of a request body still being sent. Returns false once the
     /// connection is broken.
     pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
@@ -192,6 +211,7 @@ where
     pub async fn send(&mut self, req: Request<B>) -> Result<Response<IncomingBody>, SendError<B>> {
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
+        let asks_upgrade = parts.headers.contains_key(http::header::UPGRADE);
         let framing = if body.is_end_stream() {
             if needs_length(&parts.method) {
                 Outgoing::Length(0)
@@ -271,7 +291,19 @@ where
                 return Err(SendError::Failed(ClientError::Head(HeadError::Framing(e))));
             }
         };
-        self.keep_alive = head.keep_alive && framing != crate::Framing::UntilClose;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            // Only an answer to a request that asked may switch: anything else after a
+            // 101 would be bytes of a protocol nobody agreed on.
+            if !asks_upgrade || self.sending.is_some() {
+                self.fail();
+                return Err(SendError::Failed(ClientError::Head(HeadError::Malformed(
+                    "The upstream switched protocols unasked.",
+                ))));
+            }
+            self.switched = true;
+        }
+        self.keep_alive =
+            head.keep_alive && framing != crate::Framing::UntilClose && !self.switched;
         let generation = self.wire.lock().begin_body(framing, self.config.chunks);
         let source: Option<Arc<dyn Source>> =
             (framing != crate::Framing::Empty).then(|| self.wire.clone() as Arc<dyn Source>);

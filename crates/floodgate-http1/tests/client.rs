@@ -285,3 +285,55 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn a_switch_hands_over_the_connection_with_what_followed_the_head() {
+    let (addr, origin) = origin(vec![
+        (
+            "\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nfirst",
+        ),
+        ("ping", b"pong"),
+    ])
+    .await;
+    let mut c = conn(&addr).await;
+    let req = Request::get("/ws")
+        .header("host", "origin")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(Empty::new().boxed())
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert!(
+        !c.is_reusable(),
+        "a switched connection never goes back to a pool"
+    );
+    let mut up = c.upgrade().expect("the connection after a 101");
+    let mut seen = up.read_ahead.to_vec();
+    up.io.write_all(b"ping").await.unwrap();
+    while seen.len() < b"firstpong".len() {
+        let mut buf = [0u8; 16];
+        let n = up.io.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(seen, b"firstpong");
+    drop(up);
+    origin.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_switch_nobody_asked_for_is_the_upstreams_error() {
+    let (addr, _origin) = origin(vec![(
+        "\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    )])
+    .await;
+    let mut c = conn(&addr).await;
+    match c.send(get("/")).await {
+        Err(SendError::Failed(ClientError::Head(_))) => {}
+        other => panic!("{:?}", other.map(|r| r.status())),
+    }
+    assert!(c.upgrade().is_none());
+}

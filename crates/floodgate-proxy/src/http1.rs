@@ -96,4 +96,11 @@ pub(crate) fn server_config(
     }
 }
 
-impl Transport for Prefixed<TcpStream> {}
+impl Transport for Prefixed<TcpStream> {
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_ready_to_read(cx)
+    }
+}

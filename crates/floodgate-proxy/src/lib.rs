@@ -54,6 +54,7 @@ pub mod startup;
 pub mod tls_server;
 pub mod upstream;
 pub mod waf;
+pub mod websocket;
 
 pub use gateway::{BuildError, Gateway};
 pub use metrics::Metrics;

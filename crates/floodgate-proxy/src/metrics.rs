@@ -80,6 +80,8 @@ pub struct Metrics {
     pub fallbacks: FallbackMetrics,
     /// Injected faults.
     pub faults: FaultMetrics,
+    /// WebSocket tunnels.
+    pub websocket: crate::websocket::WebSocketMetrics,
     /// Authentication refusals.
     pub auth: AuthMetrics,
     /// WAF matches.
@@ -210,6 +212,7 @@ impl Metrics {
         let breakers = BreakerFamilies::register(reg);
         let faults = FaultMetrics::register(reg);
         let fallbacks = FallbackMetrics::register(reg);
+        let websocket = crate::websocket::WebSocketMetrics::register(reg);
         Metrics {
             registry: Mutex::new(root),
             requests,
@@ -226,6 +229,7 @@ impl Metrics {
             breakers,
             fallbacks,
             faults,
+            websocket,
             auth,
             waf,
             cache,

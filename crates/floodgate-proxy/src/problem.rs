@@ -67,6 +67,11 @@ pub enum Problem {
     Unauthorized(&'static str),
     /// The request may not use the route (its consumer, group or address).
     Forbidden,
+    /// A WebSocket handshake the route refuses: tunnels are off, or the page's `Origin`
+    /// is not allowed.
+    WebSocketRefused(&'static str),
+    /// The route's WebSocket tunnels are all in use.
+    TunnelsFull,
     /// The route's WAF found an attack pattern in the request.
     WafBlocked,
     /// The route's existence filter knows the requested key certainly does not exist.
@@ -103,6 +108,7 @@ impl Problem {
             | Problem::ConcurrencyLimited
             | Problem::LimiterUnavailable
             | Problem::CircuitOpen { .. }
+            | Problem::TunnelsFull
             | Problem::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Problem::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Problem::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
@@ -112,7 +118,9 @@ impl Problem {
             Problem::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::FaultAbort(status) => status,
             Problem::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Problem::Forbidden | Problem::WafBlocked => StatusCode::FORBIDDEN,
+            Problem::Forbidden | Problem::WafBlocked | Problem::WebSocketRefused(_) => {
+                StatusCode::FORBIDDEN
+            }
             Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -142,6 +150,8 @@ impl Problem {
             Problem::FaultAbort(_) => "fault-injected",
             Problem::Unauthorized(_) => "unauthorized",
             Problem::Forbidden => "forbidden",
+            Problem::WebSocketRefused(_) => "websocket-refused",
+            Problem::TunnelsFull => "tunnels-full",
             Problem::WafBlocked => "waf-blocked",
             Problem::Absent => "absent",
             Problem::NotCached => "not-cached",
@@ -193,6 +203,10 @@ impl Problem {
             Problem::FaultAbort(_) => "A fault injected for a drill answered this request.",
             Problem::Unauthorized(why) => why,
             Problem::Forbidden => "These credentials or this address may not use this route.",
+            Problem::WebSocketRefused(why) => why,
+            Problem::TunnelsFull => {
+                "This route's WebSocket connections are all in use; retry shortly."
+            }
             Problem::WafBlocked => "The request looks like an attack and was refused.",
             Problem::Absent => "No such item exists.",
             Problem::NotCached => {

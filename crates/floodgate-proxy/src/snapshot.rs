@@ -147,6 +147,8 @@ pub struct Route {
     pub cache: Option<crate::cache::RouteCache>,
     /// Its idempotency-key handling.
     pub idempotency: Option<crate::idempotency::RouteIdempotency>,
+    /// Its WebSocket policy.
+    pub websocket: crate::websocket::TunnelPolicy,
 }
 
 /// A route's path rewrite, compiled.
@@ -305,6 +307,11 @@ impl Snapshot {
                     fallback: r.fallback.as_ref().and_then(|f| {
                         FallbackPlan::compile(f, &name, &upstreams, &metrics.fallbacks)
                     }),
+                    websocket: crate::websocket::TunnelPolicy::compile(
+                        r.websocket.as_ref(),
+                        &name,
+                        &metrics.websocket,
+                    ),
                     fault: r.fault.as_ref().map(|f| {
                         FaultPlan::compile(
                             f,

@@ -82,6 +82,17 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl Prefixed<tokio::net::TcpStream> {
+    /// Ready once reading may make progress: at once while bytes of the prefix remain,
+    /// then when the socket is readable (so an idle connection needs no read buffer).
+    pub fn poll_ready_to_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.at < self.prefix.len() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

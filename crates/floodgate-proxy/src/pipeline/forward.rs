@@ -26,7 +26,9 @@ use crate::request_id;
 use crate::snapshot::{Action, Route};
 use crate::upstream::exchange::{Answer, Exchange};
 use crate::upstream::{RequestHead, UpstreamSet};
+use crate::websocket;
 use floodgate_config::resilience::Criticality;
+use floodgate_http1::OnUpgrade;
 
 /// Takes the route's action: through its bulkhead, then redirected or proxied.
 pub(crate) async fn forward(
@@ -61,6 +63,7 @@ pub(crate) async fn forward(
             if let Some(fb) = &route.fallback
                 && matches!(fb.action, FallbackAction::Upstream(_))
                 && req.body().is_end_stream()
+                && !is_tunnel(&req)
             {
                 notes.replay = Some(Box::new(Replay {
                     method: req.method().clone(),
@@ -161,6 +164,18 @@ pub(crate) async fn proxy(
         criticality,
     } = plan;
     let (route, upstream, host) = (&*route, &*upstream, &host);
+    // A WebSocket handshake the connection can hand over: the route's policy first.
+    let tunnel = match req.extensions().get::<OnUpgrade>() {
+        Some(on) if websocket::is_handshake(req.method(), req.headers()) => {
+            let slot = route.websocket.admit(req.headers())?;
+            Some((
+                on.clone(),
+                slot,
+                req.headers().get(header::UPGRADE).cloned(),
+            ))
+        }
+        _ => None,
+    };
     enter(upstream.concurrency.as_ref(), criticality, done).await?;
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
@@ -174,6 +189,11 @@ pub(crate) async fn proxy(
     let uri = upstream_target(route, &parts.uri, new_path)?;
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);
+    if let Some((_, _, Some(protocol))) = &tunnel {
+        // The upgrade is this hop's and the next one's: asked for again.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
     if let Some(access) = &route.access {
         for name in access.hide.iter().chain(&access.strip) {
             headers.remove(name);
@@ -213,8 +233,10 @@ pub(crate) async fn proxy(
         upstream,
         hash,
         body_limit,
-        mirror: route.mirror.as_ref(),
+        // A handshake is sent once, and never copied elsewhere.
+        mirror: route.mirror.as_ref().filter(|_| tunnel.is_none()),
         metrics: &done.gw.metrics.upstreams,
+        once: tunnel.is_some(),
     };
     let sent = exchange.send(head, body, &mut done.trace);
     let result = match upstream.total_timeout {
@@ -231,6 +253,11 @@ pub(crate) async fn proxy(
         response,
         conn,
     } = result?;
+    if let Some((client, slot, _)) = tunnel
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return switch(response, conn, client, slot, route);
+    }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.append(
@@ -245,6 +272,41 @@ pub(crate) async fn proxy(
         parts,
         ResponseBody::pooled(body, conn, target.pool.clone()),
     ))
+}
+
+/// The upstream switched protocols: the `101` goes to the client, and once the engine has
+/// written it, both connections become the route's tunnel.
+fn switch(
+    response: Response<crate::upstream::UpstreamBody>,
+    conn: crate::upstream::UpstreamConn,
+    client: OnUpgrade,
+    slot: websocket::Slot,
+    route: &Route,
+) -> Result<Response<ResponseBody>, Problem> {
+    let (mut parts, _empty) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    let upstream = conn.upgrade().ok_or(Problem::UpstreamBroken)?;
+    remove_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(
+        header::UPGRADE,
+        protocol.unwrap_or_else(|| HeaderValue::from_static("websocket")),
+    );
+    parts
+        .headers
+        .append(header::VIA, HeaderValue::from_static("1.1 floodgate"));
+    parts.version = Version::HTTP_11;
+    route.response_headers.apply(&mut parts.headers);
+    route.websocket.spawn(client, upstream, slot);
+    Ok(Response::from_parts(parts, ResponseBody::empty()))
+}
+
+/// Whether a request asks for a WebSocket tunnel its connection can hand over.
+pub(crate) fn is_tunnel<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<OnUpgrade>().is_some()
+        && websocket::is_handshake(req.method(), req.headers())
 }
 
 /// The upstream request's target (origin form: the connection is already to the target):

@@ -115,7 +115,8 @@ async fn answer(
     {
         return Ok(answered);
     }
-    if around::apply_to(&ctx.route) {
+    // (A WebSocket handshake is never answered from the cache or an idempotency key.)
+    if around::apply_to(&ctx.route) && !forward::is_tunnel(&req) {
         // Boxed, with the exchange inside (see above).
         return Box::pin(around::run(&ctx, req, notes, done)).await;
     }

@@ -36,6 +36,9 @@ pub struct Exchange<'a> {
     pub mirror: Option<&'a MirrorPlan>,
     /// Where retries, budget refusals, ejections and upstream errors are counted.
     pub metrics: &'a UpstreamMetrics,
+    /// Send it once, whatever the retry policy (a protocol switch: a WebSocket
+    /// handshake is never sent twice).
+    pub once: bool,
 }
 
 /// What an exchange leaves for the request's completion, kept even when it fails.
@@ -80,7 +83,7 @@ impl Exchange<'_> {
         body: Inbound,
         trace: &mut Trace,
     ) -> Result<Answer, Problem> {
-        let policy = self.upstream.retry.as_ref();
+        let policy = self.policy();
         if let Some(p) = policy {
             p.record_request();
         }
@@ -142,7 +145,7 @@ impl Exchange<'_> {
             m.send(&head.method, &head.uri, &head.headers, replay.clone());
         }
         let remake = || head.request(RequestBody::buffered(replay.clone()));
-        let Some(policy) = self.upstream.retry.as_ref() else {
+        let Some(policy) = self.policy() else {
             // One try: no list of tried targets to keep.
             let (target, call) = self.pick_target(&[])?;
             return match self.try_once(&target, call, remake(), &remake, trace).await {
@@ -224,6 +227,15 @@ impl Exchange<'_> {
                 Problem::NoTarget
             }
         }))
+    }
+
+    /// The retry policy that applies to this exchange.
+    fn policy(&self) -> Option<&RetryPolicy> {
+        if self.once {
+            None
+        } else {
+            self.upstream.retry.as_ref()
+        }
     }
 
     /// Whether to retry after `failure`; counts a retry the budget refused.

@@ -92,6 +92,14 @@ enum Link {
 }
 
 impl UpstreamConn {
+    /// After a `101 Switching Protocols` answer: the switched connection.
+    pub fn upgrade(self) -> Option<floodgate_http1::Upgraded> {
+        match self.link {
+            Link::H1(c) => (*c.conn).upgrade(),
+            Link::H2 => None,
+        }
+    }
+
     /// Polls the connection: reads and writes whatever is due. Returns true while it lives.
     pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
         match &mut self.link {

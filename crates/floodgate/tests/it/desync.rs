@@ -330,40 +330,14 @@ async fn a_body_behind_a_cache_hit_is_not_read_as_a_request() {
     assert_eq!(targets, ["/c", "/after"], "the body was never a request");
 }
 
-/// The h11 origin (tests/it/peers/h11_origin.py), stopped (by its PID) when dropped, and
-/// the records it printed so far.
+/// The h11 origin (tests/it/peers/h11_origin.py), and the records it printed so far.
 struct H11 {
-    child: std::process::Child,
-    port: u16,
+    peer: PythonPeer,
     records: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
-impl Drop for H11 {
-    fn drop(&mut self) {
-        let _killed = self.child.kill().is_ok();
-        let _reaped = self.child.wait().is_ok();
-    }
-}
-
 fn h11_origin() -> H11 {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(python_peers())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/peers/h11_origin.py"
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the h11 origin");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let port = lines
-        .next()
-        .expect("its port")
-        .expect("its port")
-        .trim()
-        .parse()
-        .expect("a port");
+    let (peer, lines) = python_peer("h11_origin.py");
     let records = Arc::new(Mutex::new(Vec::new()));
     let sink = records.clone();
     std::thread::spawn(move || {
@@ -372,11 +346,7 @@ fn h11_origin() -> H11 {
                 .push(serde_json::from_str(&line).expect("a JSON record"));
         }
     });
-    H11 {
-        child,
-        port,
-        records,
-    }
+    H11 { peer, records }
 }
 
 /// The corpus through the gateway to an origin whose parser is not ours (h11): whatever
@@ -385,7 +355,7 @@ fn h11_origin() -> H11 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_parser_behind_the_gateway_reads_what_it_read() {
     let origin = h11_origin();
-    let up: std::net::SocketAddr = format!("127.0.0.1:{}", origin.port).parse().unwrap();
+    let up: std::net::SocketAddr = format!("127.0.0.1:{}", origin.peer.port).parse().unwrap();
     let gw = Gateway::start(&config(
         up,
         "  - match: { path_prefix: / }\n    upstream: backend",

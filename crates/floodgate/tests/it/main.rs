@@ -51,3 +51,4 @@ mod upstream_h2;
 mod upstream_h2_streams;
 mod upstream_tls;
 mod waf;
+mod websocket;

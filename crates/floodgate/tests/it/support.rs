@@ -676,6 +676,46 @@ pub fn python_peers() -> PathBuf {
 }
 
 /// Runs `code` with the peers' Python; its standard output, trimmed.
+/// A peer script of tests/it/peers/ running in the Python peers' venv, stopped by its PID
+/// when dropped. The script prints the port it listens on first.
+pub struct PythonPeer {
+    child: std::process::Child,
+    /// Where it listens (127.0.0.1).
+    pub port: u16,
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        let _killed = self.child.kill().is_ok();
+        let _reaped = self.child.wait().is_ok();
+    }
+}
+
+/// Starts tests/it/peers/`script`; the peer, and the lines it prints after its port.
+pub fn python_peer(
+    script: &str,
+) -> (
+    PythonPeer,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(python_peers())
+        .arg(format!(
+            "{}/tests/it/peers/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let port = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{script} printed no port"));
+    (PythonPeer { child, port }, lines)
+}
+
 pub fn run_python(code: &str) -> String {
     let out = Command::new(python_peers())
         .args(["-c", code])

@@ -1,0 +1,506 @@
+//! WebSocket tunnels (RFC 6455 over HTTP/1.1 `Upgrade`). The handshake is a request like
+//! any other: routed, authenticated, rate-limited and checked by the WAF on its way, then
+//! checked here against the route's WebSocket policy (tunnels on, the page's `Origin`
+//! allowed, a free tunnel) and sent upstream once, never retried, cached or mirrored. If
+//! the upstream answers `101`, both connections are handed over by the HTTP/1.1 engine
+//! (its upgrade seam) and become one byte tunnel, pumped here with back-pressure until
+//! either side closes, the tunnel idles too long or outlives its lifetime.
+//!
+//! The pump is written here rather than with `tokio::io::copy_bidirectional`: that one
+//! keeps a buffer per direction for the tunnel's whole life, and knows no idle timeout. An
+//! idle tunnel here holds no buffer: one is taken only once a side is readable, and given
+//! back when its bytes are written on.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use floodgate_config::websocket::WebSocket;
+use floodgate_http1::{OnUpgrade, Transport, Upgraded};
+use http::HeaderMap;
+use http::header::{CONNECTION, ORIGIN, UPGRADE};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::ReadBuf;
+
+use crate::problem::Problem;
+
+/// The size of the buffer a direction takes while it has bytes to move.
+const CHUNK: usize = 16 * 1024;
+
+/// A route's WebSocket policy, compiled.
+pub struct TunnelPolicy {
+    enabled: bool,
+    /// Allowed origins, lowercased; empty or `*`: any.
+    origins: Vec<String>,
+    max_tunnels: Option<u32>,
+    idle_timeout: Duration,
+    max_lifetime: Option<Duration>,
+    /// Tunnels open now on the route (of this snapshot).
+    open: Arc<AtomicU32>,
+    metrics: TunnelSeries,
+}
+
+impl TunnelPolicy {
+    /// The policy for a route (`None`: the defaults), its metric series from `metrics`.
+    pub fn compile(cfg: Option<&WebSocket>, route: &str, metrics: &WebSocketMetrics) -> Self {
+        let defaults = WebSocket::default();
+        let cfg = cfg.unwrap_or(&defaults);
+        TunnelPolicy {
+            enabled: cfg.enabled,
+            origins: cfg
+                .origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            max_tunnels: cfg.max_tunnels,
+            idle_timeout: cfg.idle_timeout.0,
+            max_lifetime: cfg.max_lifetime.map(|d| d.0),
+            open: Arc::default(),
+            metrics: metrics.series(route),
+        }
+    }
+
+    /// Admits a handshake: a tunnel slot, or the problem that refuses it.
+    pub fn admit(&self, headers: &HeaderMap) -> Result<Slot, Problem> {
+        if !self.enabled {
+            return Err(Problem::WebSocketRefused(
+                "This route does not accept WebSocket connections.",
+            ));
+        }
+        if !self.origin_allowed(headers) {
+            self.metrics.refused_origin.inc();
+            return Err(Problem::WebSocketRefused(
+                "WebSocket connections from this page's origin are not allowed on this route.",
+            ));
+        }
+        let max = self.max_tunnels.unwrap_or(u32::MAX);
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            self.metrics.refused_full.inc();
+            return Err(Problem::TunnelsFull);
+        }
+        Ok(Slot(self.open.clone()))
+    }
+
+    /// Whether the handshake's `Origin` may open a tunnel: any when no list is set, and
+    /// always when there is no `Origin` (not a browser, so nothing to hijack).
+    fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        if self.origins.is_empty() || self.origins.iter().any(|o| o == "*") {
+            return true;
+        }
+        let mut values = headers.get_all(ORIGIN).iter();
+        let (Some(origin), None) = (values.next(), values.next()) else {
+            // None at all is allowed; more than one is not an origin.
+            return headers.get(ORIGIN).is_none();
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        self.origins.contains(&origin)
+    }
+
+    /// Runs the tunnel between the client (once its connection is handed over) and the
+    /// upstream's switched connection, as a task of its own.
+    pub fn spawn(&self, client: OnUpgrade, upstream: Upgraded, slot: Slot) {
+        let limits = Limits {
+            idle: self.idle_timeout,
+            lifetime: self.max_lifetime,
+        };
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let Some(client) = client.upgraded().await else {
+                // The 101 never reached the client (it left): nothing to tunnel.
+                drop(slot);
+                return;
+            };
+            metrics.open.inc();
+            let started = tokio::time::Instant::now();
+            let (end, moved) = pump(client, upstream, limits).await;
+            metrics.to_upstream.inc_by(moved.to_upstream);
+            metrics.to_client.inc_by(moved.to_client);
+            metrics.open.dec();
+            metrics.closed(end).inc();
+            tracing::debug!(
+                reason = end.label(),
+                to_upstream = moved.to_upstream,
+                to_client = moved.to_client,
+                seconds = started.elapsed().as_secs_f64(),
+                "WebSocket tunnel closed"
+            );
+            drop(slot);
+        });
+    }
+}
+
+/// A tunnel's place under the route's limit, given back when dropped.
+pub struct Slot(Arc<AtomicU32>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a request is a WebSocket handshake (RFC 6455 §4.1: GET, `Upgrade: websocket`,
+/// `Connection: upgrade`).
+pub fn is_handshake(method: &http::Method, headers: &HeaderMap) -> bool {
+    *method == http::Method::GET
+        && has_token(headers, &UPGRADE, "websocket")
+        && has_token(headers, &CONNECTION, "upgrade")
+}
+
+/// Whether a comma-separated list field holds `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// How long a tunnel may idle and live.
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    lifetime: Option<Duration>,
+}
+
+/// Why a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed.
+    Closed,
+    /// Reading or writing failed on a side.
+    Error,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// The tunnel reached its maximum lifetime.
+    Lifetime,
+}
+
+impl End {
+    fn label(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Error => "error",
+            End::Idle => "idle-timeout",
+            End::Lifetime => "max-lifetime",
+        }
+    }
+}
+
+/// Bytes moved each way.
+#[derive(Default, Clone, Copy)]
+struct Moved {
+    to_upstream: u64,
+    to_client: u64,
+}
+
+/// Moves bytes both ways until the tunnel ends.
+async fn pump(client: Upgraded, upstream: Upgraded, limits: Limits) -> (End, Moved) {
+    let Upgraded {
+        io: mut client_io,
+        read_ahead: client_ahead,
+    } = client;
+    let Upgraded {
+        io: mut upstream_io,
+        read_ahead: upstream_ahead,
+    } = upstream;
+    let mut up = Direction::new(client_ahead);
+    let mut down = Direction::new(upstream_ahead);
+    let mut idle = Box::pin(tokio::time::sleep(limits.idle));
+    let mut lifetime = limits.lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+    let end = std::future::poll_fn(|cx| {
+        let before = up.moved + down.moved;
+        let a = up.poll(cx, &mut *client_io, &mut *upstream_io);
+        let b = down.poll(cx, &mut *upstream_io, &mut *client_io);
+        match (a, b) {
+            (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => {
+                return Poll::Ready(End::Error);
+            }
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(End::Closed),
+            _ => {}
+        }
+        if up.moved + down.moved != before {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + limits.idle);
+        }
+        if idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Idle);
+        }
+        if let Some(l) = lifetime.as_mut()
+            && l.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(End::Lifetime);
+        }
+        Poll::Pending
+    })
+    .await;
+    let moved = Moved {
+        to_upstream: up.moved,
+        to_client: down.moved,
+    };
+    (end, moved)
+}
+
+/// One direction of a tunnel: bytes read from one side, written to the other.
+struct Direction {
+    /// Bytes read and not yet written on; no buffer while there are none.
+    pending: Bytes,
+    /// The reading side has closed.
+    read_done: bool,
+    /// The writing side has been shut down after that.
+    shut: bool,
+    /// Bytes written on so far.
+    moved: u64,
+}
+
+impl Direction {
+    fn new(first: Bytes) -> Self {
+        Direction {
+            pending: first,
+            read_done: false,
+            shut: false,
+            moved: 0,
+        }
+    }
+
+    /// Moves what it can; ready once the reading side closed and the writing side was
+    /// shut down after the last byte.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut dyn Transport,
+        to: &mut dyn Transport,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            while !self.pending.is_empty() {
+                let n = std::task::ready!(Pin::new(&mut *to).poll_write(cx, &self.pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                self.moved += n as u64;
+                let _written = self.pending.split_to(n);
+            }
+            if self.read_done {
+                if !self.shut {
+                    std::task::ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                    // The other side may already be gone; the tunnel ends either way.
+                    let _ = std::task::ready!(Pin::new(&mut *to).poll_shutdown(cx));
+                    self.shut = true;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            // A buffer only once the side is readable: an idle tunnel holds none.
+            std::task::ready!(from.poll_read_ready(cx))?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut read = ReadBuf::new(&mut buf);
+            std::task::ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n == 0 {
+                self.read_done = true;
+            } else {
+                buf.truncate(n);
+                self.pending = Bytes::from(buf);
+            }
+        }
+    }
+}
+
+/// The WebSocket metric families.
+pub struct WebSocketMetrics {
+    open: Family<RouteLabel, Gauge>,
+    closed: Family<RouteReason, Counter>,
+    refused: Family<RouteReason, Counter>,
+    bytes: Family<RouteDirection, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteReason {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteDirection {
+    route: String,
+    direction: &'static str,
+}
+
+impl WebSocketMetrics {
+    /// Registers the families.
+    pub(crate) fn register(reg: &mut Registry) -> Self {
+        let m = WebSocketMetrics {
+            open: Family::default(),
+            closed: Family::default(),
+            refused: Family::default(),
+            bytes: Family::default(),
+        };
+        reg.register(
+            "websocket_tunnels_open",
+            "WebSocket tunnels open now, by route",
+            m.open.clone(),
+        );
+        reg.register(
+            "websocket_tunnels_closed",
+            "WebSocket tunnels closed, by route and reason (closed, error, idle-timeout, max-lifetime)",
+            m.closed.clone(),
+        );
+        reg.register(
+            "websocket_handshakes_refused",
+            "WebSocket handshakes refused by the route's policy, by route and reason (origin, tunnels-full)",
+            m.refused.clone(),
+        );
+        reg.register(
+            "websocket_bytes",
+            "Bytes carried by WebSocket tunnels, by route and direction (to-upstream, to-client)",
+            m.bytes.clone(),
+        );
+        m
+    }
+
+    fn series(&self, route: &str) -> TunnelSeries {
+        let reason = |reason| RouteReason {
+            route: route.to_owned(),
+            reason,
+        };
+        let direction = |direction| RouteDirection {
+            route: route.to_owned(),
+            direction,
+        };
+        // One statement each: a family's read guard lives to the end of its statement,
+        // and a second lookup in the same family would wait on it for ever.
+        let open = self
+            .open
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone();
+        let closed = [End::Closed, End::Error, End::Idle, End::Lifetime]
+            .map(|e| self.closed.get_or_create(&reason(e.label())).clone());
+        let refused_origin = self.refused.get_or_create(&reason("origin")).clone();
+        let refused_full = self.refused.get_or_create(&reason("tunnels-full")).clone();
+        let to_upstream = self.bytes.get_or_create(&direction("to-upstream")).clone();
+        let to_client = self.bytes.get_or_create(&direction("to-client")).clone();
+        TunnelSeries {
+            open,
+            closed,
+            refused_origin,
+            refused_full,
+            to_upstream,
+            to_client,
+        }
+    }
+}
+
+/// One route's WebSocket series.
+#[derive(Clone)]
+struct TunnelSeries {
+    open: Gauge,
+    closed: [Counter; 4],
+    refused_origin: Counter,
+    refused_full: Counter,
+    to_upstream: Counter,
+    to_client: Counter,
+}
+
+impl TunnelSeries {
+    fn closed(&self, end: End) -> &Counter {
+        &self.closed[end as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn policy(origins: &[&str], max: Option<u32>) -> TunnelPolicy {
+        let mut reg = Registry::default();
+        let metrics = WebSocketMetrics::register(&mut reg);
+        TunnelPolicy::compile(
+            Some(&WebSocket {
+                origins: origins.iter().map(|s| (*s).to_owned()).collect(),
+                max_tunnels: max,
+                ..WebSocket::default()
+            }),
+            "r",
+            &metrics,
+        )
+    }
+
+    fn with_origin(origin: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_handshake_needs_get_and_both_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_handshake(&http::Method::GET, &h));
+        assert!(!is_handshake(&http::Method::POST, &h));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(!is_handshake(&http::Method::GET, &h));
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_handshake(&http::Method::GET, &h));
+    }
+
+    #[test]
+    fn origins_are_matched_exactly_and_absent_ones_pass() {
+        let p = policy(&["https://app.example.com/"], None);
+        assert!(p.admit(&with_origin("https://APP.example.com")).is_ok());
+        assert!(p.admit(&HeaderMap::new()).is_ok());
+        for other in [
+            "https://evil.example",
+            "https://app.example.com.evil.example",
+            "http://app.example.com",
+            "null",
+        ] {
+            assert!(
+                matches!(
+                    p.admit(&with_origin(other)),
+                    Err(Problem::WebSocketRefused(_))
+                ),
+                "{other}"
+            );
+        }
+        let mut two = with_origin("https://app.example.com");
+        two.append(ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(p.admit(&two).is_err(), "two origins are not an origin");
+        assert!(policy(&["*"], None).admit(&with_origin("null")).is_ok());
+    }
+
+    #[test]
+    fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
+        let p = policy(&[], Some(2));
+        let a = p.admit(&HeaderMap::new()).unwrap();
+        let _b = p.admit(&HeaderMap::new()).unwrap();
+        assert!(matches!(
+            p.admit(&HeaderMap::new()),
+            Err(Problem::TunnelsFull)
+        ));
+        drop(a);
+        assert!(p.admit(&HeaderMap::new()).is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! WebSocket tunnels through the gateway, with peers written by others: the Python
+//! `websockets` library as origin (tests/it/peers/ws_echo.py) and as client
+//! (tests/it/peers/ws_client.py), and raw handshakes for the route's policies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// The `websockets` echo origin.
+struct EchoOrigin {
+    _peer: PythonPeer,
+    addr: SocketAddr,
+}
+
+fn echo_origin() -> EchoOrigin {
+    let (peer, _lines) = python_peer("ws_echo.py");
+    EchoOrigin {
+        addr: format!("127.0.0.1:{}", peer.port).parse().unwrap(),
+        _peer: peer,
+    }
+}
+
+/// A gateway with one route to `up`, its `websocket` settings given (YAML, may be empty).
+fn gateway(up: SocketAddr, websocket: &str) -> Gateway {
+    Gateway::start(&config(
+        up,
+        &format!(
+            "  - name: ws\n    match: {{ path_prefix: / }}\n    upstream: backend\n{websocket}"
+        ),
+        "",
+    ))
+}
+
+/// Sends a handshake (with `extra` header lines) and reads the answer's head; the socket
+/// stays open for what follows.
+async fn handshake(gw: &Gateway, extra: &str) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let req = format!(
+        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(PATIENCE, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    (String::from_utf8_lossy(&head).into_owned(), s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_conversation_goes_through_the_gateway() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "");
+    let out = std::process::Command::new(python_peers())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/peers/ws_client.py"
+        ))
+        .arg(format!("ws://{}/chat", gw.addr()))
+        .output()
+        .expect("run the websockets client");
+    assert!(
+        out.status.success(),
+        "the client failed: {}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["text"], "hello");
+    assert_eq!(v["binary"], serde_json::json!([0, 1, 254, 255]));
+    assert_eq!(v["fragmented"], "fragmented");
+    assert_eq!(v["pong"], true);
+    assert_eq!(v["big"], true, "a 1 MiB message went both ways whole");
+    assert_eq!(
+        v["close_code"], 4001,
+        "the origin's close code reached the client"
+    );
+    let seen = &v["headers"];
+    assert_eq!(seen["upgrade"], "websocket");
+    assert!(seen["x-forwarded-for"].is_string(), "{seen}");
+    assert!(seen["x-request-id"].is_string(), "{seen}");
+    until("the tunnel is counted closed", || async {
+        gw.metric("floodgate_websocket_tunnels_closed_total{route=\"ws\",reason=\"closed\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    let to_client = gw
+        .metric("floodgate_websocket_bytes_total{route=\"ws\",direction=\"to-client\"}")
+        .await;
+    assert!(to_client > 1_048_576.0, "{}", gw.metrics().await);
+    assert_eq!(
+        gw.metric("floodgate_websocket_tunnels_open{route=\"ws\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_is_refused() {
+    let origin = echo_origin();
+    let gw = gateway(
+        origin.addr,
+        "    websocket: { origins: [ \"https://app.example\" ] }",
+    );
+    let (head, _s) = handshake(&gw, "Origin: https://evil.example\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    let (head, _s) = handshake(&gw, "Origin: https://app.example\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, _s) = handshake(&gw, "").await;
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "not from a browser: {head}"
+    );
+    assert_eq!(
+        gw.metric("floodgate_websocket_handshakes_refused_total{route=\"ws\",reason=\"origin\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "    websocket: { max_tunnels: 1 }");
+    let (head, first) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, _s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    drop(first);
+    let gw = Arc::new(gw);
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    until("a tunnel is free again", || {
+        let (gw, opened) = (gw.clone(), opened.clone());
+        async move {
+            let (head, s) = handshake(&gw, "").await;
+            opened.lock().push(s);
+            head.starts_with("HTTP/1.1 101")
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_and_a_busy_one_kept_to_its_lifetime() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "    websocket: { idle_timeout: 300ms }");
+    let (head, mut s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the idle tunnel was closed");
+    until("the tunnel is counted closed for idling", || async {
+        gw.metric("floodgate_websocket_tunnels_closed_total{route=\"ws\",reason=\"idle-timeout\"}")
+            .await
+            == 1.0
+    })
+    .await;
+
+    let gw = gateway(
+        origin.addr,
+        "    websocket: { idle_timeout: 1h, max_lifetime: 300ms }",
+    );
+    let (head, mut s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the tunnel was closed at its lifetime");
+    until("the tunnel is counted closed at its lifetime", || async {
+        gw.metric("floodgate_websocket_tunnels_closed_total{route=\"ws\",reason=\"max-lifetime\"}")
+            .await
+            == 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_upstream_declines_leaves_the_connection_speaking_http() {
+    // An origin that answers every request 200 (no switch): the bytes after the handshake
+    // are the next HTTP request, never tunnelled.
+    let up = echo_upstream().await;
+    let gw = gateway(up, "");
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut all))
+        .await
+        .expect("answers in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(text.contains("\"uri\":\"/after\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_websockets_off_refuses_handshakes() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "    websocket: { enabled: false }");
+    let (head, _s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}
