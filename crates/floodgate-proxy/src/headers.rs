@@ -78,6 +78,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a comma-separated list field holds `token` (case-insensitive).
+pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
 /// Removes the fields a `Connection` value names. A `&str` key is looked up
 /// case-insensitively without allocating, and one that is not a field name matches nothing.
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {

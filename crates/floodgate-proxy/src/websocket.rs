@@ -29,6 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::ReadBuf;
 
+use crate::headers::lists_token;
 use crate::problem::Problem;
 
 /// The size of the buffer a direction takes while it has bytes to move.
@@ -157,17 +158,8 @@ impl Drop for Slot {
 /// `Connection: upgrade`).
 pub fn is_handshake(method: &http::Method, headers: &HeaderMap) -> bool {
     *method == http::Method::GET
-        && has_token(headers, &UPGRADE, "websocket")
-        && has_token(headers, &CONNECTION, "upgrade")
-}
-
-/// Whether a comma-separated list field holds `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+        && lists_token(headers, &UPGRADE, "websocket")
+        && lists_token(headers, &CONNECTION, "upgrade")
 }
 
 /// How long a tunnel may idle and live.

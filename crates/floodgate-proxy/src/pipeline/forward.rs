@@ -20,7 +20,7 @@ use crate::cache::surrogate;
 use crate::client_body::Inbound;
 use crate::conn::ConnInfo;
 use crate::fallback::FallbackAction;
-use crate::headers::{Forwarding, add_forwarding, remove_hop_by_hop};
+use crate::headers::{Forwarding, add_forwarding, lists_token, remove_hop_by_hop};
 use crate::problem::Problem;
 use crate::request_id;
 use crate::snapshot::{Action, Route};
@@ -188,7 +188,13 @@ pub(crate) async fn proxy(
     }
     let uri = upstream_target(route, &parts.uri, new_path)?;
     let mut headers = parts.headers;
+    // `TE: trailers` says the client takes trailers, which gRPC needs end to end: kept,
+    // as Envoy and nginx's grpc_pass do, while other TE values stay this hop's.
+    let takes_trailers = lists_token(&headers, &header::TE, "trailers");
     remove_hop_by_hop(&mut headers);
+    if takes_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some((_, _, Some(protocol))) = &tunnel {
         // The upgrade is this hop's and the next one's: asked for again.
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

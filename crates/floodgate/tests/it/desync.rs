@@ -18,18 +18,21 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-/// What the origin has seen: every byte read, and every request it parsed.
+/// What the origin has seen: every byte read (per connection, in the order they were
+/// accepted), the connections still open, and every request it parsed.
 #[derive(Default)]
 pub struct Seen {
-    pub raw: Vec<u8>,
+    pub conns: Vec<Vec<u8>>,
+    pub open: usize,
     /// Each request's target and body.
     pub requests: Vec<(String, Bytes)>,
 }
 
-/// A socket that copies what it reads into the log.
+/// A socket that copies what it reads into its connection's log.
 struct Logged {
     inner: TcpStream,
     seen: Arc<Mutex<Seen>>,
+    conn: usize,
 }
 
 impl AsyncRead for Logged {
@@ -41,7 +44,8 @@ impl AsyncRead for Logged {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let new = buf.filled()[before..].to_vec();
-        self.seen.lock().raw.extend_from_slice(&new);
+        let conn = self.conn;
+        self.seen.lock().conns[conn].extend_from_slice(&new);
         polled
     }
 }
@@ -111,15 +115,24 @@ pub async fn origin() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
+            // Counted open as it is accepted, before its task runs.
+            let conn = {
+                let mut l = log.lock();
+                l.conns.push(Vec::new());
+                l.open += 1;
+                l.conns.len() - 1
+            };
             let io = Logged {
                 inner: s,
                 seen: log.clone(),
+                conn,
             };
-            tokio::spawn(Connection::new(
-                io,
-                Origin(log.clone()),
-                ServerConfig::default(),
-            ));
+            let served = Connection::new(io, Origin(log.clone()), ServerConfig::default());
+            let log = log.clone();
+            tokio::spawn(async move {
+                let _ended = served.await;
+                log.lock().open -= 1;
+            });
         }
     });
     (addr, seen)
@@ -210,36 +223,71 @@ pub fn corpus(file: &str) -> Vec<floodgate_http1::corpus::Case> {
     floodgate_http1::corpus::parse(&std::fs::read_to_string(path).unwrap())
 }
 
+/// A gateway in front of `up` that keeps no idle upstream connections: each exchange has
+/// a connection of its own, which the gateway closes when it is done with it, so the
+/// origin can tell when a case is over.
+fn unpooled_gateway(up: std::net::SocketAddr) -> Gateway {
+    Gateway::start(
+        &config(
+            up,
+            "  - match: { path_prefix: / }\n    upstream: backend",
+            "",
+        )
+        .replace("    targets:", "    max_idle_per_target: 0\n    targets:"),
+    )
+}
+
 /// Runs every case of a corpus file through the gateway and checks each verdict.
 async fn run(file: &str) -> usize {
     let (up, seen) = origin().await;
-    let gw = Gateway::start(&config(
-        up,
-        "  - match: { path_prefix: / }\n    upstream: backend",
-        "",
-    ));
-    let path = format!(
-        "{}/../floodgate-http1/tests/corpus/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let cases = floodgate_http1::corpus::parse(&std::fs::read_to_string(path).unwrap());
+    let gw = unpooled_gateway(up);
     let mut count = 0;
-    for case in &cases {
+    for (i, case) in corpus(file).iter().enumerate() {
         let (label, name) = (case.label.as_str(), case.name.as_str());
         let mut raw = case.raw.clone();
         if file == "desync-guardian.txt" {
             raw.extend(body_for(&raw));
         }
-        let (raw_before, requests_before) = {
+        let (conns_before, requests_before) = {
             let s = seen.lock();
-            (s.raw.len(), s.requests.len())
+            (s.conns.len(), s.requests.len())
         };
         let status = send(&gw, &raw, name).await;
-        // The origin's side of this case is over once the gateway has answered: a refused
-        // case never opened an exchange, a forwarded one was answered by the origin.
+        // The case is over at the origin once a marker sent after it has been answered
+        // and every connection is closed: a connection the gateway opened for the case
+        // (even one it gave up on when the client's body broke) was accepted before the
+        // marker's (the accept queue is in order), and closes only after its last byte
+        // was read.
+        let marker = format!("/marker-{i}");
+        let answer = raw_exchange(
+            gw.addr(),
+            format!("GET {marker} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{name}: marker: {answer}"
+        );
+        let settled = seen.clone();
+        let marker_seen = marker.clone();
+        until("the case is over at the origin", move || {
+            let s = settled.lock();
+            let over = s.open == 0 && s.requests.iter().any(|(t, _)| *t == marker_seen);
+            async move { over }
+        })
+        .await;
         let s = seen.lock();
-        let got = &s.raw[raw_before..];
-        let requests = &s.requests[requests_before..];
+        let got: Vec<u8> = s.conns[conns_before..]
+            .iter()
+            .filter(|c| !c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            .flatten()
+            .copied()
+            .collect();
+        let got = &got[..];
+        let requests: Vec<&(String, Bytes)> = s.requests[requests_before..]
+            .iter()
+            .filter(|(t, _)| *t != marker)
+            .collect();
         let refused = (400..600).contains(&status) && got.is_empty();
         assert!(
             !String::from_utf8_lossy(got).contains("/smuggled"),
@@ -356,11 +404,8 @@ fn h11_origin() -> H11 {
 async fn an_independent_parser_behind_the_gateway_reads_what_it_read() {
     let origin = h11_origin();
     let up: std::net::SocketAddr = format!("127.0.0.1:{}", origin.peer.port).parse().unwrap();
-    let gw = Gateway::start(&config(
-        up,
-        "  - match: { path_prefix: / }\n    upstream: backend",
-        "",
-    ));
+    // A case is over once every connection the origin accepted has closed.
+    let gw = unpooled_gateway(up);
     let mut compared = 0;
     for (n, file) in ["desync-guardian.txt", "smuggling.txt"].iter().enumerate() {
         let path = format!(
@@ -385,13 +430,19 @@ async fn an_independent_parser_behind_the_gateway_reads_what_it_read() {
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             let records = origin.records.clone();
             let marker_seen = marker.clone();
-            until("the marker reaches the h11 origin", move || {
+            until("the case is over at the h11 origin", move || {
+                let records = records.lock();
                 let seen = records
-                    .lock()
                     .iter()
                     .skip(before)
                     .any(|v| v["target"] == marker_seen.as_str());
-                async move { seen }
+                let accepted = records
+                    .iter()
+                    .filter(|v| v.get("accepted").is_some())
+                    .count();
+                let closed = records.iter().filter(|v| v.get("closed").is_some()).count();
+                let over = seen && accepted == closed;
+                async move { over }
             })
             .await;
             let records = origin.records.lock();
@@ -399,6 +450,7 @@ async fn an_independent_parser_behind_the_gateway_reads_what_it_read() {
                 .iter()
                 .skip(before)
                 .filter(|v| v["target"] != marker.as_str())
+                .filter(|v| v.get("accepted").is_none() && v.get("closed").is_none())
                 .collect();
             for v in &seen {
                 // A body whose framing broke on the client's side was being streamed: the

@@ -26,6 +26,7 @@ mod errors;
 mod existence;
 mod explain_agrees;
 mod framing;
+mod grpc;
 mod headers;
 mod health;
 mod hosts;

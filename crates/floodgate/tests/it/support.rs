@@ -716,6 +716,26 @@ pub fn python_peer(
     (PythonPeer { child, port }, lines)
 }
 
+/// Runs the client script tests/it/peers/`script` with `args`; the JSON object it printed,
+/// or what it said on stderr when it failed.
+pub fn python_client(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(python_peers())
+        .arg(format!(
+            "{}/tests/it/peers/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .output()
+        .map_err(|e| format!("run {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
+}
+
 pub fn run_python(code: &str) -> String {
     let out = Command::new(python_peers())
         .args(["-c", code])

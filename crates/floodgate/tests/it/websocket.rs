@@ -64,21 +64,9 @@ async fn handshake(gw: &Gateway, extra: &str) -> (String, TcpStream) {
 async fn a_websocket_conversation_goes_through_the_gateway() {
     let origin = echo_origin();
     let gw = gateway(origin.addr, "");
-    let out = std::process::Command::new(python_peers())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/peers/ws_client.py"
-        ))
-        .arg(format!("ws://{}/chat", gw.addr()))
-        .output()
-        .expect("run the websockets client");
-    assert!(
-        out.status.success(),
-        "the client failed: {}\ngateway log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let url = format!("ws://{}/chat", gw.addr());
+    let v = python_client("ws_client.py", &[&url])
+        .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
     assert_eq!(v["text"], "hello");
     assert_eq!(v["binary"], serde_json::json!([0, 1, 254, 255]));
     assert_eq!(v["fragmented"], "fragmented");

@@ -1,7 +1,9 @@
 """An origin built on h11 (an independent, strict HTTP/1.1 parser), for
 tests/it/desync.rs: prints its port, then for every request it parses prints one JSON line
 on stdout (method, target, body as Latin-1 text) before answering 200 `ok`. A request it
-cannot parse prints {"error": ...} and gets a 400; the connection then closes."""
+cannot parse prints {"error": ...} and gets a 400; the connection then closes. Each
+connection is announced as {"accepted": n} when accepted and {"closed": n} once its last
+byte was read, so a test can tell when nothing is left in flight."""
 
 import json, socket, sys, threading
 
@@ -13,7 +15,7 @@ def emit(record):
     sys.stdout.flush()
 
 
-def serve(sock):
+def serve(sock, n):
     conn = h11.Connection(h11.SERVER)
     request, body = None, b""
     try:
@@ -55,6 +57,7 @@ def serve(sock):
         pass
     finally:
         sock.close()
+        emit({"closed": n})
 
 
 def main():
@@ -62,9 +65,12 @@ def main():
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     print(listener.getsockname()[1], flush=True)
+    n = 0
     while True:
         sock, _ = listener.accept()
-        threading.Thread(target=serve, args=(sock,), daemon=True).start()
+        n += 1
+        emit({"accepted": n})
+        threading.Thread(target=serve, args=(sock, n), daemon=True).start()
 
 
 main()

@@ -1,0 +1,38 @@
+"""A gRPC client built on grpcio, for tests/it/grpc.rs: calls each method of the
+`test.Echo` service (see grpc_server.py) at the address in argv[1], over h2c, and prints
+one JSON object with what came back, or the status code and message of each failure."""
+
+import json, sys
+
+import grpc
+
+
+def call(out, name, fn):
+    try:
+        out[name] = fn()
+    except grpc.RpcError as e:
+        out[name] = {"code": e.code().name, "message": e.details()}
+
+
+def main(target):
+    out = {}
+    with grpc.insecure_channel(target) as ch:
+        m = lambda kind, name: getattr(ch, kind)("/test.Echo/" + name)
+        call(out, "unary", lambda: m("unary_unary", "Unary")(b"hello", timeout=20).decode())
+        call(out, "big", lambda: len(m("unary_unary", "Unary")(b"x" * 3_000_000, timeout=20)))
+        call(out, "server_stream", lambda: [r.decode() for r in m("unary_stream", "ServerStream")(b"abc", timeout=20)])
+        call(out, "client_stream", lambda: m("stream_unary", "ClientStream")(iter([b"a", b"b", b"c"]), timeout=20).decode())
+        call(out, "bidi", lambda: [r.decode() for r in m("stream_stream", "Bidi")(iter([b"1", b"2", b"3"]), timeout=20)])
+        call(out, "fail", lambda: m("unary_unary", "Fail")(b"NOT_FOUND:no such thing", timeout=20).decode())
+
+        def trailers():
+            _, c = m("unary_unary", "Metadata").with_call(b"m", metadata=(("x-trace", "t1"),), timeout=20)
+            return dict(c.trailing_metadata())
+
+        call(out, "trailers", trailers)
+        call(out, "deadline", lambda: m("unary_unary", "Slow")(b"", timeout=0.5).decode())
+        call(out, "unimplemented", lambda: m("unary_unary", "Nope")(b"", timeout=20).decode())
+    print(json.dumps(out), flush=True)
+
+
+main(sys.argv[1])
