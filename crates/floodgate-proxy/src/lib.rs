@@ -29,6 +29,7 @@ pub mod fallback;
 pub mod fault;
 pub mod fetch;
 pub mod gateway;
+pub mod grpc;
 pub mod headers;
 pub mod host;
 mod http1;

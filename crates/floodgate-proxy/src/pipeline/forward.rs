@@ -188,9 +188,11 @@ pub(crate) async fn proxy(
     }
     let uri = upstream_target(route, &parts.uri, new_path)?;
     let mut headers = parts.headers;
-    // `TE: trailers` says the client takes trailers, which gRPC needs end to end: kept,
-    // as Envoy and nginx's grpc_pass do, while other TE values stay this hop's.
-    let takes_trailers = lists_token(&headers, &header::TE, "trailers");
+    // On HTTP/2, `te: trailers` says the client takes trailers, which gRPC needs end to
+    // end: kept, as Envoy and nginx's grpc_pass do. Anything else in TE, and TE on
+    // HTTP/1.1 (where it must be named in Connection), stays this hop's.
+    let takes_trailers =
+        parts.version == Version::HTTP_2 && lists_token(&headers, &header::TE, "trailers");
     remove_hop_by_hop(&mut headers);
     if takes_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -84,7 +84,10 @@ pub(crate) async fn serve(
         req.version(),
         snap.unmatched.clone(),
     );
-    let mut notes = Notes::default();
+    let mut notes = Notes {
+        grpc: crate::grpc::is_call(&req),
+        ..Notes::default()
+    };
     let result = match answer(&snap, &conn, req, &mut notes, &mut done).await {
         Err(problem) => fallback::fall_back(problem, &conn, &mut notes, &mut done).await,
         ok => ok,

@@ -26,10 +26,23 @@ pub(crate) fn respond(
     done: &mut Done,
 ) -> Response<ResponseBody> {
     let mut resp = match result {
-        Ok(resp) => resp,
-        Err(problem) => problem_response(problem, notes, done),
+        Ok(resp) => {
+            done.status = resp.status();
+            resp
+        }
+        // A gRPC client reads a status in the trailers, not an HTTP error; the log and
+        // metrics keep the HTTP status the refusal stands for.
+        Err(problem) if notes.grpc => {
+            done.error = Some(problem.code());
+            done.status = problem.status();
+            crate::grpc::refusal(problem)
+        }
+        Err(problem) => {
+            let resp = problem_response(problem, notes, done);
+            done.status = resp.status();
+            resp
+        }
     };
-    done.status = resp.status();
     learn(&resp, notes, done);
     mark_uncached(&mut resp, done);
     let headers = resp.headers_mut();

@@ -4,20 +4,25 @@
 
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_calls_of_every_kind_go_through_the_gateway() {
-    let (server, _lines) = python_peer("grpc_server.py");
-    let gw = Gateway::start(&format!(
+/// A gateway with one route for the `test.Echo` service (`extra`: more of the route, YAML
+/// flow mapping entries) to the grpcio server on `port`.
+fn gateway(port: u16, extra: &str) -> Gateway {
+    Gateway::start(&format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
 admin: {{ address: \"127.0.0.1:0\" }}
 access_log: {{ enabled: false }}
 upstreams:
-  grpc: {{ protocol: http2, targets: [ \"127.0.0.1:{}\" ] }}
+  grpc: {{ protocol: http2, targets: [ \"127.0.0.1:{port}\" ] }}
 routes:
-  - {{ match: {{ path_prefix: /test.Echo/ }}, upstream: grpc }}
-",
-        server.port
-    ));
+  - {{ name: echo, match: {{ path_prefix: /test.Echo/ }}, upstream: grpc{extra} }}
+"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_of_every_kind_go_through_the_gateway() {
+    let (server, _lines) = python_peer("grpc_server.py");
+    let gw = gateway(server.port, "");
     let addr = gw.addr().to_string();
     let v = python_client("grpc_client.py", &[&addr])
         .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
@@ -35,4 +40,34 @@ routes:
     assert!(v["trailers"]["x-request-id"].is_string(), "{v}");
     assert_eq!(v["deadline"]["code"], "DEADLINE_EXCEEDED");
     assert_eq!(v["unimplemented"]["code"], "UNIMPLEMENTED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_refusals_are_grpc_statuses() {
+    let (server, _lines) = python_peer("grpc_server.py");
+    let gw = gateway(
+        server.port,
+        ", rate_limits: [ { algorithm: fixed_window, rate: 1/1h, key: [ client_ip ] } ]",
+    );
+    let addr = gw.addr().to_string();
+    let v = python_client("grpc_client.py", &[&addr, "unary,unary_again,no_route"])
+        .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
+    assert_eq!(v["unary"], "hello", "{v}");
+    assert_eq!(v["unary_again"]["code"], "RESOURCE_EXHAUSTED", "{v}");
+    assert!(
+        v["unary_again"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rate limit")),
+        "{v}"
+    );
+    assert_eq!(v["no_route"]["code"], "UNIMPLEMENTED", "{v}");
+    assert_eq!(v["no_route"]["message"], "No route matches this request.");
+    // Counted as the refusals they are.
+    assert_eq!(
+        gw.metric("floodgate_requests_total{route=\"echo\",class=\"4xx\"}")
+            .await,
+        1.0,
+        "{}",
+        gw.metrics().await
+    );
 }

@@ -1,6 +1,8 @@
 """A gRPC client built on grpcio, for tests/it/grpc.rs: calls each method of the
 `test.Echo` service (see grpc_server.py) at the address in argv[1], over h2c, and prints
-one JSON object with what came back, or the status code and message of each failure."""
+one JSON object with what came back, or the status code and message of each failure.
+argv[2], if given, names the calls to make (comma-separated), in order; `no_route` calls
+a service nothing routes."""
 
 import json, sys
 
@@ -8,6 +10,8 @@ import grpc
 
 
 def call(out, name, fn):
+    if ONLY and name not in ONLY:
+        return
     try:
         out[name] = fn()
     except grpc.RpcError as e:
@@ -32,7 +36,10 @@ def main(target):
         call(out, "trailers", trailers)
         call(out, "deadline", lambda: m("unary_unary", "Slow")(b"", timeout=0.5).decode())
         call(out, "unimplemented", lambda: m("unary_unary", "Nope")(b"", timeout=20).decode())
+        call(out, "unary_again", lambda: m("unary_unary", "Unary")(b"again", timeout=20).decode())
+        call(out, "no_route", lambda: ch.unary_unary("/nope.Svc/X")(b"", timeout=20).decode())
     print(json.dumps(out), flush=True)
 
 
+ONLY = sys.argv[2].split(",") if len(sys.argv) > 2 else None
 main(sys.argv[1])

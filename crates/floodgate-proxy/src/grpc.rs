@@ -1,0 +1,135 @@
+//! gRPC on the gateway's side: telling a call from other requests, and answering the
+//! gateway's own refusals the way a gRPC client reads them. A gRPC client takes an HTTP
+//! error status as a transport failure (`UNAVAILABLE` or `UNKNOWN`, whatever went wrong),
+//! so a refusal is a "trailers-only" answer instead (gRPC over HTTP/2, PROTOCOL-HTTP2.md):
+//! HTTP 200 whose only headers carry `grpc-status` and `grpc-message`, with no body.
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+
+use crate::body::ResponseBody;
+use crate::problem::Problem;
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Whether a request is a gRPC call: HTTP/2 with an `application/grpc` content type
+/// (`application/grpc+proto` and the like included).
+pub fn is_call<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status code that says what a refusal says (the gRPC status codes document's
+/// mapping, and Envoy's for the gateway's own cases).
+pub fn status_for(problem: Problem) -> u8 {
+    match problem {
+        // RESOURCE_EXHAUSTED
+        Problem::RateLimited { .. } | Problem::BodyTooLarge | Problem::HeadersTooLarge => 8,
+        // UNAVAILABLE
+        Problem::CircuitOpen { .. }
+        | Problem::NoTarget
+        | Problem::ConcurrencyLimited
+        | Problem::LimiterUnavailable
+        | Problem::Shed
+        | Problem::TunnelsFull
+        | Problem::UpstreamConnect
+        | Problem::UpstreamBroken => 14,
+        // DEADLINE_EXCEEDED
+        Problem::UpstreamTimeout | Problem::BodyTimeout | Problem::HeadTimeout => 4,
+        // UNAUTHENTICATED
+        Problem::Unauthorized(_) => 16,
+        // PERMISSION_DENIED
+        Problem::Forbidden | Problem::WafBlocked | Problem::WebSocketRefused(_) => 7,
+        // UNIMPLEMENTED
+        Problem::NoRoute | Problem::NotImplemented(_) => 12,
+        // NOT_FOUND
+        Problem::Absent => 5,
+        // CANCELLED
+        Problem::ClientClosed => 1,
+        // INVALID_ARGUMENT
+        Problem::BadRequest(_) | Problem::UriTooLong | Problem::IdempotencyKeyMissing => 3,
+        // ABORTED
+        Problem::IdempotencyKeyInFlight | Problem::IdempotencyKeyReused => 10,
+        // FAILED_PRECONDITION
+        Problem::NotCached | Problem::IdempotentResponseNotKept => 9,
+        // UNKNOWN
+        Problem::FaultAbort(_) | Problem::VersionNotSupported => 2,
+    }
+}
+
+/// The trailers-only answer for a refusal: `grpc-status`, and the problem's sentence as
+/// `grpc-message` (percent-encoded where the spec asks).
+pub fn refusal(problem: Problem) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(GRPC_STATUS, HeaderValue::from(u16::from(status_for(problem))));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(problem.detail())) {
+        h.insert(GRPC_MESSAGE, v);
+    }
+    if let Problem::RateLimited { retry_after_secs } | Problem::CircuitOpen { retry_after_secs } =
+        problem
+    {
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        );
+    }
+    resp
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_http2_with_a_grpc_content_type() {
+        let call = |v, ct: &str| {
+            Request::builder()
+                .version(v)
+                .header(CONTENT_TYPE, ct)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_call(&call(Version::HTTP_2, "application/grpc")));
+        assert!(is_call(&call(Version::HTTP_2, "application/grpc+proto")));
+        assert!(!is_call(&call(Version::HTTP_11, "application/grpc")));
+        assert!(!is_call(&call(Version::HTTP_2, "application/json")));
+    }
+
+    #[test]
+    fn a_refusal_is_trailers_only_with_the_status_it_stands_for() {
+        let resp = refusal(Problem::RateLimited {
+            retry_after_secs: 7,
+        });
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert!(
+            resp.headers()["grpc-message"]
+                .to_str()
+                .unwrap()
+                .contains("rate limit")
+        );
+        assert_eq!(status_for(Problem::NoRoute), 12);
+        assert_eq!(status_for(Problem::UpstreamTimeout), 4);
+        assert_eq!(percent_encode("50% off é"), "50%25 off %C3%A9");
+    }
+}
