@@ -67,7 +67,10 @@ pub fn refusal(problem: Problem) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert(GRPC_STATUS, HeaderValue::from(u16::from(status_for(problem))));
+    h.insert(
+        GRPC_STATUS,
+        HeaderValue::from(u16::from(status_for(problem))),
+    );
     if let Ok(v) = HeaderValue::from_str(&percent_encode(problem.detail())) {
         h.insert(GRPC_MESSAGE, v);
     }
