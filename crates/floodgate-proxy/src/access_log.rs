@@ -68,6 +68,10 @@ pub struct Record<'a> {
     /// Present and true when `rate_limit` is a dry run that refused nothing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// How a WebSocket tunnel the request opened closed (`closed`, `error`,
+    /// `idle-timeout`, `max-lifetime`); the line is written then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<&'static str>,
 }
 
 /// Sends lines to the writer thread.

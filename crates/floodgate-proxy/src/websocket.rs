@@ -113,13 +113,15 @@ impl TunnelPolicy {
     }
 
     /// Runs the tunnel between the client (once its connection is handed over) and the
-    /// upstream's switched connection, as a task of its own.
-    pub fn spawn(&self, client: OnUpgrade, upstream: Upgraded, slot: Slot) {
+    /// upstream's switched connection, as a task of its own; what it returns resolves
+    /// when the tunnel closes.
+    pub fn spawn(&self, client: OnUpgrade, upstream: Upgraded, slot: Slot) -> TunnelClosed {
         let limits = Limits {
             idle: self.idle_timeout,
             lifetime: self.max_lifetime,
         };
         let metrics = self.metrics.clone();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let Some(client) = client.upgraded().await else {
                 // The 101 never reached the client (it left): nothing to tunnel.
@@ -141,7 +143,34 @@ impl TunnelPolicy {
                 "WebSocket tunnel closed"
             );
             drop(slot);
+            let _ = closed_tx.send(Closed {
+                reason: end.label(),
+                to_client: moved.to_client,
+            });
         });
+        TunnelClosed(Arc::new(parking_lot::Mutex::new(Some(closed_rx))))
+    }
+}
+
+/// How a tunnel closed, for its access-log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    /// `closed`, `error`, `idle-timeout` or `max-lifetime`.
+    pub reason: &'static str,
+    /// Bytes carried to the client.
+    pub to_client: u64,
+}
+
+/// In the extensions of a `101` answer: resolves once its tunnel has closed (so the
+/// request's log line is written then, with the tunnel's life in it).
+#[derive(Clone)]
+pub struct TunnelClosed(Arc<parking_lot::Mutex<Option<tokio::sync::oneshot::Receiver<Closed>>>>);
+
+impl TunnelClosed {
+    /// How the tunnel closed; `None` if it never opened (the client left before the 101).
+    pub async fn wait(self) -> Option<Closed> {
+        let rx = self.0.lock().take()?;
+        rx.await.ok()
     }
 }
 

@@ -53,6 +53,11 @@ pub(crate) struct Done {
     pub(crate) cache: Option<&'static str>,
     /// What idempotency-key handling did, for the log.
     pub(crate) idempotency: Option<&'static str>,
+    /// How the WebSocket tunnel the request opened closed, for the log.
+    pub(crate) tunnel: Option<&'static str>,
+    /// When the answer's head was made, if the request went on after it (a tunnel): the
+    /// latency the metrics record.
+    pub(crate) answered: Option<std::time::Duration>,
 }
 
 impl Done {
@@ -89,7 +94,30 @@ impl Done {
             consumer: None,
             cache: None,
             idempotency: None,
+            tunnel: None,
+            answered: None,
         }
+    }
+}
+
+/// Completes a request whose answer opened a WebSocket tunnel once the tunnel closes: its
+/// log line then has the tunnel's duration, the bytes carried to the client and how it
+/// closed. (Its latency for the metrics is the handshake's.)
+pub(crate) struct AfterTunnel {
+    pub(crate) done: Box<Done>,
+    pub(crate) closed: crate::websocket::TunnelClosed,
+}
+
+impl Completion for AfterTunnel {
+    fn done(self: Box<Self>, _head_only: u64, end: BodyEnd) {
+        let AfterTunnel { mut done, closed } = *self;
+        done.answered = Some(done.started.elapsed());
+        tokio::spawn(async move {
+            let closed = closed.wait().await;
+            done.tunnel = Some(closed.map_or("never-opened", |c| c.reason));
+            let sent = closed.map_or(0, |c| c.to_client);
+            done.done(sent, end);
+        });
     }
 }
 
@@ -109,8 +137,10 @@ impl Completion for Done {
                 }
             }
         }
-        self.metrics
-            .record(self.status.as_u16(), elapsed.as_secs_f64());
+        self.metrics.record(
+            self.status.as_u16(),
+            self.answered.unwrap_or(elapsed).as_secs_f64(),
+        );
         if self.gw.access_log.enabled() {
             // An API key in the query string is not written to the log.
             let redacted = self
@@ -148,6 +178,7 @@ impl Completion for Done {
                 dry_run: self.dry_run,
                 cache: self.cache,
                 idempotency: self.idempotency,
+                tunnel: self.tunnel,
             };
             self.gw.access_log.log(&record);
         }

@@ -307,7 +307,8 @@ fn switch(
         .append(header::VIA, HeaderValue::from_static("1.1 floodgate"));
     parts.version = Version::HTTP_11;
     route.response_headers.apply(&mut parts.headers);
-    route.websocket.spawn(client, upstream, slot);
+    let closed = route.websocket.spawn(client, upstream, slot);
+    parts.extensions.insert(closed);
     Ok(Response::from_parts(parts, ResponseBody::empty()))
 }
 

@@ -94,7 +94,17 @@ pub(crate) async fn serve(
     };
     let listener = snap.listeners.get(conn.listener);
     let mut resp = respond::respond(result, listener, &mut notes, &mut done);
-    resp.body_mut().on_done(Box::new(done));
+    // A tunnel's request is over when the tunnel is.
+    match resp
+        .extensions_mut()
+        .remove::<crate::websocket::TunnelClosed>()
+    {
+        None => resp.body_mut().on_done(Box::new(done)),
+        Some(closed) => resp.body_mut().on_done(Box::new(done::AfterTunnel {
+            done: Box::new(done),
+            closed,
+        })),
+    }
     resp
 }
 

@@ -95,6 +95,11 @@ async fn a_websocket_conversation_goes_through_the_gateway() {
             .await,
         0.0
     );
+    // One log line, written when the tunnel closed: its bytes and how it ended.
+    let line = &gw.access_lines("\"tunnel\"", 1).await[0];
+    assert_eq!(line["status"], 101, "{line}");
+    assert_eq!(line["tunnel"], "closed", "{line}");
+    assert!(line["bytes_sent"].as_u64() > Some(1_048_576), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +163,8 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_kept_to_its_lifetime() {
             == 1.0
     })
     .await;
+    let line = &gw.access_lines("\"tunnel\"", 1).await[0];
+    assert_eq!(line["tunnel"], "idle-timeout", "{line}");
 
     let gw = gateway(
         origin.addr,
