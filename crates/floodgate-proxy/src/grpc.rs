@@ -61,6 +61,27 @@ pub fn status_for(problem: Problem) -> u8 {
     }
 }
 
+/// The call's deadline from `grpc-timeout` (1 to 8 digits and a unit: `H`, `M`, `S`, `m`,
+/// `u`, `n`); `None` when absent or malformed (a malformed one is the server's to judge).
+pub fn timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n.saturating_mul(3600)),
+        b'M' => Duration::from_secs(n.saturating_mul(60)),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The trailers-only answer for a refusal: `grpc-status`, and the problem's sentence as
 /// `grpc-message` (percent-encoded where the spec asks).
 pub fn refusal(problem: Problem) -> Response<ResponseBody> {
@@ -134,5 +155,24 @@ mod tests {
         assert_eq!(status_for(Problem::NoRoute), 12);
         assert_eq!(status_for(Problem::UpstreamTimeout), 4);
         assert_eq!(percent_encode("50% off é"), "50%25 off %C3%A9");
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit_and_bad_ones_ignored() {
+        use std::time::Duration;
+        let t = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).unwrap());
+            timeout(&h)
+        };
+        assert_eq!(t("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(t("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(t("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "1s", "-1S", "1.5S", "10"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 }

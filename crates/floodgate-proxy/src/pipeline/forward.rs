@@ -178,6 +178,17 @@ pub(crate) async fn proxy(
     };
     enter(upstream.concurrency.as_ref(), criticality, done).await?;
     let (parts, body) = req.into_parts();
+    // A gRPC call's deadline bounds the wait for the upstream's answer as well.
+    let deadline = match (
+        upstream.total_timeout,
+        notes
+            .grpc
+            .then(|| crate::grpc::timeout(&parts.headers))
+            .flatten(),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     if let Some(len) = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -247,7 +258,7 @@ pub(crate) async fn proxy(
         once: tunnel.is_some(),
     };
     let sent = exchange.send(head, body, &mut done.trace);
-    let result = match upstream.total_timeout {
+    let result = match deadline {
         None => sent.await,
         Some(total) => tokio::time::timeout(total, sent)
             .await

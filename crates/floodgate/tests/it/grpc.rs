@@ -71,3 +71,42 @@ async fn the_gateways_refusals_are_grpc_statuses() {
         gw.metrics().await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_grpc_timeout_is_the_gateways_deadline_too() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    // An HTTP/2 server that takes calls and never answers (nor reads grpc-timeout).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|_req| async {
+                std::future::pending::<Result<http::Response<Full<Bytes>>, std::convert::Infallible>>()
+                    .await
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    let gw = gateway(port, "");
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let call = http::Request::post(gw.url("/test.Echo/Slow"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, h2.request(call))
+        .await
+        .expect("the gateway answers at the call's deadline")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+}
