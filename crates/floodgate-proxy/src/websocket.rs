@@ -32,7 +32,7 @@ use tokio::io::ReadBuf;
 use crate::headers::lists_token;
 use crate::problem::Problem;
 
-/// The size of the buffer a direction takes while it has bytes to move.
+/// The size of the per-thread buffer tunnels read into.
 const CHUNK: usize = 16 * 1024;
 
 /// A route's WebSocket policy, compiled.
@@ -324,20 +324,49 @@ impl Direction {
                 }
                 return Poll::Ready(Ok(()));
             }
-            // A buffer only once the side is readable: an idle tunnel holds none.
+            // Read only once the side is readable, into the thread's scratch buffer, and
+            // write on at once: an idle tunnel holds no buffer, and only what the other
+            // side does not take now is copied out to wait.
             std::task::ready!(from.poll_read_ready(cx))?;
-            let mut buf = vec![0u8; CHUNK];
-            let mut read = ReadBuf::new(&mut buf);
-            std::task::ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
-            let n = read.filled().len();
-            if n == 0 {
-                self.read_done = true;
-            } else {
-                buf.truncate(n);
-                self.pending = Bytes::from(buf);
-            }
+            let step = SCRATCH.with(|scratch| {
+                let mut buf = scratch.borrow_mut();
+                let mut read = ReadBuf::new(&mut buf[..]);
+                match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = read.filled().len();
+                if n == 0 {
+                    self.read_done = true;
+                    return Poll::Ready(Ok(()));
+                }
+                let mut written = 0;
+                while written < n {
+                    match Pin::new(&mut *to).poll_write(cx, &buf[written..n]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(k)) => written += k,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                }
+                self.moved += written as u64;
+                if written < n {
+                    self.pending = Bytes::copy_from_slice(&buf[written..n]);
+                }
+                Poll::Ready(Ok(()))
+            });
+            std::task::ready!(step)?;
         }
     }
+}
+
+thread_local! {
+    /// Where tunnels on this thread read into before writing on.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
 }
 
 /// The WebSocket metric families.

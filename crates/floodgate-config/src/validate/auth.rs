@@ -315,6 +315,64 @@ pub(crate) fn check_cors(c: &crate::cors::Cors, p: &FieldPath, out: &mut Vec<Pro
     }
 }
 
+/// Checks a route's `websocket`: origins spelled as origins, limits that can let a tunnel
+/// open, and upstreams that can carry one (an HTTP/1.1 upgrade).
+pub(crate) fn check_websocket(
+    cfg: &crate::model::Config,
+    route: &crate::model::Route,
+    w: &crate::websocket::WebSocket,
+    p: &FieldPath,
+    out: &mut Vec<Problem>,
+) {
+    for (i, o) in w.origins.iter().enumerate() {
+        let ok = o == "*"
+            || ["http://", "https://"].iter().any(|scheme| {
+                o.strip_prefix(scheme).is_some_and(|rest| {
+                    let host = rest.strip_suffix('/').unwrap_or(rest);
+                    !host.is_empty() && !host.contains(['/', '*', '?', '#', ' '])
+                })
+            });
+        if !ok {
+            out.push((
+                p.key("origins").index(i),
+                format!("{o:?} is not an origin: expected `https://host[:port]` or `*`"),
+            ));
+        }
+    }
+    if w.max_tunnels == Some(0) {
+        out.push((
+            p.key("max_tunnels"),
+            "0 lets no tunnel open: use `enabled: false` to refuse handshakes".into(),
+        ));
+    }
+    if w.idle_timeout.0.is_zero() {
+        out.push((p.key("idle_timeout"), "must be more than 0".into()));
+    }
+    if w.max_lifetime.is_some_and(|d| d.0.is_zero()) {
+        out.push((p.key("max_lifetime"), "must be more than 0".into()));
+    }
+    let upstreams = route
+        .upstream
+        .iter()
+        .chain(route.split.iter().map(|s| &s.upstream));
+    for name in upstreams {
+        if w.enabled
+            && cfg
+                .upstreams
+                .get(name)
+                .is_some_and(|u| u.protocol == crate::model::UpstreamProtocol::Http2)
+        {
+            out.push((
+                p.clone(),
+                format!(
+                    "upstream {name:?} speaks HTTP/2, which cannot carry a WebSocket upgrade: \
+                     use an `http1` upstream for this route"
+                ),
+            ));
+        }
+    }
+}
+
 /// Checks a route's `security_headers`.
 pub(crate) fn check_security_headers(
     h: &crate::cors::SecurityHeaders,

@@ -402,6 +402,7 @@ fn validate_route(
         ("circuit_breaker", route.circuit_breaker.is_some()),
         ("fallback", route.fallback.is_some()),
         ("fault", route.fault.is_some()),
+        ("websocket", route.websocket.is_some()),
     ] {
         if given && !proxies {
             out.push((
@@ -433,6 +434,9 @@ fn validate_route(
     }
     if let Some(c) = &route.cors {
         auth::check_cors(c, &path.key("cors"), out);
+    }
+    if let Some(w) = &route.websocket {
+        auth::check_websocket(cfg, route, w, &path.key("websocket"), out);
     }
     if let Some(f) = &route.existence_filter {
         auth::check_existence_filter(f, &params, &path.key("existence_filter"), out);

@@ -162,6 +162,16 @@ const BROKEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "listeners: [ { name: p, address: \"127.0.0.1:0\" } ]\nupstreams:\n  g: { protocol: http2, targets: [ \"h:1\" ] }\nroutes:\n  - match: { path: /ws }\n    upstream: g\n    websocket: { origins: [ \"evil.example\", \"https://ok.example/\" ], max_tunnels: 0, idle_timeout: 0s }\n  - match: { path: /r }\n    redirect: { location: /x }\n    websocket: {}\n",
+        &[
+            "7:16: routes[0].websocket: upstream \"g\" speaks HTTP/2, which cannot carry a WebSocket upgrade: use an `http1` upstream for this route",
+            "7:29: routes[0].websocket.origins[0]: \"evil.example\" is not an origin: expected `https://host[:port]` or `*`",
+            "7:83: routes[0].websocket.max_tunnels: 0 lets no tunnel open: use `enabled: false` to refuse handshakes",
+            "7:100: routes[0].websocket.idle_timeout: must be more than 0",
+            "10:16: routes[1].websocket: `websocket` has no effect on a redirect route",
+        ],
+    ),
+    (
         "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls: { certificates: [ { cert: /nonexistent.pem, key: Cargo.toml } ] }\n  - name: b\n    address: 127.0.0.1:2\n    redirect_to_https: { status: 303 }\n    tls: { certificates: [] }\n  - name: c\n    address: 127.0.0.1:3\n    hsts: {}\n  - name: d\n    address: 127.0.0.1:4\n    tls: { certificates: [], min_version: \"1.1\" }\n",
         &[
             "4:36: listeners[0].tls.certificates[0].cert: cannot read \"/nonexistent.pem\": I/O error: No such file or directory (os error 2)",
