@@ -105,6 +105,24 @@ rss_kib() { local sum=0 p v
   done
   echo "$sum"; }
 
+# held_rss PID COMMAND... — runs COMMAND, which opens connections, prints "ready N" and holds
+# them until its stdin closes; once it is ready, prints "ready N" and the RSS (KiB) of PID
+# and its descendants; then lets the connections go.
+held_rss() {
+  local pid=$1 fifo out holder
+  shift
+  fifo=$(mktemp -u "$WORK/hold.XXXXXX")
+  out=$fifo.out
+  mkfifo "$fifo"
+  "$@" < "$fifo" > "$out" &
+  holder=$!
+  exec 7> "$fifo"
+  for _ in $(seq 1 600); do grep -q ready "$out" 2> /dev/null && break; sleep 0.1; done
+  echo "$(cat "$out") $(rss_kib "$pid")"
+  exec 7>&-
+  wait "$holder" 2> /dev/null || true
+}
+
 # The body every benchmark origin answers with.
 BODY='origin-ok 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefg'
 

@@ -85,17 +85,8 @@ done
 LOAD_RSS=$(rss_kib "$PID_floodgate")
 
 # ------------------------------------------------------------------ memory with idle clients
-idle_rss() { # proxy port -> RSS KiB of the proxy while IDLE_CONNS idle keep-alive clients are open
-  local proxy=$1 port=$2 fifo=$WORK/hold-$1 rss
-  mkfifo "$fifo"
-  python3 "$HERE/idle_conns.py" 127.0.0.1 "$port" "$IDLE_CONNS" 120 < "$fifo" > "$WORK/idle-$proxy.out" &
-  local py=$!
-  exec 7> "$fifo"
-  for _ in $(seq 1 600); do grep -q ready "$WORK/idle-$proxy.out" 2> /dev/null && break; sleep 0.1; done
-  rss=$(rss_kib "${PID[$proxy]}")
-  echo "$(cat "$WORK/idle-$proxy.out") $rss"
-  exec 7>&-
-  wait "$py" 2> /dev/null || true
+idle_rss() { # proxy port -> "ready N" and the proxy's RSS KiB while IDLE_CONNS idle clients are open
+  held_rss "${PID[$1]}" python3 "$HERE/idle_conns.py" 127.0.0.1 "$2" "$IDLE_CONNS" 120
 }
 read -r _ OK_F RSS_F <<< "$(idle_rss floodgate 19030)"
 read -r _ OK_N RSS_N <<< "$(idle_rss nginx 19010)"

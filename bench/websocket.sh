@@ -54,18 +54,10 @@ done
 
 # Memory per open idle tunnel: RSS with IDLE_TUNNELS tunnels open, less RSS before.
 idle_rss() { # proxy -> "tunnels before_kib during_kib"
-  local proxy=$1 fifo=$WORK/hold-$1 before during
-  mkfifo "$fifo"
-  before=$(rss_kib "${PID[$proxy]}")
-  "$WS_BENCH" idle "${ADDR[$proxy]}" "$IDLE_TUNNELS" < "$fifo" > "$WORK/idle-$proxy.out" &
-  local holder=$!
-  exec 7> "$fifo"
-  for _ in $(seq 1 600); do grep -q ready "$WORK/idle-$proxy.out" 2> /dev/null && break; sleep 0.1; done
-  sleep 1
-  during=$(rss_kib "${PID[$proxy]}")
-  echo "$(awk '{print $2}' "$WORK/idle-$proxy.out") $before $during"
-  exec 7>&-
-  wait "$holder" 2> /dev/null || true
+  local before
+  before=$(rss_kib "${PID[$1]}")
+  read -r _ tunnels during <<< "$(held_rss "${PID[$1]}" "$WS_BENCH" idle "${ADDR[$1]}" "$IDLE_TUNNELS")"
+  echo "$tunnels $before $during"
 }
 read -r T_F B_F D_F <<< "$(idle_rss floodgate)"
 read -r T_N B_N D_N <<< "$(idle_rss nginx)"
