@@ -9,19 +9,9 @@ use http::Response;
 
 use crate::support::*;
 
-const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_obeys_the_gateways_cors_answers() {
-    let page = || {
-        upstream(|_req| async {
-            let mut r = Response::new(full("<!doctype html><title>page</title><p>page</p>"));
-            r.headers_mut()
-                .insert("content-type", "text/html".parse().unwrap());
-            r
-        })
-    };
-    let (allowed, denied) = (page().await, page().await);
+    let (allowed, denied) = (html_page().await, html_page().await);
     // Every request the api receives: its method and Origin.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let record = seen.clone();
@@ -52,22 +42,7 @@ async fn a_browser_obeys_the_gateways_cors_answers() {
       allow_credentials: true"
         ),
     );
-    let node_modules = node_peers().join("node_modules");
-    let out = std::process::Command::new("node")
-        .arg(format!("{PEERS}/cors_browser.js"))
-        .arg(format!("http://{allowed}/"))
-        .arg(format!("http://{denied}/"))
-        .arg(gw.url("/api/items"))
-        .env("NODE_PATH", &node_modules)
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "the browser run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("JSON from the browser run");
+    let r = browser_compare("cors_browser.js", allowed, denied, &gw.url("/api/items"));
     let a = &r["allowed"];
     assert_eq!(a["simple"]["status"], 200, "{r}");
     assert_eq!(a["simple"]["body"], "GET from the api");

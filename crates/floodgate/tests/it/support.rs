@@ -736,6 +736,45 @@ pub fn python_client(script: &str, args: &[&str]) -> Result<serde_json::Value, S
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
 }
 
+/// An upstream serving a small HTML page at every path: somewhere for a browser to load a
+/// page from, its address an origin of its own.
+pub async fn html_page() -> SocketAddr {
+    upstream(|_req| async {
+        let mut r = Response::new(full("<!doctype html><title>page</title><p>page</p>"));
+        r.headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("text/html"));
+        r
+    })
+    .await
+}
+
+/// Runs the browser peer tests/it/peers/`script` (see peers/browser.js) with a page from
+/// `allowed`, one from `denied`, and `target`; the JSON object it printed.
+pub fn browser_compare(
+    script: &str,
+    allowed: SocketAddr,
+    denied: SocketAddr,
+    target: &str,
+) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(format!(
+            "{}/tests/it/peers/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(format!("http://{allowed}/"))
+        .arg(format!("http://{denied}/"))
+        .arg(target)
+        .env("NODE_PATH", node_peers().join("node_modules"))
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from the browser run")
+}
+
 pub fn run_python(code: &str) -> String {
     let out = Command::new(python_peers())
         .args(["-c", code])

@@ -214,3 +214,29 @@ async fn a_route_with_websockets_off_refuses_handshakes() {
     let (head, _s) = handshake(&gw, "").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_page_on_another_origin_cannot_open_a_socket() {
+    // Cross-site WebSocket hijacking: a page on any site can open a socket to the API
+    // with the user's cookies; the gateway lets only the allowed page origin through.
+    let (allowed, denied) = (html_page().await, html_page().await);
+    let origin = echo_origin();
+    let gw = gateway(
+        origin.addr,
+        &format!("    websocket: {{ origins: [ \"http://{allowed}\" ] }}"),
+    );
+    let r = browser_compare(
+        "ws_browser.js",
+        allowed,
+        denied,
+        &format!("ws://{}/chat", gw.addr()),
+    );
+    assert_eq!(r["allowed"]["echo"], "hello from the page", "{r}");
+    assert_eq!(r["denied"]["opened"], false, "{r}");
+    assert_eq!(r["denied"]["closed"], 1006, "the handshake failed: {r}");
+    assert_eq!(
+        gw.metric("floodgate_websocket_handshakes_refused_total{route=\"ws\",reason=\"origin\"}")
+            .await,
+        1.0
+    );
+}

@@ -1,9 +1,7 @@
 // Runs fetches from pages in a real browser (Debian's chromium, driven by playwright-core)
 // for tests/it/cors_browser.rs. Usage: node cors_browser.js ALLOWED_PAGE DENIED_PAGE API
 // Prints a JSON object with what each page's fetches got.
-const { chromium } = require("playwright-core");
-
-async function run(page, url, api) {
+async function visit(page, url, api) {
   await page.goto(url);
   return page.evaluate(async (api) => {
     const out = {};
@@ -26,21 +24,4 @@ async function run(page, url, api) {
   }, api);
 }
 
-(async () => {
-  const [allowed, denied, api] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox"],
-  });
-  try {
-    const page = await browser.newPage();
-    const result = { allowed: await run(page, allowed, api), denied: await run(page, denied, api) };
-    console.log(JSON.stringify(result));
-  } finally {
-    await browser.close();
-  }
-})().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+require("./browser").compare(visit);
