@@ -7,6 +7,7 @@
 //! - `GET /flaky` fails with 503 for a configured share of requests
 //! - `GET /slow?delay=2s` answers after the delay (default 1s, at most 30s)
 //! - `POST /orders` makes a new order each time (201, numbered), to show idempotency keys
+//! - `GET /ws/echo` a WebSocket echo ([`super::echo`])
 //! - `GET /healthz`
 //!
 //! The demo runs three instances; the third is degraded (half its product requests fail)
@@ -108,7 +109,7 @@ pub(crate) fn start(catalog: Catalog) -> std::io::Result<SocketAddr> {
                         });
                         let conn = auto::Builder::new(TokioExecutor::new());
                         if conn
-                            .serve_connection(TokioIo::new(stream), svc)
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                             .await
                             .is_err()
                         {
@@ -122,6 +123,9 @@ pub(crate) fn start(catalog: Catalog) -> std::io::Result<SocketAddr> {
 }
 
 async fn answer(catalog: &Catalog, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/ws/echo" {
+        return super::echo::answer(req);
+    }
     let path = req.uri().path();
     let query = req.uri().query();
     let param = |name: &str| floodgate_proxy::router::query_param(query, name);

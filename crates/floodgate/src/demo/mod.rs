@@ -3,6 +3,7 @@
 //! to the demo config and to the list of things to try printed at start.
 
 mod catalog;
+mod echo;
 
 use std::process::ExitCode;
 
@@ -120,6 +121,8 @@ fn banner(gw: &str, admin: &str, catalog: &str, flaky_rate: f64) -> String {
          \n  curl -i 'http://{gw}/api/slow?delay=3s'        # upstream slower than the 2s timeout: 504\
          \n  curl -i http://{gw}/v1/products/7              # old API path: 301 redirect\
          \n  curl -i http://{gw}/nowhere                    # no route: 404 problem+json\
+         \n  curl -si --max-time 1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \\\
+         \n    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://{gw}/ws/echo   # 101: a WebSocket tunnel to an echo\
          \n  curl -s http://{admin}/metrics | grep floodgate_requests\n\
          \nBalancing over three catalog instances (least request), on uncached pages; the third\
          \nfails half its product requests, which retries hide (every answer is a 200) and outlier\

@@ -201,6 +201,13 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["HTTP/1.1 301", "location: /api/products/7"],
     ),
     ("nowhere", &["HTTP/1.1 404", "no-route"]),
+    (
+        "ws/echo",
+        &[
+            "HTTP/1.1 101",
+            "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+        ],
+    ),
     ("grep floodgate_requests", &["floodgate_requests_total"]),
     ("seq 60", &["200 from instance 1", "200 from instance 2"]),
     (
