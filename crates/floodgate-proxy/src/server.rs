@@ -353,6 +353,8 @@ async fn serve_hyper<I: floodgate_http1::Transport>(
         Protocol::Http2 => {
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
+                // WebSocket over HTTP/2 (RFC 8441).
+                .enable_connect_protocol()
                 .max_concurrent_streams(256)
                 .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX));
             let conn = Box::pin(b.serve_connection(io, svc));

@@ -115,7 +115,7 @@ impl TunnelPolicy {
     /// Runs the tunnel between the client (once its connection is handed over) and the
     /// upstream's switched connection, as a task of its own; what it returns resolves
     /// when the tunnel closes.
-    pub fn spawn(&self, client: OnUpgrade, upstream: Upgraded, slot: Slot) -> TunnelClosed {
+    pub fn spawn(&self, client: ClientSide, upstream: Upgraded, slot: Slot) -> TunnelClosed {
         let limits = Limits {
             idle: self.idle_timeout,
             lifetime: self.max_lifetime,
@@ -181,6 +181,55 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Where the client's side of a tunnel comes from.
+pub enum ClientSide {
+    /// An HTTP/1.1 upgrade, handed over by the gateway's engine once the 101 is written.
+    Http1(OnUpgrade),
+    /// An HTTP/2 extended CONNECT stream (RFC 8441), handed over by hyper once the 200
+    /// is sent.
+    Http2(hyper::upgrade::OnUpgrade),
+}
+
+impl ClientSide {
+    /// The client's connection (or stream) as a byte stream, once handed over.
+    async fn upgraded(self) -> Option<Upgraded> {
+        match self {
+            ClientSide::Http1(on) => on.upgraded().await,
+            ClientSide::Http2(on) => on.await.ok().map(|stream| Upgraded {
+                io: Box::new(floodgate_http1::Plain(hyper_util::rt::TokioIo::new(stream))),
+                read_ahead: Bytes::new(),
+            }),
+        }
+    }
+}
+
+/// Whether a request is WebSocket over HTTP/2 (RFC 8441: CONNECT with the `:protocol`
+/// pseudo-header `websocket`).
+pub fn is_extended_connect(method: &http::Method, extensions: &http::Extensions) -> bool {
+    *method == http::Method::CONNECT
+        && extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A fresh `Sec-WebSocket-Key` (16 random bytes, base64), for a handshake the gateway
+/// makes itself toward an HTTP/1.1 upstream on behalf of an HTTP/2 client.
+pub fn new_key() -> http::HeaderValue {
+    use base64ct::Encoding;
+    let key = base64ct::Base64::encode_string(&fastrand::u128(..).to_le_bytes());
+    http::HeaderValue::from_str(&key)
+        .unwrap_or(http::HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="))
+}
+
+/// The `Sec-WebSocket-Accept` an upstream must answer a key with (RFC 6455 §4.2.2).
+pub fn accept_for(key: &[u8]) -> String {
+    use base64ct::Encoding;
+    let mut input = key.to_vec();
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+    base64ct::Base64::encode_string(digest.as_ref())
 }
 
 /// Whether a request is a WebSocket handshake (RFC 6455 §4.1: GET, `Upgrade: websocket`,
@@ -500,6 +549,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
         h
+    }
+
+    #[test]
+    fn the_accept_value_is_the_rfcs_example() {
+        assert_eq!(
+            accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(new_key().len(), 24);
     }
 
     #[test]

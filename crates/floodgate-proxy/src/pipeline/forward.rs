@@ -165,19 +165,23 @@ pub(crate) async fn proxy(
     } = plan;
     let (route, upstream, host) = (&*route, &*upstream, &host);
     // A WebSocket handshake the connection can hand over: the route's policy first.
-    let tunnel = match req.extensions().get::<OnUpgrade>() {
-        Some(on) if websocket::is_handshake(req.method(), req.headers()) => {
-            let slot = route.websocket.admit(req.headers())?;
-            Some((
-                on.clone(),
-                slot,
-                req.headers().get(header::UPGRADE).cloned(),
-            ))
-        }
-        _ => None,
-    };
+    let mut req = req;
+    let tunnel = tunnel_asked(&mut req, route)?;
     enter(upstream.concurrency.as_ref(), criticality, done).await?;
-    let (parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if let Some(t) = &tunnel {
+        // The handshake toward the upstream is an HTTP/1.1 GET with no body, whatever the
+        // client's side (an HTTP/2 extended CONNECT is made one).
+        parts.method = http::Method::GET;
+        body = Inbound::Empty;
+        if let Some(key) = &t.key {
+            parts.headers.insert("sec-websocket-key", key.clone());
+            parts
+                .headers
+                .entry("sec-websocket-version")
+                .or_insert(HeaderValue::from_static("13"));
+        }
+    }
     // A gRPC call's deadline bounds the wait for the upstream's answer as well.
     let deadline = match (
         upstream.total_timeout,
@@ -208,10 +212,10 @@ pub(crate) async fn proxy(
     if takes_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let Some((_, _, Some(protocol))) = &tunnel {
+    if let Some(t) = &tunnel {
         // The upgrade is this hop's and the next one's: asked for again.
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::UPGRADE, t.protocol.clone());
     }
     if let Some(access) = &route.access {
         for name in access.hide.iter().chain(&access.strip) {
@@ -272,10 +276,10 @@ pub(crate) async fn proxy(
         response,
         conn,
     } = result?;
-    if let Some((client, slot, _)) = tunnel
+    if let Some(t) = tunnel
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        return switch(response, conn, client, slot, route);
+        return switch(response, conn, t, route);
     }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -293,40 +297,103 @@ pub(crate) async fn proxy(
     ))
 }
 
-/// The upstream switched protocols: the `101` goes to the client, and once the engine has
-/// written it, both connections become the route's tunnel.
+/// A WebSocket tunnel a request asks for: where the client's side comes from, its place
+/// under the route's limit, the protocol to ask the upstream for, and the key the gateway
+/// chose when the client's handshake had none (HTTP/2).
+pub(crate) struct Tunnel {
+    client: websocket::ClientSide,
+    slot: websocket::Slot,
+    protocol: HeaderValue,
+    key: Option<HeaderValue>,
+}
+
+/// The tunnel `req` asks for, admitted by the route's policy: an HTTP/1.1 upgrade the
+/// engine can hand over, or an HTTP/2 extended CONNECT (RFC 8441). `None` for any other
+/// request.
+fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Tunnel>, Problem> {
+    if let Some(on) = req.extensions().get::<OnUpgrade>()
+        && websocket::is_handshake(req.method(), req.headers())
+    {
+        let on = on.clone();
+        return Ok(Some(Tunnel {
+            slot: route.websocket.admit(req.headers())?,
+            client: websocket::ClientSide::Http1(on),
+            protocol: req
+                .headers()
+                .get(header::UPGRADE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("websocket")),
+            key: None,
+        }));
+    }
+    if websocket::is_extended_connect(req.method(), req.extensions()) {
+        let slot = route.websocket.admit(req.headers())?;
+        return Ok(Some(Tunnel {
+            slot,
+            client: websocket::ClientSide::Http2(hyper::upgrade::on(req)),
+            protocol: HeaderValue::from_static("websocket"),
+            key: Some(websocket::new_key()),
+        }));
+    }
+    Ok(None)
+}
+
+/// The upstream switched protocols: the answer goes to the client (`101` on HTTP/1.1,
+/// `200` on HTTP/2), and once it is written both sides become the route's tunnel.
 fn switch(
     response: Response<crate::upstream::UpstreamBody>,
     conn: crate::upstream::UpstreamConn,
-    client: OnUpgrade,
-    slot: websocket::Slot,
+    tunnel: Tunnel,
     route: &Route,
 ) -> Result<Response<ResponseBody>, Problem> {
     let (mut parts, _empty) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
+    if let Some(key) = &tunnel.key {
+        // The gateway made this handshake: it checks the answer as a client would.
+        let expected = websocket::accept_for(key.as_bytes());
+        if parts
+            .headers
+            .get("sec-websocket-accept")
+            .map(HeaderValue::as_bytes)
+            != Some(expected.as_bytes())
+        {
+            return Err(Problem::UpstreamBroken);
+        }
+    }
     let upstream = conn.upgrade().ok_or(Problem::UpstreamBroken)?;
     remove_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts.headers.insert(
-        header::UPGRADE,
-        protocol.unwrap_or_else(|| HeaderValue::from_static("websocket")),
-    );
+    match tunnel.client {
+        websocket::ClientSide::Http1(_) => {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(
+                header::UPGRADE,
+                protocol.unwrap_or_else(|| HeaderValue::from_static("websocket")),
+            );
+            parts.version = Version::HTTP_11;
+        }
+        websocket::ClientSide::Http2(_) => {
+            // RFC 8441 §5: a 2xx opens the stream; there is no key to accept.
+            parts.status = StatusCode::OK;
+            parts.headers.remove("sec-websocket-accept");
+            parts.version = Version::HTTP_2;
+        }
+    }
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static("1.1 floodgate"));
-    parts.version = Version::HTTP_11;
     route.response_headers.apply(&mut parts.headers);
-    let closed = route.websocket.spawn(client, upstream, slot);
+    let closed = route.websocket.spawn(tunnel.client, upstream, tunnel.slot);
     parts.extensions.insert(closed);
     Ok(Response::from_parts(parts, ResponseBody::empty()))
 }
 
 /// Whether a request asks for a WebSocket tunnel its connection can hand over.
 pub(crate) fn is_tunnel<B>(req: &Request<B>) -> bool {
-    req.extensions().get::<OnUpgrade>().is_some()
-        && websocket::is_handshake(req.method(), req.headers())
+    (req.extensions().get::<OnUpgrade>().is_some()
+        && websocket::is_handshake(req.method(), req.headers()))
+        || websocket::is_extended_connect(req.method(), req.extensions())
 }
 
 /// The upstream request's target (origin form: the connection is already to the target):

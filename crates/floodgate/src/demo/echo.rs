@@ -11,8 +11,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// RFC 6455 §1.3: what the key is hashed with.
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// The largest message payload echoed.
 const MAX_PAYLOAD: u64 = 1 << 20;
 
@@ -52,19 +50,11 @@ pub(crate) fn answer(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
         header::CONNECTION,
         header::HeaderValue::from_static("upgrade"),
     );
-    if let Ok(v) = header::HeaderValue::from_str(&accept(key.as_bytes())) {
+    let accept = floodgate_proxy::websocket::accept_for(key.as_bytes());
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
         h.insert("sec-websocket-accept", v);
     }
     resp
-}
-
-/// `Sec-WebSocket-Accept` for a key: base64 of the SHA-1 of the key and the GUID.
-fn accept(key: &[u8]) -> String {
-    use base64ct::Encoding;
-    let mut input = key.to_vec();
-    input.extend_from_slice(GUID.as_bytes());
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
-    base64ct::Base64::encode_string(digest.as_ref())
 }
 
 /// Echoes frames until a close (echoed) or the end of the connection.
@@ -123,15 +113,6 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_accept_value_is_the_rfcs_example() {
-        // RFC 6455 §1.3.
-        assert_eq!(
-            accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     #[tokio::test]
     async fn frames_are_echoed_unmasked_and_pings_answered() {

@@ -240,3 +240,62 @@ async fn a_browser_page_on_another_origin_cannot_open_a_socket() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_reaches_an_http1_origin() {
+    // RFC 8441: an HTTP/2 client opens the socket with an extended CONNECT; the gateway
+    // makes the HTTP/1.1 handshake to the origin itself (its own key, the answer checked)
+    // and tunnels the stream's bytes.
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "");
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let connect = || {
+        let mut req = http::Request::connect(format!("http://{}/chat", gw.addr()))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    };
+    // The server's SETTINGS (which allow extended CONNECT) come first on the connection:
+    // once a plain request has been answered, they have arrived.
+    let plain = http::Request::get(format!("http://{}/", gw.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let _answered = sender.send_request(plain).await;
+    let resp = sender
+        .send_request(connect())
+        .await
+        .expect("extended CONNECT");
+    assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let mut io = TokioIo::new(hyper::upgrade::on(resp).await.expect("the stream"));
+    // A masked text frame, "hello" (a client's frames are masked).
+    let mask = [7u8, 1, 9, 3];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tokio::io::AsyncWriteExt::write_all(&mut io, &frame)
+        .await
+        .unwrap();
+    let mut back = [0u8; 7];
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_exact(&mut io, &mut back),
+    )
+    .await
+    .expect("the echo in time")
+    .unwrap();
+    assert_eq!(&back, b"\x81\x05hello", "the origin's echo, unmasked");
+}
