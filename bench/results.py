@@ -53,3 +53,32 @@ class Results:
             *extra,
         ]
         return "| " + " | ".join(cells) + " |"
+
+
+def med(rows, column):
+    """The median of a column over rows."""
+    return statistics.median(float(r[column]) for r in rows)
+
+
+def paired(path, rate, ref="nginx"):
+    """A results file with columns proxy, rep, RATE, ..., cpu, summed up per proxy: its rows,
+    the median rate, its min and max, the rate per core of proxy CPU, and the paired ratio
+    against REF (each round against REF's same round, then the median)."""
+    by = {}
+    for r in csv.DictReader(open(path), delimiter="\t"):
+        by.setdefault(r["proxy"], []).append(r)
+    refs = {r["rep"]: float(r[rate]) for r in by[ref]}
+    out = {}
+    for name, rows in by.items():
+        values = [float(r[rate]) for r in rows]
+        out[name] = {
+            "rows": rows,
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "per_core": statistics.median(
+                float(r[rate]) / float(r["cpu"]) for r in rows if float(r["cpu"]) > 0
+            ),
+            "paired": statistics.median(float(r[rate]) / refs[r["rep"]] for r in rows),
+        }
+    return out

@@ -62,23 +62,16 @@ idle_rss() { # proxy -> "tunnels before_kib during_kib"
 read -r T_F B_F D_F <<< "$(idle_rss floodgate)"
 read -r T_N B_N D_N <<< "$(idle_rss nginx)"
 
-python3 - "$RESULTS" << PY
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-med = statistics.median
-by = {}
-for r in rows:
-    by.setdefault(r["proxy"], []).append(r)
-ref = {r["rep"]: float(r["msgs"]) for r in by["nginx"]}
+PYTHONPATH=$HERE python3 - "$RESULTS" << PY
+import sys
+from results import med, paired
+s = paired(sys.argv[1], "msgs")
 print("| proxy (1 worker) | echo round trips/s median | min–max | p50 µs | p99 µs | proxy CPU (cores) | round trips per proxy core | paired ratio vs nginx |")
 print("|---|---|---|---|---|---|---|---|")
 for name in ["nginx", "floodgate"]:
-    rs = by[name]
-    m = [float(r["msgs"]) for r in rs]
-    eff = med([float(r["msgs"]) / float(r["cpu"]) for r in rs if float(r["cpu"]) > 0])
-    paired = med([float(r["msgs"]) / ref[r["rep"]] for r in rs])
-    print(f"| {name} | {med(m):,.0f} | {min(m):,.0f}–{max(m):,.0f} | {med([float(r['p50_us']) for r in rs]):.0f} | "
-          f"{med([float(r['p99_us']) for r in rs]):.0f} | {med([float(r['cpu']) for r in rs]):.2f} | {eff:,.0f} | {paired:.2f} |")
+    p = s[name]
+    print(f"| {name} | {p['median']:,.0f} | {p['min']:,.0f}–{p['max']:,.0f} | {med(p['rows'], 'p50_us'):.0f} | "
+          f"{med(p['rows'], 'p99_us'):.0f} | {med(p['rows'], 'cpu'):.2f} | {p['per_core']:,.0f} | {p['paired']:.2f} |")
 print()
 per = lambda b, d, t: (int(d) - int(b)) * 1024 / max(int(t), 1)
 print(f"Memory per open idle tunnel ({'$T_F'} and {'$T_N'} tunnels open): Floodgate "
