@@ -299,3 +299,33 @@ async fn websocket_over_http2_reaches_an_http1_origin() {
     .unwrap();
     assert_eq!(&back, b"\x81\x05hello", "the origin's echo, unmasked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_leaves_open_tunnels_open() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "");
+    let (head, mut s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // A new configuration without the route: new handshakes find none, the open tunnel
+    // stays on the one it started on.
+    gw.write_config(&config(
+        origin.addr,
+        "  - name: other\n    match: { path: /other }\n    upstream: backend",
+        "",
+    ));
+    gw.wait_log("\"configuration reloaded\"")
+        .expect("the reload happens");
+    let (head, _gone) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let mask = [3u8, 1, 4, 1];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"ok".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(&back, b"\x81\x02ok", "the tunnel outlived the reload");
+}
