@@ -61,6 +61,48 @@ pub fn status_for(problem: Problem) -> u8 {
     }
 }
 
+/// The status an upstream's answer stands for, for breakers, outlier detection, retries
+/// and metrics: its HTTP status, except for a gRPC answer that carries its `grpc-status`
+/// in its head (a trailers-only answer, which is how servers fail a call before any
+/// message), whose gRPC status is mapped to the HTTP status that means the same
+/// (UNAVAILABLE 503, DEADLINE_EXCEEDED 504, INTERNAL 500, INVALID_ARGUMENT 400...). So
+/// a failing gRPC server trips breakers like a failing HTTP one, and a call the client
+/// got wrong never counts against the server. (A status in the trailers after messages
+/// comes too late for these decisions and is not read.)
+pub fn effective_status<B>(resp: &Response<B>) -> http::StatusCode {
+    let status = resp.status();
+    if status != http::StatusCode::OK
+        || !resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return status;
+    }
+    let Some(code) = resp
+        .headers()
+        .get(GRPC_STATUS)
+        .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
+    else {
+        return status;
+    };
+    let mapped: u16 = match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    };
+    http::StatusCode::from_u16(mapped).unwrap_or(status)
+}
+
 /// The call's deadline from `grpc-timeout` (1 to 8 digits and a unit: `H`, `M`, `S`, `m`,
 /// `u`, `n`); `None` when absent or malformed (a malformed one is the server's to judge).
 pub fn timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
@@ -155,6 +197,39 @@ mod tests {
         assert_eq!(status_for(Problem::NoRoute), 12);
         assert_eq!(status_for(Problem::UpstreamTimeout), 4);
         assert_eq!(percent_encode("50% off é"), "50%25 off %C3%A9");
+    }
+
+    #[test]
+    fn a_trailers_only_grpc_failure_stands_for_its_http_status() {
+        let answer = |ct: &str, grpc: Option<&str>| {
+            let mut r = Response::builder().header(CONTENT_TYPE, ct);
+            if let Some(g) = grpc {
+                r = r.header("grpc-status", g);
+            }
+            r.body(()).unwrap()
+        };
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("14"))),
+            503
+        );
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("4"))),
+            504
+        );
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("3"))),
+            400
+        );
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("0"))),
+            200
+        );
+        assert_eq!(effective_status(&answer("application/grpc", None)), 200);
+        assert_eq!(effective_status(&answer("text/plain", Some("14"))), 200);
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("x"))),
+            200
+        );
     }
 
     #[test]

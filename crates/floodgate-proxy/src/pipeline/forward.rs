@@ -87,7 +87,12 @@ pub(crate) async fn forward(
             }
             let result = proxy(req, ctx.conn, plan, notes, done).await;
             if let Some(call) = call {
-                call.report(result.as_ref().map(Response::status).map_err(|p| *p));
+                call.report(
+                    result
+                        .as_ref()
+                        .map(crate::grpc::effective_status)
+                        .map_err(|p| *p),
+                );
             }
             result
         }
@@ -269,7 +274,12 @@ pub(crate) async fn proxy(
             .unwrap_or_else(|_| Err(exchange.timed_out())),
     };
     if let Some(call) = call {
-        call.report(result.as_ref().map(|a| a.response.status()).map_err(|p| *p));
+        call.report(
+            result
+                .as_ref()
+                .map(|a| crate::grpc::effective_status(&a.response))
+                .map_err(|p| *p),
+        );
     }
     let Answer {
         target,

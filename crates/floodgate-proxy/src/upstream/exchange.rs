@@ -163,9 +163,11 @@ impl Exchange<'_> {
             let (target, call) = self.pick_target(&tried)?;
             tried.push(target.address.clone());
             let failure = match self.try_once(&target, call, remake(), &remake, trace).await {
-                Ok((response, conn)) if policy.retries_status(response.status()) => {
+                Ok((response, conn))
+                    if policy.retries_status(crate::grpc::effective_status(&response)) =>
+                {
                     // Kept in case no retry happens; dropped (with its connection) if one does.
-                    let failure = Failure::Status(response.status());
+                    let failure = Failure::Status(crate::grpc::effective_status(&response));
                     if !self.retry_decision(policy, failure, &head.method, retry) {
                         return Ok(Answer {
                             target,
@@ -301,7 +303,7 @@ impl Exchange<'_> {
                 let took = sent_at.elapsed();
                 target.pool.stats.observe(took);
                 target.metrics.response(
-                    exchange.0.status().as_u16(),
+                    crate::grpc::effective_status(&exchange.0).as_u16(),
                     took.as_secs_f64(),
                     exchange.1.reused,
                 );
@@ -310,7 +312,7 @@ impl Exchange<'_> {
         };
         if let Some(call) = call {
             call.finish(match &result {
-                Ok((resp, _)) => Outcome::Status(resp.status()),
+                Ok((resp, _)) => Outcome::Status(crate::grpc::effective_status(resp)),
                 Err(Failure::Timeout) => Outcome::Timeout,
                 Err(Failure::Connect) => Outcome::Connect,
                 Err(Failure::Reset | Failure::Status(_)) => Outcome::Reset,
@@ -319,7 +321,7 @@ impl Exchange<'_> {
         // Outlier detection counts 5xx, connect errors, resets and timeouts as failures.
         let ok = result
             .as_ref()
-            .is_ok_and(|(resp, _)| !resp.status().is_server_error());
+            .is_ok_and(|(resp, _)| !crate::grpc::effective_status(resp).is_server_error());
         if let Some(time) = upstream.record_outcome(target, ok) {
             self.metrics.ejection(&upstream.name, &target.address);
             tracing::warn!(

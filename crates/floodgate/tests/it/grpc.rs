@@ -110,3 +110,52 @@ async fn a_calls_grpc_timeout_is_the_gateways_deadline_too() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_grpc_server_trips_the_breaker_and_a_callers_mistakes_do_not() {
+    // gRPC failures come as HTTP 200 with a grpc-status: the breaker reads the status.
+    let (server, _lines) = python_peer("grpc_server.py");
+    let gw = gateway(
+        server.port,
+        ", circuit_breaker: { consecutive_failures: 2, open_for: 60s }",
+    );
+    let addr = gw.addr().to_string();
+    let calls = [
+        // The caller's mistakes, as many as it likes: the server is fine.
+        "Fail:NOT_FOUND:no",
+        "Fail:INVALID_ARGUMENT:bad",
+        "Fail:PERMISSION_DENIED:no",
+        "Unary:still fine",
+        // The server failing twice in a row.
+        "Fail:UNAVAILABLE:down",
+        "Fail:INTERNAL:broken",
+        "Unary:after",
+    ]
+    .join(",");
+    let v = python_client("grpc_client.py", &[&addr, "seq", &calls])
+        .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
+    let seq = v["seq"].as_array().expect("answers");
+    let codes: Vec<&str> = seq
+        .iter()
+        .map(|a| a["code"].as_str().unwrap_or("OK"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "NOT_FOUND",
+            "INVALID_ARGUMENT",
+            "PERMISSION_DENIED",
+            "OK",
+            "UNAVAILABLE",
+            "INTERNAL",
+            "UNAVAILABLE"
+        ],
+        "{v}"
+    );
+    assert!(
+        seq[6]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("circuit breaker")),
+        "the last call was refused by the open breaker: {v}"
+    );
+}

@@ -2,7 +2,8 @@
 `test.Echo` service (see grpc_server.py) at the address in argv[1], over h2c, and prints
 one JSON object with what came back, or the status code and message of each failure.
 argv[2], if given, names the calls to make (comma-separated), in order; `no_route` calls
-a service nothing routes."""
+a service nothing routes. With argv[2] = `seq` and argv[3] a comma-separated list of
+unary calls `Method:payload`, prints {"seq": [...]} with each call's answer in order."""
 
 import json, sys
 
@@ -41,5 +42,20 @@ def main(target):
     print(json.dumps(out), flush=True)
 
 
+def seq(target, calls):
+    out = []
+    with grpc.insecure_channel(target) as ch:
+        for c in calls.split(","):
+            method, _, payload = c.partition(":")
+            try:
+                out.append({"ok": ch.unary_unary("/test.Echo/" + method)(payload.encode(), timeout=20).decode()})
+            except grpc.RpcError as e:
+                out.append({"code": e.code().name, "message": e.details()})
+    print(json.dumps({"seq": out}), flush=True)
+
+
+if len(sys.argv) > 3 and sys.argv[2] == "seq":
+    seq(sys.argv[1], sys.argv[3])
+    sys.exit(0)
 ONLY = sys.argv[2].split(",") if len(sys.argv) > 2 else None
 main(sys.argv[1])
