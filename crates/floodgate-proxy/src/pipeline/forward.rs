@@ -192,8 +192,7 @@ pub(crate) async fn proxy(
         upstream.total_timeout,
         notes
             .grpc
-            .then(|| crate::grpc::timeout(&parts.headers))
-            .flatten(),
+            .and_then(|_| crate::grpc::timeout(&parts.headers)),
     ) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -216,6 +215,26 @@ pub(crate) async fn proxy(
     remove_hop_by_hop(&mut headers);
     if takes_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    // gRPC-Web goes upstream as gRPC (the route's upstream speaks HTTP/2).
+    let web = match notes.grpc {
+        Some(crate::grpc::Call::Web { text }) => Some(text),
+        _ => None,
+    };
+    if let Some(text) = web {
+        crate::grpc::web_request_headers(&mut headers, text);
+        if text {
+            let encoded = match body {
+                Inbound::Stream(b) => crate::client_body::read_whole(b, body_limit).await?,
+                Inbound::Held(b) => b,
+                Inbound::Empty => bytes::Bytes::new(),
+            };
+            body = Inbound::Held(
+                crate::grpc::decode_text(&encoded).ok_or(Problem::BadRequest(
+                    "The grpc-web-text request body is not base64.",
+                ))?,
+            );
+        }
     }
     if let Some(t) = &tunnel {
         // The upgrade is this hop's and the next one's: asked for again.
@@ -291,8 +310,14 @@ pub(crate) async fn proxy(
     {
         return switch(response, conn, t, route);
     }
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(text) = web {
+        crate::grpc::web_response_headers(&mut parts.headers, text);
+        body = crate::upstream::UpstreamBody::Mapped(Box::pin(crate::grpc::WebResponse::new(
+            body, text,
+        )));
+    }
     parts.headers.append(
         header::VIA,
         HeaderValue::from_static(via_for(parts.version)),

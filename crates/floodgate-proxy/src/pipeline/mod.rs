@@ -85,7 +85,7 @@ pub(crate) async fn serve(
         snap.unmatched.clone(),
     );
     let mut notes = Notes {
-        grpc: crate::grpc::is_call(&req),
+        grpc: crate::grpc::call_kind(&req),
         ..Notes::default()
     };
     let result = match answer(&snap, &conn, req, &mut notes, &mut done).await {

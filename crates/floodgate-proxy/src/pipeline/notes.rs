@@ -30,8 +30,8 @@ pub(crate) struct Notes {
     pub(crate) conditionals: Vec<(HeaderName, HeaderValue)>,
     /// A bodiless request kept to be sent to a fallback upstream.
     pub(crate) replay: Option<Box<Replay>>,
-    /// A gRPC call: the gateway's own refusals are gRPC answers.
-    pub(crate) grpc: bool,
+    /// A gRPC (or gRPC-Web) call: the gateway's own refusals are gRPC answers.
+    pub(crate) grpc: Option<crate::grpc::Call>,
 }
 
 /// What is needed to send a bodiless request again, to a fallback upstream.

@@ -32,16 +32,18 @@ pub(crate) fn respond(
         }
         // A gRPC client reads a status in the trailers, not an HTTP error; the log and
         // metrics keep the HTTP status the refusal stands for.
-        Err(problem) if notes.grpc => {
-            done.error = Some(problem.code());
-            done.status = problem.status();
-            crate::grpc::refusal(problem)
-        }
-        Err(problem) => {
-            let resp = problem_response(problem, notes, done);
-            done.status = resp.status();
-            resp
-        }
+        Err(problem) => match notes.grpc {
+            Some(call) => {
+                done.error = Some(problem.code());
+                done.status = problem.status();
+                crate::grpc::refusal(problem, call)
+            }
+            None => {
+                let resp = problem_response(problem, notes, done);
+                done.status = resp.status();
+                resp
+            }
+        },
     };
     learn(&resp, notes, done);
     mark_uncached(&mut resp, done);

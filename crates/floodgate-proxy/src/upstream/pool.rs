@@ -45,6 +45,8 @@ pub enum UpstreamBody {
     H1(IncomingBody),
     /// Read from an HTTP/2 stream.
     H2(http2::ResponseStream),
+    /// Another body, translated on its way (gRPC to gRPC-Web).
+    Mapped(Pin<Box<dyn http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send>>),
 }
 
 impl http_body::Body for UpstreamBody {
@@ -58,6 +60,7 @@ impl http_body::Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            UpstreamBody::Mapped(b) => b.as_mut().poll_frame(cx),
         }
     }
 
@@ -65,6 +68,7 @@ impl http_body::Body for UpstreamBody {
         match self {
             UpstreamBody::H1(b) => b.is_end_stream(),
             UpstreamBody::H2(b) => b.is_end_stream(),
+            UpstreamBody::Mapped(b) => b.is_end_stream(),
         }
     }
 
@@ -72,6 +76,7 @@ impl http_body::Body for UpstreamBody {
         match self {
             UpstreamBody::H1(b) => b.size_hint(),
             UpstreamBody::H2(b) => b.size_hint(),
+            UpstreamBody::Mapped(b) => b.size_hint(),
         }
     }
 }

@@ -159,3 +159,78 @@ async fn a_failing_grpc_server_trips_the_breaker_and_a_callers_mistakes_do_not()
         "the last call was refused by the open breaker: {v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_clients_reach_a_grpc_server() {
+    let (server, _lines) = python_peer("grpc_server.py");
+    let gw = gateway(server.port, "");
+    let url = format!("http://{}", gw.addr());
+    let v = python_client("grpc_web_client.py", &[&url])
+        .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
+    assert_eq!(v["unary"], "hello web", "{v}");
+    assert_eq!(
+        v["server_stream"],
+        serde_json::json!(["x", "y", "z"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["fail"],
+        serde_json::json!({"code": "NOT_FOUND", "message": "nothing here"}),
+        "{v}"
+    );
+    assert_eq!(v["no_route"]["code"], "UNIMPLEMENTED", "{v}");
+
+    // The text form, by hand: base64 both ways, the trailers as the body's last frame.
+    use base64ct::Encoding;
+    let call = base64ct::Base64::encode_string(b"\x00\x00\x00\x00\x04ping");
+    let answer = raw_exchange(
+        gw.addr(),
+        format!(
+            "POST /test.Echo/Unary HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web-text\r\n\
+             X-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{call}",
+            call.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/grpc-web-text"),
+        "{head}"
+    );
+    let body = chunked_payload(body);
+    let decoded = {
+        let mut out = Vec::new();
+        for group in body.as_bytes().chunks(4) {
+            let mut buf = [0u8; 3];
+            out.extend_from_slice(base64ct::Base64::decode(group, &mut buf).expect("base64"));
+        }
+        out
+    };
+    assert_eq!(&decoded[..9], b"\x00\x00\x00\x00\x04ping", "the message");
+    assert_eq!(decoded[9], 0x80, "then the trailers frame");
+    assert!(
+        String::from_utf8_lossy(&decoded[14..]).contains("grpc-status: 0"),
+        "{:?}",
+        String::from_utf8_lossy(&decoded)
+    );
+}
+
+/// The payload of a chunked body as text (the chunks joined), or the body itself.
+fn chunked_payload(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_owned();
+        };
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
