@@ -90,9 +90,12 @@ pub fn status_for(problem: Problem) -> u8 {
 /// a failing gRPC server trips breakers like a failing HTTP one, and a call the client
 /// got wrong never counts against the server. (A status in the trailers after messages
 /// comes too late for these decisions and is not read.)
-pub fn effective_status<B>(resp: &Response<B>) -> http::StatusCode {
+/// `grpc` says the request was a gRPC call; for any other, the HTTP status is taken as it
+/// is, without a look at the head.
+pub fn effective_status<B>(resp: &Response<B>, grpc: bool) -> http::StatusCode {
     let status = resp.status();
-    if status != http::StatusCode::OK
+    if !grpc
+        || status != http::StatusCode::OK
         || !resp
             .headers()
             .get(CONTENT_TYPE)
@@ -405,25 +408,31 @@ mod tests {
             r.body(()).unwrap()
         };
         assert_eq!(
-            effective_status(&answer("application/grpc", Some("14"))),
+            effective_status(&answer("application/grpc", Some("14")), true),
             503
         );
         assert_eq!(
-            effective_status(&answer("application/grpc", Some("4"))),
+            effective_status(&answer("application/grpc", Some("4")), true),
             504
         );
         assert_eq!(
-            effective_status(&answer("application/grpc", Some("3"))),
+            effective_status(&answer("application/grpc", Some("3")), true),
             400
         );
         assert_eq!(
-            effective_status(&answer("application/grpc", Some("0"))),
+            effective_status(&answer("application/grpc", Some("0")), true),
             200
         );
-        assert_eq!(effective_status(&answer("application/grpc", None)), 200);
-        assert_eq!(effective_status(&answer("text/plain", Some("14"))), 200);
         assert_eq!(
-            effective_status(&answer("application/grpc", Some("x"))),
+            effective_status(&answer("application/grpc", None), true),
+            200
+        );
+        assert_eq!(
+            effective_status(&answer("text/plain", Some("14")), true),
+            200
+        );
+        assert_eq!(
+            effective_status(&answer("application/grpc", Some("x")), true),
             200
         );
     }

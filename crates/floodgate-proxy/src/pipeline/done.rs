@@ -53,11 +53,6 @@ pub(crate) struct Done {
     pub(crate) cache: Option<&'static str>,
     /// What idempotency-key handling did, for the log.
     pub(crate) idempotency: Option<&'static str>,
-    /// How the WebSocket tunnel the request opened closed, for the log.
-    pub(crate) tunnel: Option<&'static str>,
-    /// When the answer's head was made, if the request went on after it (a tunnel): the
-    /// latency the metrics record.
-    pub(crate) answered: Option<std::time::Duration>,
 }
 
 impl Done {
@@ -94,8 +89,6 @@ impl Done {
             consumer: None,
             cache: None,
             idempotency: None,
-            tunnel: None,
-            answered: None,
         }
     }
 }
@@ -110,19 +103,36 @@ pub(crate) struct AfterTunnel {
 
 impl Completion for AfterTunnel {
     fn done(self: Box<Self>, _head_only: u64, end: BodyEnd) {
-        let AfterTunnel { mut done, closed } = *self;
-        done.answered = Some(done.started.elapsed());
+        let AfterTunnel { done, closed } = *self;
+        let answered = done.started.elapsed();
         tokio::spawn(async move {
             let closed = closed.wait().await;
-            done.tunnel = Some(closed.map_or("never-opened", |c| c.reason));
+            let tunnel = TunnelEnd {
+                how: closed.map_or("never-opened", |c| c.reason),
+                answered,
+            };
             let sent = closed.map_or(0, |c| c.to_client);
-            done.done(sent, end);
+            done.finish(sent, end, Some(tunnel));
         });
     }
 }
 
+/// How a request's tunnel ended, for its log line, and when its answer was made (the
+/// latency the metrics record).
+struct TunnelEnd {
+    how: &'static str,
+    answered: std::time::Duration,
+}
+
 impl Completion for Done {
-    fn done(mut self: Box<Self>, bytes_sent: u64, end: BodyEnd) {
+    fn done(self: Box<Self>, bytes_sent: u64, end: BodyEnd) {
+        self.finish(bytes_sent, end, None);
+    }
+}
+
+impl Done {
+    /// Records the request: metrics, then its access-log line.
+    fn finish(mut self: Box<Self>, bytes_sent: u64, end: BodyEnd, tunnel: Option<TunnelEnd>) {
         let elapsed = self.started.elapsed();
         // A response that did not reach the client whole says so in the log.
         match end {
@@ -139,7 +149,10 @@ impl Completion for Done {
         }
         self.metrics.record(
             self.status.as_u16(),
-            self.answered.unwrap_or(elapsed).as_secs_f64(),
+            tunnel
+                .as_ref()
+                .map_or(elapsed, |t| t.answered)
+                .as_secs_f64(),
         );
         if self.gw.access_log.enabled() {
             // An API key in the query string is not written to the log.
@@ -178,7 +191,7 @@ impl Completion for Done {
                 dry_run: self.dry_run,
                 cache: self.cache,
                 idempotency: self.idempotency,
-                tunnel: self.tunnel,
+                tunnel: tunnel.as_ref().map(|t| t.how),
             };
             self.gw.access_log.log(&record);
         }

@@ -90,7 +90,7 @@ pub(crate) async fn forward(
                 call.report(
                     result
                         .as_ref()
-                        .map(crate::grpc::effective_status)
+                        .map(|r| crate::grpc::effective_status(r, notes.grpc.is_some()))
                         .map_err(|p| *p),
                 );
             }
@@ -284,6 +284,7 @@ pub(crate) async fn proxy(
         mirror: route.mirror.as_ref().filter(|_| tunnel.is_none()),
         metrics: &done.gw.metrics.upstreams,
         once: tunnel.is_some(),
+        grpc: notes.grpc.is_some(),
     };
     let sent = exchange.send(head, body, &mut done.trace);
     let result = match deadline {
@@ -296,7 +297,7 @@ pub(crate) async fn proxy(
         call.report(
             result
                 .as_ref()
-                .map(|a| crate::grpc::effective_status(&a.response))
+                .map(|a| crate::grpc::effective_status(&a.response, notes.grpc.is_some()))
                 .map_err(|p| *p),
         );
     }
@@ -308,7 +309,7 @@ pub(crate) async fn proxy(
     if let Some(t) = tunnel
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        return switch(response, conn, t, route);
+        return switch(response, conn, *t, route);
     }
     let (mut parts, mut body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -345,12 +346,13 @@ pub(crate) struct Tunnel {
 /// The tunnel `req` asks for, admitted by the route's policy: an HTTP/1.1 upgrade the
 /// engine can hand over, or an HTTP/2 extended CONNECT (RFC 8441). `None` for any other
 /// request.
-fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Tunnel>, Problem> {
+/// (Boxed: it lives across the exchange's awaits, and most requests have none.)
+fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Box<Tunnel>>, Problem> {
     if let Some(on) = req.extensions().get::<OnUpgrade>()
         && websocket::is_handshake(req.method(), req.headers())
     {
         let on = on.clone();
-        return Ok(Some(Tunnel {
+        return Ok(Some(Box::new(Tunnel {
             slot: route.websocket.admit(req.headers())?,
             client: websocket::ClientSide::Http1(on),
             protocol: req
@@ -359,16 +361,16 @@ fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Tunn
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("websocket")),
             key: None,
-        }));
+        })));
     }
     if websocket::is_extended_connect(req.method(), req.extensions()) {
         let slot = route.websocket.admit(req.headers())?;
-        return Ok(Some(Tunnel {
+        return Ok(Some(Box::new(Tunnel {
             slot,
             client: websocket::ClientSide::Http2(hyper::upgrade::on(req)),
             protocol: HeaderValue::from_static("websocket"),
             key: Some(websocket::new_key()),
-        }));
+        })));
     }
     Ok(None)
 }

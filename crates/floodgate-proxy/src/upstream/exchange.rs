@@ -39,6 +39,9 @@ pub struct Exchange<'a> {
     /// Send it once, whatever the retry policy (a protocol switch: a WebSocket
     /// handshake is never sent twice).
     pub once: bool,
+    /// A gRPC call: a failure in its answer's head counts as its gRPC status says
+    /// ([`crate::grpc::effective_status`]).
+    pub grpc: bool,
 }
 
 /// What an exchange leaves for the request's completion, kept even when it fails.
@@ -164,10 +167,12 @@ impl Exchange<'_> {
             tried.push(target.address.clone());
             let failure = match self.try_once(&target, call, remake(), &remake, trace).await {
                 Ok((response, conn))
-                    if policy.retries_status(crate::grpc::effective_status(&response)) =>
+                    if policy
+                        .retries_status(crate::grpc::effective_status(&response, self.grpc)) =>
                 {
                     // Kept in case no retry happens; dropped (with its connection) if one does.
-                    let failure = Failure::Status(crate::grpc::effective_status(&response));
+                    let failure =
+                        Failure::Status(crate::grpc::effective_status(&response, self.grpc));
                     if !self.retry_decision(policy, failure, &head.method, retry) {
                         return Ok(Answer {
                             target,
@@ -303,7 +308,7 @@ impl Exchange<'_> {
                 let took = sent_at.elapsed();
                 target.pool.stats.observe(took);
                 target.metrics.response(
-                    crate::grpc::effective_status(&exchange.0).as_u16(),
+                    crate::grpc::effective_status(&exchange.0, self.grpc).as_u16(),
                     took.as_secs_f64(),
                     exchange.1.reused,
                 );
@@ -312,16 +317,16 @@ impl Exchange<'_> {
         };
         if let Some(call) = call {
             call.finish(match &result {
-                Ok((resp, _)) => Outcome::Status(crate::grpc::effective_status(resp)),
+                Ok((resp, _)) => Outcome::Status(crate::grpc::effective_status(resp, self.grpc)),
                 Err(Failure::Timeout) => Outcome::Timeout,
                 Err(Failure::Connect) => Outcome::Connect,
                 Err(Failure::Reset | Failure::Status(_)) => Outcome::Reset,
             });
         }
         // Outlier detection counts 5xx, connect errors, resets and timeouts as failures.
-        let ok = result
-            .as_ref()
-            .is_ok_and(|(resp, _)| !crate::grpc::effective_status(resp).is_server_error());
+        let ok = result.as_ref().is_ok_and(|(resp, _)| {
+            !crate::grpc::effective_status(resp, self.grpc).is_server_error()
+        });
         if let Some(time) = upstream.record_outcome(target, ok) {
             self.metrics.ejection(&upstream.name, &target.address);
             tracing::warn!(
