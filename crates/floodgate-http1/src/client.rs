@@ -211,7 +211,8 @@ where
     pub async fn send(&mut self, req: Request<B>) -> Result<Response<IncomingBody>, SendError<B>> {
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
-        let asks_upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        // (A walk over the few names costs less than hashing one for a lookup.)
+        let asks_upgrade = parts.headers.keys().any(|k| k == http::header::UPGRADE);
         let framing = if body.is_end_stream() {
             if needs_length(&parts.method) {
                 Outgoing::Length(0)
