@@ -48,9 +48,14 @@ pub struct Retries {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// `http` (a GET of `path`) or `tcp` (a connection is enough). Default `http`.
+    /// `http` (a GET of `path`), `tcp` (a connection is enough) or `grpc` (the gRPC
+    /// health checking protocol, `grpc.health.v1.Health/Check`, over HTTP/2). Default
+    /// `http`.
     #[serde(default)]
     pub kind: HealthCheckKind,
+    /// gRPC: the service to ask about (`""`, the default: the server as a whole).
+    #[serde(default)]
+    pub service: String,
     /// HTTP: the path to GET. Default `/healthz`.
     #[serde(default = "default_health_path")]
     pub path: String,
@@ -80,6 +85,9 @@ pub enum HealthCheckKind {
     Http,
     /// Healthy when a TCP connection opens.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (h2c); healthy when the answer is
+    /// `SERVING`.
+    Grpc,
 }
 
 /// Passive outlier detection (docs/configuration.md).

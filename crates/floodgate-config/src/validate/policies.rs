@@ -277,6 +277,12 @@ pub(crate) fn check_health(up: &Upstream, p: &FieldPath, out: &mut Vec<Problem>)
         if !h.path.starts_with('/') {
             out.push((hp.key("path"), format!("{:?} must start with `/`", h.path)));
         }
+        if !h.service.is_empty() && h.kind != crate::model::HealthCheckKind::Grpc {
+            out.push((
+                hp.key("service"),
+                "`service` names what a `kind: grpc` check asks about".into(),
+            ));
+        }
         for (i, s) in h.expect.iter().enumerate() {
             if !(100..=599).contains(s) {
                 out.push((

@@ -4,8 +4,10 @@
 //! do not change them, and stops the ones a reload removes. A target starts healthy, so
 //! adding checks never takes a working upstream out of service.
 //!
-//! Kinds: `http` (GET `path`, an expected status) and `tcp` (a connection opens); a gRPC
-//! kind (grpc.health.v1) belongs here when gRPC support arrives.
+//! Kinds: `http` (GET `path`, an expected status), `tcp` (a connection opens) and `grpc`
+//! (the gRPC health checking protocol: `grpc.health.v1.Health/Check` over h2c, healthy on
+//! `SERVING`; its two one-field messages are written and read here by hand rather than
+//! with a Protobuf crate).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -105,8 +107,10 @@ async fn probe(address: &str, check: &HealthCheck) -> bool {
     let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
         return false;
     };
-    if check.kind == HealthCheckKind::Tcp {
-        return true;
+    match check.kind {
+        HealthCheckKind::Tcp => return true,
+        HealthCheckKind::Grpc => return grpc_probe(stream, address, &check.service).await,
+        HealthCheckKind::Http => {}
     }
     let Ok((mut sender, conn)) =
         hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream)).await
@@ -130,6 +134,84 @@ async fn probe(address: &str, check: &HealthCheck) -> bool {
     }
 }
 
+/// A gRPC health check on `stream` (to `address`): true when the server answers
+/// `SERVING` for `service`.
+async fn grpc_probe(stream: tokio::net::TcpStream, address: &str, service: &str) -> bool {
+    use http_body_util::{BodyExt, Full};
+    let Ok((mut sender, conn)) = hyper::client::conn::http2::handshake::<_, _, Full<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    else {
+        return false;
+    };
+    let driver = tokio::spawn(conn);
+    // HTTP/2 carries the scheme and authority: the URI is absolute.
+    let Ok(req) = Request::post(format!("http://{address}/grpc.health.v1.Health/Check"))
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers")
+        .header(header::USER_AGENT, "floodgate-health-check")
+        .body(Full::new(check_request(service)))
+    else {
+        driver.abort();
+        return false;
+    };
+    let serving = async {
+        let resp = sender.send_request(req).await.ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let head_status = resp.headers().get("grpc-status").cloned();
+        let collected = resp.into_body().collect().await.ok()?;
+        let status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status").cloned())
+            .or(head_status)?;
+        (status == "0").then(|| serving(&collected.to_bytes()))
+    }
+    .await;
+    driver.abort();
+    serving == Some(true)
+}
+
+/// A `HealthCheckRequest { service }` in a gRPC frame: field 1 (string), when not empty.
+fn check_request(service: &str) -> bytes::Bytes {
+    let mut message = Vec::new();
+    if !service.is_empty() {
+        message.push(0x0a);
+        let mut len = service.len();
+        while len >= 0x80 {
+            message.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        message.push(len as u8);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&message);
+    frame.into()
+}
+
+/// Whether a gRPC frame holds a `HealthCheckResponse` whose `status` (field 1, varint) is
+/// `SERVING` (1). Other fields, unknown to this reader, are not expected and fail it.
+fn serving(frame: &[u8]) -> bool {
+    // Uncompressed flag, a 4-byte length, then the message.
+    let Some((&0, rest)) = frame.split_first() else {
+        return false;
+    };
+    let Some((len, message)) = rest.split_at_checked(4) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    message.get(..len) == Some(&[0x08, 0x01][..]) && len == 2
+}
+
 fn expected(status: StatusCode, expect: &[u16]) -> bool {
     if expect.is_empty() {
         (200..400).contains(&status.as_u16())
@@ -149,6 +231,8 @@ pub(crate) const POLICY: crate::policy::UpstreamPolicy = crate::policy::Upstream
         let what = match h.kind {
             HealthCheckKind::Tcp => "a TCP connect".to_owned(),
             HealthCheckKind::Http => format!("HTTP GET {}", h.path),
+            HealthCheckKind::Grpc if h.service.is_empty() => "gRPC health check".to_owned(),
+            HealthCheckKind::Grpc => format!("gRPC health check of {}", h.service),
         };
         vec![format!(
             "health check: {what} every {}, out after {} failures, back after {} passes",
@@ -160,6 +244,23 @@ pub(crate) const POLICY: crate::policy::UpstreamPolicy = crate::policy::Upstream
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_health_messages() {
+        assert_eq!(&check_request("")[..], b"\x00\x00\x00\x00\x00");
+        assert_eq!(
+            &check_request("svc")[..],
+            b"\x00\x00\x00\x00\x05\x0a\x03svc"
+        );
+        assert!(serving(b"\x00\x00\x00\x00\x02\x08\x01"));
+        assert!(!serving(b"\x00\x00\x00\x00\x02\x08\x02"), "NOT_SERVING");
+        assert!(
+            !serving(b"\x00\x00\x00\x00\x00"),
+            "UNKNOWN (the default, omitted)"
+        );
+        assert!(!serving(b"\x01\x00\x00\x00\x02\x08\x01"), "compressed");
+        assert!(!serving(b"\x00\x00"), "cut short");
+    }
 
     #[test]
     fn expected_statuses() {

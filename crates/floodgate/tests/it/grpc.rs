@@ -234,3 +234,57 @@ fn chunked_payload(body: &str) -> String {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_take_a_not_serving_target_out() {
+    let (server, lines) = python_peer("grpc_server.py");
+    // The checks the server answered, by service.
+    let checks = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let seen = checks.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                seen.lock()
+                    .push(v["health"].as_str().unwrap_or("?").to_owned());
+            }
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:0\" }} ]
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  up:
+    protocol: http2
+    targets: [ \"127.0.0.1:{port}\" ]
+    health_check: {{ kind: grpc, interval: 100ms, unhealthy_after: 1, healthy_after: 1 }}
+  down:
+    protocol: http2
+    targets: [ \"127.0.0.1:{port}\" ]
+    health_check: {{ kind: grpc, service: down, interval: 100ms, unhealthy_after: 1 }}
+routes:
+  - {{ match: {{ path_prefix: /test.Echo/ }}, upstream: up }}
+",
+        port = server.port
+    ));
+    let healthy = |upstream: &str| {
+        format!(
+            "floodgate_upstream_target_healthy{{upstream=\"{upstream}\",target=\"127.0.0.1:{}\"}}",
+            server.port
+        )
+    };
+    let (down, up) = (healthy("down"), healthy("up"));
+    until("the NOT_SERVING service's target is out", || async {
+        gw.metric(&down).await == 0.0
+    })
+    .await;
+    // A second check of the whole server starts only once the first one's result was
+    // applied (one check at a time per target).
+    let counted = checks.clone();
+    until("the whole server was checked twice", move || {
+        let twice = counted.lock().iter().filter(|s| s.is_empty()).count() >= 2;
+        async move { twice }
+    })
+    .await;
+    assert_eq!(gw.metric(&up).await, 1.0, "the SERVING one stays in");
+}

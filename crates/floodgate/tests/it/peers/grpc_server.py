@@ -3,9 +3,12 @@ service `test.Echo` with raw-bytes messages (no generated code): `Unary` echoes,
 `ServerStream` answers each byte of the request as a message of its own,
 `ClientStream` joins what it was sent, `Bidi` echoes each message as it comes, `Fail`
 aborts with the status named in the request (`NOT_FOUND:why`), `Metadata` returns the
-request's metadata as trailing metadata, and `Slow` waits for its deadline."""
+request's metadata as trailing metadata, and `Slow` waits for its deadline. It also
+answers the gRPC health checking protocol (grpc.health.v1.Health/Check), by hand: the
+whole server and `test.Echo` are SERVING, the service `down` is NOT_SERVING; each check
+prints {"health": service} on stdout once answered."""
 
-import sys, time
+import json, sys, time
 from concurrent import futures
 
 import grpc
@@ -47,6 +50,13 @@ def slow(request, context):
     return b""
 
 
+def health(request, context):
+    # HealthCheckRequest { service = 1 } in, HealthCheckResponse { status = 1 } out.
+    service = request[2:].decode() if request[:1] == b"\x0a" else ""
+    print(json.dumps({"health": service}), flush=True)
+    return b"\x08\x02" if service == "down" else b"\x08\x01"
+
+
 def main():
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -58,7 +68,12 @@ def main():
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("test.Echo", handlers),
+        grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(health)}
+        ),
+    ))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
