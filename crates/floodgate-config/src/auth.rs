@@ -141,6 +141,12 @@ pub struct JwtAuth {
     /// groups). Default `sub`.
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
+    /// Also take the token from this query parameter when there is no `Authorization`
+    /// header (a browser's WebSocket handshake cannot set headers: `wss://…?access_token=…`).
+    /// It is written `REDACTED` in the access log and removed before proxying when
+    /// `hide_credentials` is set. Default: the header only.
+    #[serde(default)]
+    pub query: Option<String>,
     /// Claims forwarded to the upstream as request headers: `{ claim: header }`. Such
     /// headers sent by the client are removed first.
     #[serde(default)]

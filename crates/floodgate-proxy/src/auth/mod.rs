@@ -223,8 +223,13 @@ pub struct RouteAccess {
     pub challenge: HeaderValue,
     /// Headers removed before proxying (the credentials), if `hide_credentials`.
     pub hide: Vec<HeaderName>,
-    /// The query parameter removed before proxying (the API key), if `hide_credentials`.
-    pub hide_query: Option<String>,
+    /// Query parameters removed before proxying (an API key, a token), if
+    /// `hide_credentials`.
+    pub hide_query: Vec<String>,
+    /// The query parameter a bearer token may come in, if any.
+    token_query: Option<String>,
+    /// Query parameters that carry credentials: written `REDACTED` in the access log.
+    query_credentials: Vec<String>,
 }
 
 impl RouteAccess {
@@ -258,12 +263,22 @@ impl RouteAccess {
             }
             hide.extend(key_header.clone());
         }
+        let token_query = a.jwt.as_ref().and_then(|j| j.query.clone());
+        let query_credentials: Vec<String> = a
+            .api_key
+            .as_ref()
+            .and_then(|k| k.query.clone())
+            .into_iter()
+            .chain(token_query.clone())
+            .collect();
         RouteAccess {
-            hide_query: a
-                .api_key
-                .as_ref()
-                .and_then(|k| k.query.clone())
-                .filter(|_| a.hide_credentials),
+            hide_query: if a.hide_credentials {
+                query_credentials.clone()
+            } else {
+                Vec::new()
+            },
+            token_query,
+            query_credentials,
             combine: a.require,
             key_query: a.api_key.as_ref().and_then(|k| k.query.clone()),
             key_header,
@@ -294,9 +309,9 @@ impl RouteAccess {
         }
     }
 
-    /// The query parameter that carries the API key (redacted in logs), if any.
-    pub fn key_query(&self) -> Option<&str> {
-        self.key_query.as_deref()
+    /// The query parameters that carry credentials (redacted in logs).
+    pub fn query_credentials(&self) -> &[String] {
+        &self.query_credentials
     }
 
     /// The `WWW-Authenticate` challenges for a 401 with `refusal`: the route's, with RFC
@@ -380,7 +395,14 @@ impl RouteAccess {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
+            .map(|(_, t)| t.trim())
+            .or_else(|| {
+                // A token in the query only when no Authorization header says otherwise.
+                if headers.contains_key(header::AUTHORIZATION) {
+                    return None;
+                }
+                query_param(query, self.token_query.as_deref()?)
+            });
         let mut introspected = None;
         if let Some(intro) = &self.introspection {
             let outcome = match (intro, bearer) {

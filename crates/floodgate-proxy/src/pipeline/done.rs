@@ -159,8 +159,15 @@ impl Done {
             let redacted = self
                 .compiled_route
                 .as_ref()
-                .and_then(|r| r.access.as_ref()?.key_query())
-                .map(|q| crate::auth::redact_query(self.target.as_str(), q));
+                .and_then(|r| r.access.as_ref())
+                .filter(|a| !a.query_credentials().is_empty())
+                .map(|a| {
+                    a.query_credentials()
+                        .iter()
+                        .fold(self.target.as_str().to_owned(), |t, q| {
+                            crate::auth::redact_query(&t, q)
+                        })
+                });
             let record = Record {
                 time: rfc3339(SystemTime::now() - elapsed),
                 request_id: self.request_id.to_str().unwrap_or_default(),

@@ -437,12 +437,13 @@ pub(crate) fn is_tunnel<B>(req: &Request<B>) -> bool {
 /// the path rewritten if the route rewrites, without a credential the gateway consumed
 /// from the query.
 fn upstream_target(route: &Route, uri: &Uri, new_path: Option<String>) -> Result<Uri, Problem> {
-    let stripped = route
-        .access
-        .as_ref()
-        .and_then(|a| a.hide_query.as_deref())
-        .zip(uri.query())
-        .and_then(|(name, query)| crate::auth::without_param(query, name));
+    let mut stripped: Option<String> = None;
+    for name in route.access.iter().flat_map(|a| &a.hide_query) {
+        let query = stripped.as_deref().or(uri.query());
+        if let Some(q) = query.and_then(|q| crate::auth::without_param(q, name)) {
+            stripped = Some(q);
+        }
+    }
     let pq = match (new_path, stripped) {
         (None, None) => uri
             .path_and_query()

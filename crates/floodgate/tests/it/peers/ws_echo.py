@@ -1,7 +1,8 @@
 """A WebSocket origin built on the `websockets` library, for tests/it/websocket.rs:
 prints its port, then echoes every message (text as text, binary as binary). A message
 `close:<code>` closes the connection with that code instead; `headers` answers with the
-handshake's headers as JSON (what reached the origin)."""
+handshake's headers as JSON and `path` with its request target (what reached the
+origin)."""
 
 import asyncio, json
 
@@ -10,7 +11,9 @@ from websockets.asyncio.server import serve
 
 async def echo(ws):
     async for message in ws:
-        if message == "headers":
+        if message == "path":
+            await ws.send(ws.request.path)
+        elif message == "headers":
             await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
         elif isinstance(message, str) and message.startswith("close:"):
             await ws.close(int(message[6:]), "asked")
