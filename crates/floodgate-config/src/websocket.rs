@@ -23,6 +23,10 @@ pub struct WebSocket {
     /// Tunnels open at once on the route; one more is refused with 503. Default: no limit.
     #[serde(default)]
     pub max_tunnels: Option<u32>,
+    /// Tunnels open at once per client on the route (the authenticated consumer, else the
+    /// client's address); one more is refused with 429. Default: no limit.
+    #[serde(default)]
+    pub max_tunnels_per_client: Option<u32>,
     /// A tunnel with no byte either way for this long is closed. Default 5m.
     #[serde(default = "default_idle")]
     pub idle_timeout: Duration,
@@ -37,6 +41,7 @@ impl Default for WebSocket {
             enabled: true,
             origins: Vec::new(),
             max_tunnels: None,
+            max_tunnels_per_client: None,
             idle_timeout: default_idle(),
             max_lifetime: None,
         }

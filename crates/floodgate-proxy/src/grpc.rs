@@ -49,7 +49,10 @@ pub fn call_kind<B>(req: &Request<B>) -> Option<Call> {
 pub fn status_for(problem: Problem) -> u8 {
     match problem {
         // RESOURCE_EXHAUSTED
-        Problem::RateLimited { .. } | Problem::BodyTooLarge | Problem::HeadersTooLarge => 8,
+        Problem::RateLimited { .. }
+        | Problem::BodyTooLarge
+        | Problem::HeadersTooLarge
+        | Problem::TunnelsPerClient => 8,
         // UNAVAILABLE
         Problem::CircuitOpen { .. }
         | Problem::NoTarget

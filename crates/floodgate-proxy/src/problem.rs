@@ -72,6 +72,8 @@ pub enum Problem {
     WebSocketRefused(&'static str),
     /// The route's WebSocket tunnels are all in use.
     TunnelsFull,
+    /// This client has as many WebSocket tunnels open on the route as it may.
+    TunnelsPerClient,
     /// The route's WAF found an attack pattern in the request.
     WafBlocked,
     /// The route's existence filter knows the requested key certainly does not exist.
@@ -121,7 +123,9 @@ impl Problem {
             Problem::Forbidden | Problem::WafBlocked | Problem::WebSocketRefused(_) => {
                 StatusCode::FORBIDDEN
             }
-            Problem::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Problem::RateLimited { .. } | Problem::TunnelsPerClient => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -152,6 +156,7 @@ impl Problem {
             Problem::Forbidden => "forbidden",
             Problem::WebSocketRefused(_) => "websocket-refused",
             Problem::TunnelsFull => "tunnels-full",
+            Problem::TunnelsPerClient => "too-many-tunnels",
             Problem::WafBlocked => "waf-blocked",
             Problem::Absent => "absent",
             Problem::NotCached => "not-cached",
@@ -206,6 +211,9 @@ impl Problem {
             Problem::WebSocketRefused(why) => why,
             Problem::TunnelsFull => {
                 "This route's WebSocket connections are all in use; retry shortly."
+            }
+            Problem::TunnelsPerClient => {
+                "This client has as many WebSocket connections open on this route as it may."
             }
             Problem::WafBlocked => "The request looks like an attack and was refused.",
             Problem::Absent => "No such item exists.",

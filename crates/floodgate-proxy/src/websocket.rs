@@ -41,10 +41,13 @@ pub struct TunnelPolicy {
     /// Allowed origins, lowercased; empty or `*`: any.
     origins: Vec<String>,
     max_tunnels: Option<u32>,
+    max_per_client: Option<u32>,
     idle_timeout: Duration,
     max_lifetime: Option<Duration>,
     /// Tunnels open now on the route (of this snapshot).
     open: Arc<AtomicU32>,
+    /// Tunnels open now per client, where a per-client limit is set.
+    by_client: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, u32>>>,
     metrics: TunnelSeries,
 }
 
@@ -61,15 +64,18 @@ impl TunnelPolicy {
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
             max_tunnels: cfg.max_tunnels,
+            max_per_client: cfg.max_tunnels_per_client,
             idle_timeout: cfg.idle_timeout.0,
             max_lifetime: cfg.max_lifetime.map(|d| d.0),
             open: Arc::default(),
+            by_client: Arc::default(),
             metrics: metrics.series(route),
         }
     }
 
-    /// Admits a handshake: a tunnel slot, or the problem that refuses it.
-    pub fn admit(&self, headers: &HeaderMap) -> Result<Slot, Problem> {
+    /// Admits a handshake from `client` (the consumer, else the address): a tunnel slot,
+    /// or the problem that refuses it.
+    pub fn admit(&self, headers: &HeaderMap, client: &str) -> Result<Slot, Problem> {
         if !self.enabled {
             return Err(Problem::WebSocketRefused(
                 "This route does not accept WebSocket connections.",
@@ -91,7 +97,27 @@ impl TunnelPolicy {
             self.metrics.refused_full.inc();
             return Err(Problem::TunnelsFull);
         }
-        Ok(Slot(self.open.clone()))
+        let route = RouteSlot(self.open.clone());
+        let Some(max) = self.max_per_client else {
+            return Ok(Slot {
+                route,
+                client: None,
+            });
+        };
+        let key: Arc<str> = Arc::from(client);
+        {
+            let mut by_client = self.by_client.lock();
+            let n = by_client.entry(key.clone()).or_insert(0);
+            if *n >= max {
+                self.metrics.refused_per_client.inc();
+                return Err(Problem::TunnelsPerClient);
+            }
+            *n += 1;
+        }
+        Ok(Slot {
+            route,
+            client: Some((self.by_client.clone(), key)),
+        })
     }
 
     /// Whether the handshake's `Origin` may open a tunnel: any when no list is set, and
@@ -174,12 +200,35 @@ impl TunnelClosed {
     }
 }
 
-/// A tunnel's place under the route's limit, given back when dropped.
-pub struct Slot(Arc<AtomicU32>);
+/// A tunnel's place under the route's limits, given back when dropped.
+pub struct Slot {
+    #[allow(dead_code)] // Held for its drop.
+    route: RouteSlot,
+    client: Option<(ClientCounts, Arc<str>)>,
+}
+
+type ClientCounts = Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, u32>>>;
+
+/// The place under the route-wide limit.
+struct RouteSlot(Arc<AtomicU32>);
+
+impl Drop for RouteSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some((counts, key)) = self.client.take() {
+            let mut counts = counts.lock();
+            if let Some(n) = counts.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -464,7 +513,7 @@ impl WebSocketMetrics {
         );
         reg.register(
             "websocket_handshakes_refused",
-            "WebSocket handshakes refused by the route's policy, by route and reason (origin, tunnels-full)",
+            "WebSocket handshakes refused by the route's policy, by route and reason (origin, tunnels-full, too-many-tunnels)",
             m.refused.clone(),
         );
         reg.register(
@@ -496,6 +545,10 @@ impl WebSocketMetrics {
             .map(|e| self.closed.get_or_create(&reason(e.label())).clone());
         let refused_origin = self.refused.get_or_create(&reason("origin")).clone();
         let refused_full = self.refused.get_or_create(&reason("tunnels-full")).clone();
+        let refused_per_client = self
+            .refused
+            .get_or_create(&reason("too-many-tunnels"))
+            .clone();
         let to_upstream = self.bytes.get_or_create(&direction("to-upstream")).clone();
         let to_client = self.bytes.get_or_create(&direction("to-client")).clone();
         TunnelSeries {
@@ -503,6 +556,7 @@ impl WebSocketMetrics {
             closed,
             refused_origin,
             refused_full,
+            refused_per_client,
             to_upstream,
             to_client,
         }
@@ -516,6 +570,7 @@ struct TunnelSeries {
     closed: [Counter; 4],
     refused_origin: Counter,
     refused_full: Counter,
+    refused_per_client: Counter,
     to_upstream: Counter,
     to_client: Counter,
 }
@@ -577,8 +632,11 @@ mod tests {
     #[test]
     fn origins_are_matched_exactly_and_absent_ones_pass() {
         let p = policy(&["https://app.example.com/"], None);
-        assert!(p.admit(&with_origin("https://APP.example.com")).is_ok());
-        assert!(p.admit(&HeaderMap::new()).is_ok());
+        assert!(
+            p.admit(&with_origin("https://APP.example.com"), "c")
+                .is_ok()
+        );
+        assert!(p.admit(&HeaderMap::new(), "c").is_ok());
         for other in [
             "https://evil.example",
             "https://app.example.com.evil.example",
@@ -587,7 +645,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    p.admit(&with_origin(other)),
+                    p.admit(&with_origin(other), "c"),
                     Err(Problem::WebSocketRefused(_))
                 ),
                 "{other}"
@@ -595,20 +653,47 @@ mod tests {
         }
         let mut two = with_origin("https://app.example.com");
         two.append(ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(p.admit(&two).is_err(), "two origins are not an origin");
-        assert!(policy(&["*"], None).admit(&with_origin("null")).is_ok());
+        assert!(p.admit(&two, "c").is_err(), "two origins are not an origin");
+        assert!(
+            policy(&["*"], None)
+                .admit(&with_origin("null"), "c")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn each_client_has_its_own_allowance() {
+        let mut reg = Registry::default();
+        let metrics = WebSocketMetrics::register(&mut reg);
+        let p = TunnelPolicy::compile(
+            Some(&WebSocket {
+                max_tunnels_per_client: Some(1),
+                ..WebSocket::default()
+            }),
+            "r",
+            &metrics,
+        );
+        let a = p.admit(&HeaderMap::new(), "alice").unwrap();
+        assert!(matches!(
+            p.admit(&HeaderMap::new(), "alice"),
+            Err(Problem::TunnelsPerClient)
+        ));
+        let _b = p.admit(&HeaderMap::new(), "bob").unwrap();
+        drop(a);
+        assert!(p.admit(&HeaderMap::new(), "alice").is_ok());
+        assert_eq!(p.by_client.lock().len(), 1, "closed clients are forgotten");
     }
 
     #[test]
     fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
         let p = policy(&[], Some(2));
-        let a = p.admit(&HeaderMap::new()).unwrap();
-        let _b = p.admit(&HeaderMap::new()).unwrap();
+        let a = p.admit(&HeaderMap::new(), "c").unwrap();
+        let _b = p.admit(&HeaderMap::new(), "c").unwrap();
         assert!(matches!(
-            p.admit(&HeaderMap::new()),
+            p.admit(&HeaderMap::new(), "c"),
             Err(Problem::TunnelsFull)
         ));
         drop(a);
-        assert!(p.admit(&HeaderMap::new()).is_ok());
+        assert!(p.admit(&HeaderMap::new(), "c").is_ok());
     }
 }

@@ -171,7 +171,7 @@ pub(crate) async fn proxy(
     let (route, upstream, host) = (&*route, &*upstream, &host);
     // A WebSocket handshake the connection can hand over: the route's policy first.
     let mut req = req;
-    let tunnel = tunnel_asked(&mut req, route)?;
+    let tunnel = tunnel_asked(&mut req, route, conn, done)?;
     enter(upstream.concurrency.as_ref(), criticality, done).await?;
     let (mut parts, mut body) = req.into_parts();
     if let Some(t) = &tunnel {
@@ -347,13 +347,25 @@ pub(crate) struct Tunnel {
 /// engine can hand over, or an HTTP/2 extended CONNECT (RFC 8441). `None` for any other
 /// request.
 /// (Boxed: it lives across the exchange's awaits, and most requests have none.)
-fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Box<Tunnel>>, Problem> {
+fn tunnel_asked(
+    req: &mut Request<Inbound>,
+    route: &Route,
+    conn: &ConnInfo,
+    done: &Done,
+) -> Result<Option<Box<Tunnel>>, Problem> {
+    // Whose tunnel it is, for the per-client limit: the consumer, else the address.
+    let client = || {
+        done.consumer
+            .as_deref()
+            .unwrap_or(conn.client.ip.to_str().unwrap_or_default())
+            .to_owned()
+    };
     if let Some(on) = req.extensions().get::<OnUpgrade>()
         && websocket::is_handshake(req.method(), req.headers())
     {
         let on = on.clone();
         return Ok(Some(Box::new(Tunnel {
-            slot: route.websocket.admit(req.headers())?,
+            slot: route.websocket.admit(req.headers(), &client())?,
             client: websocket::ClientSide::Http1(on),
             protocol: req
                 .headers()
@@ -364,7 +376,7 @@ fn tunnel_asked(req: &mut Request<Inbound>, route: &Route) -> Result<Option<Box<
         })));
     }
     if websocket::is_extended_connect(req.method(), req.extensions()) {
-        let slot = route.websocket.admit(req.headers())?;
+        let slot = route.websocket.admit(req.headers(), &client())?;
         return Ok(Some(Box::new(Tunnel {
             slot,
             client: websocket::ClientSide::Http2(hyper::upgrade::on(req)),

@@ -383,3 +383,26 @@ async fn a_browser_handshake_authenticates_with_a_token_in_the_query() {
     let line = &gw.access_lines("\"tunnel\"", 1).await[0];
     assert_eq!(line["path"], "/chat?room=1&access_token=REDACTED", "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_beyond_its_tunnels_is_refused() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "    websocket: { max_tunnels_per_client: 1 }");
+    let (head, first) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, _s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    drop(first);
+    let gw = Arc::new(gw);
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    until("the client's tunnel is free again", || {
+        let (gw, opened) = (gw.clone(), opened.clone());
+        async move {
+            let (head, s) = handshake(&gw, "").await;
+            opened.lock().push(s);
+            head.starts_with("HTTP/1.1 101")
+        }
+    })
+    .await;
+}
