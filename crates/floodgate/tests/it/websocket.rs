@@ -126,14 +126,16 @@ async fn a_page_from_another_origin_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
+/// With `limit` (YAML) on the route: one tunnel opens, the next is refused with
+/// `refused` (the status line's start), and once the first closes a tunnel opens again.
+async fn refused_until_one_closes(limit: &str, refused: &str) {
     let origin = echo_origin();
-    let gw = gateway(origin.addr, "    websocket: { max_tunnels: 1 }");
+    let gw = gateway(origin.addr, &format!("    websocket: {{ {limit} }}"));
     let (head, first) = handshake(&gw, "").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let (head, _s) = handshake(&gw, "").await;
-    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.starts_with(refused), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
     drop(first);
     let gw = Arc::new(gw);
     let opened = Arc::new(Mutex::new(Vec::new()));
@@ -146,6 +148,11 @@ async fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_beyond_the_limit_are_refused_until_one_closes() {
+    refused_until_one_closes("max_tunnels: 1", "HTTP/1.1 503").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,23 +393,5 @@ async fn a_browser_handshake_authenticates_with_a_token_in_the_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_beyond_its_tunnels_is_refused() {
-    let origin = echo_origin();
-    let gw = gateway(origin.addr, "    websocket: { max_tunnels_per_client: 1 }");
-    let (head, first) = handshake(&gw, "").await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let (head, _s) = handshake(&gw, "").await;
-    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
-    assert!(head.contains("application/problem+json"), "{head}");
-    drop(first);
-    let gw = Arc::new(gw);
-    let opened = Arc::new(Mutex::new(Vec::new()));
-    until("the client's tunnel is free again", || {
-        let (gw, opened) = (gw.clone(), opened.clone());
-        async move {
-            let (head, s) = handshake(&gw, "").await;
-            opened.lock().push(s);
-            head.starts_with("HTTP/1.1 101")
-        }
-    })
-    .await;
+    refused_until_one_closes("max_tunnels_per_client: 1", "HTTP/1.1 429").await;
 }
