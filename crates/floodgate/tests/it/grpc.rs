@@ -288,3 +288,38 @@ routes:
     .await;
     assert_eq!(gw.metric(&up).await, 1.0, "the SERVING one stays in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_reaches_an_h2c_server() {
+    // TLS on the listener (ALPN h2), h2c to the server.
+    let (server, _lines) = python_peer("grpc_server.py");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/listener");
+    let gw = Gateway::start(&format!(
+        "listeners:
+  - name: public
+    address: 127.0.0.1:0
+    tls: {{ certificates: [ {{ cert: {fixtures}/shop.pem, key: {fixtures}/shop.key }} ] }}
+admin: {{ address: \"127.0.0.1:0\" }}
+access_log: {{ enabled: false }}
+upstreams:
+  grpc: {{ protocol: http2, targets: [ \"127.0.0.1:{}\" ] }}
+routes:
+  - {{ match: {{ path_prefix: /test.Echo/ }}, upstream: grpc }}
+",
+        server.port
+    ));
+    let target = format!("tls:{fixtures}/ca.pem@{}", gw.addr());
+    let v = python_client(
+        "grpc_client.py",
+        &[&target, "unary,server_stream,bidi,fail"],
+    )
+    .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gw.log()));
+    assert_eq!(v["unary"], "hello", "{v}");
+    assert_eq!(
+        v["server_stream"],
+        serde_json::json!(["a", "b", "c"]),
+        "{v}"
+    );
+    assert_eq!(v["bidi"], serde_json::json!(["1", "2", "3"]), "{v}");
+    assert_eq!(v["fail"]["code"], "NOT_FOUND", "{v}");
+}

@@ -1,5 +1,6 @@
 """A gRPC client built on grpcio, for tests/it/grpc.rs: calls each method of the
-`test.Echo` service (see grpc_server.py) at the address in argv[1], over h2c, and prints
+`test.Echo` service (see grpc_server.py) at the address in argv[1], over h2c (or over
+TLS when argv[1] is `tls:CA_FILE@ADDRESS`, the CA file trusted), and prints
 one JSON object with what came back, or the status code and message of each failure.
 argv[2], if given, names the calls to make (comma-separated), in order; `no_route` calls
 a service nothing routes. With argv[2] = `seq` and argv[3] a comma-separated list of
@@ -19,9 +20,17 @@ def call(out, name, fn):
         out[name] = {"code": e.code().name, "message": e.details()}
 
 
+def channel(target):
+    if target.startswith("tls:"):
+        ca, _, address = target[4:].partition("@")
+        creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+        return grpc.secure_channel(address, creds)
+    return grpc.insecure_channel(target)
+
+
 def main(target):
     out = {}
-    with grpc.insecure_channel(target) as ch:
+    with channel(target) as ch:
         m = lambda kind, name: getattr(ch, kind)("/test.Echo/" + name)
         call(out, "unary", lambda: m("unary_unary", "Unary")(b"hello", timeout=20).decode())
         call(out, "big", lambda: len(m("unary_unary", "Unary")(b"x" * 3_000_000, timeout=20)))
