@@ -122,6 +122,8 @@ pub struct Gateway {
     pub existence: crate::kept::Kept<crate::existence::Existence>,
     /// Idempotency-key stores, kept across reloads.
     pub idempotency: crate::kept::Kept<crate::idempotency::KeyStore>,
+    /// Open WebSocket tunnels by route, kept across reloads (so limits count them).
+    pub tunnels: crate::kept::Kept<crate::websocket::TunnelCounts>,
     /// The HTTP cache, kept across reloads.
     pub cache: Arc<crate::cache::CacheState>,
     /// How the last reload went (none yet: `None`), for `/status`.
@@ -164,6 +166,7 @@ impl Gateway {
         let breakers = BreakerRegistry::default();
         let existence = crate::kept::Kept::default();
         let idempotency = crate::kept::Kept::default();
+        let tunnels = crate::kept::Kept::default();
         let cache = Arc::new(crate::cache::CacheState::new(&config.cache));
         let tls = listener_tls(&config)?;
         check_jwt_keys(&config)?;
@@ -178,6 +181,7 @@ impl Gateway {
                 breakers: &breakers,
                 existence: &existence,
                 idempotency: &idempotency,
+                tunnels: &tunnels,
                 cache: &cache,
                 listener_tls: &tls,
                 cluster: cluster.as_ref(),
@@ -198,6 +202,7 @@ impl Gateway {
             basic: crate::auth::BasicVerifier::default(),
             existence,
             idempotency,
+            tunnels,
             cache,
             last_reload: std::sync::Mutex::new(None),
         }))
@@ -332,6 +337,7 @@ impl Gateway {
                 breakers: &self.breakers,
                 existence: &self.existence,
                 idempotency: &self.idempotency,
+                tunnels: &self.tunnels,
                 cache: &self.cache,
                 listener_tls: &tls,
                 cluster: self.cluster.as_ref(),

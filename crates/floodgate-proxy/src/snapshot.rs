@@ -45,6 +45,8 @@ pub struct Shared<'a> {
     pub cache: &'a crate::cache::CacheState,
     /// Idempotency-key stores, by route.
     pub idempotency: &'a crate::kept::Kept<crate::idempotency::KeyStore>,
+    /// Open WebSocket tunnels, by route.
+    pub tunnels: &'a crate::kept::Kept<crate::websocket::TunnelCounts>,
     /// Each listener's TLS server configuration (by index; none for cleartext), built from
     /// its files beforehand because that can fail.
     pub listener_tls: &'a [Option<Arc<rustls::ServerConfig>>],
@@ -311,6 +313,10 @@ impl Snapshot {
                         r.websocket.as_ref(),
                         &name,
                         &metrics.websocket,
+                        // Counts survive reloads and limit changes: open tunnels stay open.
+                        shared
+                            .tunnels
+                            .get_or_build("tunnels", &name, &"counts", Default::default),
                     ),
                     fault: r.fault.as_ref().map(|f| {
                         FaultPlan::compile(
@@ -453,6 +459,7 @@ impl Snapshot {
         shared.breakers.retain_built();
         shared.existence.retain_built();
         shared.idempotency.retain_built();
+        shared.tunnels.retain_built();
         Snapshot {
             generation,
             listeners,

@@ -44,16 +44,19 @@ pub struct TunnelPolicy {
     max_per_client: Option<u32>,
     idle_timeout: Duration,
     max_lifetime: Option<Duration>,
-    /// Tunnels open now on the route (of this snapshot).
-    open: Arc<AtomicU32>,
-    /// Tunnels open now per client, where a per-client limit is set.
-    by_client: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, u32>>>,
+    /// Tunnels open now on the route, kept across reloads.
+    counts: Arc<TunnelCounts>,
     metrics: TunnelSeries,
 }
 
 impl TunnelPolicy {
     /// The policy for a route (`None`: the defaults), its metric series from `metrics`.
-    pub fn compile(cfg: Option<&WebSocket>, route: &str, metrics: &WebSocketMetrics) -> Self {
+    pub fn compile(
+        cfg: Option<&WebSocket>,
+        route: &str,
+        metrics: &WebSocketMetrics,
+        counts: Arc<TunnelCounts>,
+    ) -> Self {
         let defaults = WebSocket::default();
         let cfg = cfg.unwrap_or(&defaults);
         TunnelPolicy {
@@ -67,8 +70,7 @@ impl TunnelPolicy {
             max_per_client: cfg.max_tunnels_per_client,
             idle_timeout: cfg.idle_timeout.0,
             max_lifetime: cfg.max_lifetime.map(|d| d.0),
-            open: Arc::default(),
-            by_client: Arc::default(),
+            counts,
             metrics: metrics.series(route),
         }
     }
@@ -89,6 +91,7 @@ impl TunnelPolicy {
         }
         let max = self.max_tunnels.unwrap_or(u32::MAX);
         let taken = self
+            .counts
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -97,7 +100,7 @@ impl TunnelPolicy {
             self.metrics.refused_full.inc();
             return Err(Problem::TunnelsFull);
         }
-        let route = RouteSlot(self.open.clone());
+        let route = RouteSlot(self.counts.clone());
         let Some(max) = self.max_per_client else {
             return Ok(Slot {
                 route,
@@ -106,7 +109,7 @@ impl TunnelPolicy {
         };
         let key: Arc<str> = Arc::from(client);
         {
-            let mut by_client = self.by_client.lock();
+            let mut by_client = self.counts.by_client.lock();
             let n = by_client.entry(key.clone()).or_insert(0);
             if *n >= max {
                 self.metrics.refused_per_client.inc();
@@ -116,7 +119,7 @@ impl TunnelPolicy {
         }
         Ok(Slot {
             route,
-            client: Some((self.by_client.clone(), key)),
+            client: Some((self.counts.clone(), key)),
         })
     }
 
@@ -200,28 +203,34 @@ impl TunnelClosed {
     }
 }
 
+/// The tunnels open on a route: in all, and per client where a per-client limit is set.
+/// Kept across reloads, so a new configuration's limits count the tunnels already open.
+#[derive(Default)]
+pub struct TunnelCounts {
+    open: AtomicU32,
+    by_client: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u32>>,
+}
+
 /// A tunnel's place under the route's limits, given back when dropped.
 pub struct Slot {
     #[allow(dead_code)] // Held for its drop.
     route: RouteSlot,
-    client: Option<(ClientCounts, Arc<str>)>,
+    client: Option<(Arc<TunnelCounts>, Arc<str>)>,
 }
 
-type ClientCounts = Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, u32>>>;
-
 /// The place under the route-wide limit.
-struct RouteSlot(Arc<AtomicU32>);
+struct RouteSlot(Arc<TunnelCounts>);
 
 impl Drop for RouteSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some((counts, key)) = self.client.take() {
-            let mut counts = counts.lock();
+            let mut counts = counts.by_client.lock();
             if let Some(n) = counts.get_mut(&key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -597,6 +606,7 @@ mod tests {
             }),
             "r",
             &metrics,
+            Arc::default(),
         )
     }
 
@@ -672,6 +682,7 @@ mod tests {
             }),
             "r",
             &metrics,
+            Arc::default(),
         );
         let a = p.admit(&HeaderMap::new(), "alice").unwrap();
         assert!(matches!(
@@ -681,7 +692,11 @@ mod tests {
         let _b = p.admit(&HeaderMap::new(), "bob").unwrap();
         drop(a);
         assert!(p.admit(&HeaderMap::new(), "alice").is_ok());
-        assert_eq!(p.by_client.lock().len(), 1, "closed clients are forgotten");
+        assert_eq!(
+            p.counts.by_client.lock().len(),
+            1,
+            "closed clients are forgotten"
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub(crate) fn explain(
             breakers: &Default::default(),
             existence: &Default::default(),
             idempotency: &Default::default(),
+            tunnels: &Default::default(),
             cache: &cache,
             listener_tls: &[],
             cluster: None,

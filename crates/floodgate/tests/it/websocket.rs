@@ -395,3 +395,21 @@ async fn a_browser_handshake_authenticates_with_a_token_in_the_query() {
 async fn a_client_beyond_its_tunnels_is_refused() {
     refused_until_one_closes("max_tunnels_per_client: 1", "HTTP/1.1 429").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_counting_the_tunnels_open() {
+    let origin = echo_origin();
+    let gw = gateway(origin.addr, "    websocket: { max_tunnels: 1 }");
+    let (head, _first) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The same route with another setting: the tunnel opened before still counts.
+    gw.write_config(&config(
+        origin.addr,
+        "  - name: ws\n    match: { path_prefix: / }\n    upstream: backend\n    websocket: { max_tunnels: 1, idle_timeout: 10m }",
+        "",
+    ));
+    gw.wait_log("\"configuration reloaded\"")
+        .expect("the reload happens");
+    let (head, _s) = handshake(&gw, "").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+}
